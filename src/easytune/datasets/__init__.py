@@ -1,0 +1,7 @@
+"""Kedro catalog datasets for the project's artifacts (never unpickle anything read from disk)."""
+
+from easytune.datasets.checkpoint_dataset import CheckpointDataset
+from easytune.datasets.file_bundle_dataset import FileBundleDataset
+from easytune.datasets.npz_dataset import NpzDataset
+
+__all__ = ["CheckpointDataset", "FileBundleDataset", "NpzDataset"]

@@ -1,0 +1,33 @@
+"""Kedro project settings.
+
+Custom resolvers:
+- ``${project_root:}``: absolute path of the project, so the MLflow sqlite store is one file whatever the
+  current directory (a notebook in ``notebooks/`` must not create its own database);
+- ``${env_or_empty:VAR}``: the value of environment variable VAR or '' (the node that needs it raises a clear
+  error naming the variable; Kedro disables ``oc.env`` outside credentials).
+"""
+
+import os
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _project_root() -> str:
+    return PROJECT_ROOT.as_posix()
+
+
+def _env_or_empty(name: str) -> str:
+    return os.environ.get(name, "")
+
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+    "custom_resolvers": {"project_root": _project_root, "env_or_empty": _env_or_empty},
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
+}

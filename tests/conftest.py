@@ -1,0 +1,43 @@
+"""Shared test setup: offline, quiet, deterministic, small."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _name, _value in {
+    "DO_NOT_TRACK": "true",
+    "KEDRO_DISABLE_TELEMETRY": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (PROJECT_ROOT / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def humanml3d_samples() -> Path:
+    """Real HumanML3D sample files; the test skips when ../shared/data is absent."""
+    path = SHARED_DATA / "humanml3d_samples"
+    if not path.is_dir():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bandai_root() -> Path:
+    """Bandai Namco mocap in the joints-folder layout; the test skips when ../shared/data is absent."""
+    path = SHARED_DATA / "bandai_namco_hml22"
+    if not path.is_dir():
+        pytest.skip(f"{path} not present")
+    return path
