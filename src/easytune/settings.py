@@ -16,7 +16,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _project_root() -> str:
-    return PROJECT_ROOT.as_posix()
+    """The project folder; ``EASYTUNE_PROJECT_ROOT`` overrides it (tests run whole projects in a temp copy)."""
+    return Path(os.environ.get("EASYTUNE_PROJECT_ROOT", PROJECT_ROOT)).resolve().as_posix()
 
 
 def _env_or_empty(name: str) -> str:
@@ -31,3 +32,7 @@ CONFIG_LOADER_ARGS = {
     "custom_resolvers": {"project_root": _project_root, "env_or_empty": _env_or_empty},
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
+
+from easytune.hooks import UpstreamArtifactsHook  # noqa: E402
+
+HOOKS = (UpstreamArtifactsHook(),)

@@ -1,0 +1,69 @@
+"""Project hooks: fail early, and clearly, when a pipeline's upstream artifacts are missing.
+
+``kedro run --pipeline finetune`` on a fresh clone would otherwise fail deep inside the first node that loads a
+checkpoint. Before any node runs, :class:`UpstreamArtifactsHook` checks every free input of the pipeline being run
+and, for each missing one, names the registered pipeline that produces it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+#: the order in which the main job runs its pipelines; used to name the first one to run
+MAIN_JOB = ("data_processing", "pretrain", "reward", "finetune", "evaluation")
+
+
+class MissingUpstreamError(RuntimeError):
+    """A pipeline's inputs do not exist yet; the message says which pipeline to run first."""
+
+
+def _producers(dataset: str) -> list[str]:
+    from kedro.framework.project import pipelines
+
+    found = []
+    for name in pipelines:
+        if name == "__default__":
+            continue
+        try:
+            if dataset in pipelines[name].all_outputs():
+                found.append(name)
+        except Exception:  # noqa: BLE001 - a broken pipeline is reported by kedro itself
+            continue
+    return sorted(found, key=lambda n: (MAIN_JOB.index(n) if n in MAIN_JOB else len(MAIN_JOB), n))
+
+
+def missing_upstream_message(missing: dict[str, list[str]]) -> str:
+    lines = ["these inputs do not exist yet:"]
+    first_pipelines = []
+    for dataset, producers in sorted(missing.items()):
+        by = f"produced by `kedro run --pipeline {producers[0]}`" if producers else "not produced by any pipeline"
+        lines.append(f"  - {dataset} ({by})")
+        if producers and producers[0] not in first_pipelines:
+            first_pipelines.append(producers[0])
+    if first_pipelines:
+        ordered = sorted(first_pipelines, key=lambda n: MAIN_JOB.index(n) if n in MAIN_JOB else len(MAIN_JOB))
+        lines.append("run first: " + ", then ".join(f"`kedro run --pipeline {p}`" for p in ordered)
+                     + " (same --env), or `kedro run` for the whole chain")
+    return "\n".join(lines)
+
+
+class UpstreamArtifactsHook:
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        missing: dict[str, list[str]] = {}
+        for name in sorted(pipeline.inputs()):
+            if name == "parameters" or name.startswith("params:"):
+                continue
+            try:
+                exists = catalog.exists(name)
+            except Exception:  # noqa: BLE001 - datasets that cannot tell (e.g. MLflow-backed) are not checked
+                continue
+            if not exists:
+                missing[name] = _producers(name)
+        if missing:
+            raise MissingUpstreamError(missing_upstream_message(missing))
