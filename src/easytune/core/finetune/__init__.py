@@ -1,0 +1,55 @@
+"""Reward fine-tuning of text-to-motion diffusion models (EasyTune and the chain baselines).
+
+- :mod:`.policies`: each method as a small policy deciding what the one rollout loop does per step;
+- :mod:`.rollout`: the one rollout loop (:func:`run_rollout`);
+- :mod:`.accounting`: saved-for-backward bytes, seconds and CUDA peak per optimizer update;
+- :mod:`.trainer`: optimisation (AdamW, warm-up + cosine, clip, KL, LoRA, early stopping, resume);
+- :mod:`.analysis`: chain-Jacobian norms (paper Fig. 3) and noisy-vs-clean similarity (Fig. 4).
+
+Every checkpoint the fine-tuning code loads goes through :func:`load_checkpoint_model` with
+:data:`ALLOWED_CHECKPOINT_KINDS`: the evaluator (and the content classifier) can never be loaded here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from easytune.core.checkpoint import CheckpointError, build_from_checkpoint
+
+ALLOWED_CHECKPOINT_KINDS = ("latent_denoiser", "frame_denoiser", "motion_vae", "retrieval_model")
+
+
+def load_checkpoint_model(ckpt: dict, device: torch.device | str, *, source: str,
+                          expected_kind: str | tuple[str, ...] | None = None) -> torch.nn.Module:
+    """Rebuild a model allowed in fine-tuning; ``expected_kind`` narrows the allowed kinds further."""
+    allowed = ALLOWED_CHECKPOINT_KINDS
+    if expected_kind is not None:
+        wanted = (expected_kind,) if isinstance(expected_kind, str) else tuple(expected_kind)
+        allowed = tuple(k for k in allowed if k in wanted)
+    return build_from_checkpoint(ckpt, device, allowed_kinds=allowed, source=source)
+
+
+def load_generator(denoiser_ckpt: dict, vae_ckpt: dict | None, device: torch.device | str,
+                   source: str = "pretrained denoiser"):
+    """MotionGenerator from a pretrained denoiser checkpoint (+ the motion VAE for MLD), kinds checked first."""
+    from easytune.core.generator import MotionGenerator
+
+    for ckpt, name in ((denoiser_ckpt, source), (vae_ckpt, "motion_vae")):
+        if ckpt is not None and (not isinstance(ckpt, dict) or ckpt.get("kind") not in ALLOWED_CHECKPOINT_KINDS):
+            kind = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
+            raise CheckpointError(f"{name}: model kind {kind!r} may not be loaded by fine-tuning (allowed: "
+                                  f"{list(ALLOWED_CHECKPOINT_KINDS)})")
+    kind = denoiser_ckpt.get("metadata", {}).get("generator", {}).get("kind")
+    return MotionGenerator.from_checkpoints(denoiser_ckpt, vae_ckpt if kind == "mld" else None, device,
+                                            source=source)
+
+
+def load_reward(reward_ckpt: dict, device: torch.device | str):
+    """Frozen :class:`~easytune.core.reward.reward.Reward` from a ``retrieval_model`` checkpoint."""
+    from easytune.core.reward.reward import Reward
+
+    model = load_checkpoint_model(reward_ckpt, device, source="reward_model", expected_kind="retrieval_model")
+    return Reward(model)
+
+
+__all__ = ["ALLOWED_CHECKPOINT_KINDS", "load_checkpoint_model", "load_generator", "load_reward"]

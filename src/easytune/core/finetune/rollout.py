@@ -1,0 +1,182 @@
+"""ONE rollout loop for every fine-tuning method, driven by a :class:`~easytune.core.finetune.policies.RolloutPlan`.
+
+The loop runs the sampler of a :class:`~easytune.core.generator.MotionGenerator` step by step (its building
+blocks ``initial_noise``, ``denoise``, ``diffusion.step`` and ``decode``), and at each step does what the plan
+says: gradient on the denoiser parameters or not, stop-gradient on x_t (EasyTune, paper Eq. 9-10), detached
+denoiser input only (DRTune), gradient checkpointing (AlignProp), the reward term (one-step x0_hat, paper Eq. 12,
+decoded by the frozen VAE for latent models; or the noise-aware R(x_{t-1}, t-1, c)), an optional KL-style term
+to a frozen reference denoiser (paper Eq. S1: MSE between the two denoisers' outputs at the same input), and
+``on_update(loss)`` where the plan updates (the caller runs backward and the optimizer there).
+
+Per-step loss (Algorithm 1): loss_t = - reward_weight * w_t * mean_b R_b + kl_weight * ||eps_theta - eps_ref||^2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from easytune.core.finetune.policies import RolloutPlan
+from easytune.core.text import TextBatch
+
+RewardInput = Literal["x0_hat", "noisy"]
+
+
+@dataclass
+class StepTrace:
+    """What happened at one step (rewards are batch means)."""
+
+    index: int
+    timestep: int
+    reward: float | None = None
+    kl: float | None = None
+    updated: bool = False
+
+
+@dataclass
+class RolloutResult:
+    """Outcome of one trajectory.
+
+    Attributes:
+        trace: one :class:`StepTrace` per step run.
+        final_sample: (B, ...) detached x_0 (latent for MLD, features for MDM) when every step ran, else None.
+        mask: (B, T) bool valid frames of the trajectory's motions.
+    """
+
+    trace: list[StepTrace] = field(default_factory=list)
+    final_sample: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+    @property
+    def updates(self) -> int:
+        return sum(s.updated for s in self.trace)
+
+
+def _reward_features(generator, sample: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Normalised features (B, T, D) of a generator sample (VAE decode for MLD, identity for MDM)."""
+    return generator.decode(sample, mask)
+
+
+def run_rollout(
+    generator,
+    reward: Callable[..., torch.Tensor],
+    plan: RolloutPlan,
+    text: TextBatch,
+    lengths: torch.Tensor,
+    *,
+    noise_generator: torch.Generator | None,
+    on_update: Callable[[torch.Tensor, StepTrace], bool],
+    num_steps: int | None = None,
+    guidance_scale: float | None = None,
+    reward_input: RewardInput = "x0_hat",
+    reward_weight: float = 1.0,
+    reference=None,
+    kl_weight: float = 0.0,
+    x_T: torch.Tensor | None = None,
+    observer: Callable[[int, dict], None] | None = None,
+) -> RolloutResult:
+    """Run one trajectory of ``generator`` under ``plan``.
+
+    Args:
+        generator: the model that runs the trajectory (the policy itself, or a frozen copy for chain
+            optimisation); its ``denoiser`` parameters receive the gradients.
+        reward: ``reward(features (B,T,D), lengths (B,), text, t (B,)|None) -> (B,)``, frozen.
+        plan: per-step decisions; ``plan.num_steps`` must equal the number of sampling steps.
+        text: B captions; lengths: (B,) frames per motion.
+        noise_generator: CPU generator for x_T (and stochastic samplers).
+        on_update: ``on_update(loss, trace) -> stop``: backward + optimizer step, called where the plan updates
+            (``trace.reward`` holds this step's batch-mean reward); returning True ends the trajectory there.
+        reward_input: ``x0_hat`` (one-step prediction, decoded) or ``noisy`` (noise-aware R(x_{t-1}, t-1, c);
+            feature-space generators only).
+        reference: frozen reference generator for the KL term (used when ``kl_weight > 0``).
+        x_T: optional starting noise (B, ...) (default: drawn by ``generator.initial_noise``).
+        observer: optional ``observer(step_index, tensors)`` called at every step with ``x_t``, ``denoiser_input``,
+            ``x_prev``, ``x0_hat``, ``model_output`` (tests and analyses; tensors are not detached).
+    """
+    n = num_steps or generator.diffusion.config.num_inference_steps
+    if plan.num_steps != n:
+        raise ValueError(f"plan is for {plan.num_steps} steps but the sampler runs {n}")
+    if reward_input == "noisy" and generator.vae is not None:
+        raise ValueError("the noise-aware reward scores features: use reward_input='x0_hat' for latent (MLD) models")
+    plan.validate()
+    timesteps = generator.diffusion.timesteps(n)  # (n,) descending
+    x_noise, mask = generator.initial_noise(lengths, noise_generator)
+    x_t = x_noise if x_T is None else x_T.to(x_noise.device, x_noise.dtype)  # (B, ...) latent or features
+    frame_mask = mask[..., None].to(x_t.dtype) if generator.vae is None else None  # (B, T, 1) for MDM
+    result = RolloutResult(mask=mask)
+    pending: torch.Tensor | None = None
+    with torch.enable_grad():
+        for i, decision in enumerate(plan.decisions):
+            t = int(timesteps[i])
+            trace = StepTrace(index=i, timestep=t)
+            if decision.detach_chain:
+                x_t = x_t.detach()  # EasyTune: x_{t-1} = pi_theta(sg(x_t), t, c)
+            x_in = x_t.detach() if decision.detach_input else x_t  # DRTune: sg only on the denoiser input
+
+            def denoise(inp: torch.Tensor) -> torch.Tensor:
+                return generator.denoise(inp, t, text, mask, guidance_scale=guidance_scale)
+
+            with torch.set_grad_enabled(decision.grad):
+                if decision.grad and decision.checkpoint:
+                    model_output = checkpoint(denoise, x_in, use_reentrant=False)  # recomputed in backward
+                else:
+                    model_output = denoise(x_in)  # (B, ...) eps_hat or x0_hat
+            # the sampler update keeps whatever chain x_t has (no-op graph when nothing requires grad)
+            x_prev, x0_hat = generator.diffusion.step(model_output, t, x_t, generator=noise_generator, num_steps=n)
+            if frame_mask is not None:  # feature-space sampler: padded frames stay zero (as sample_steps)
+                x_prev, x0_hat = x_prev * frame_mask, x0_hat * frame_mask
+            if observer is not None:
+                observer(i, {"x_t": x_t, "denoiser_input": x_in, "x_prev": x_prev, "x0_hat": x0_hat,
+                             "model_output": model_output})
+            if decision.grad and kl_weight > 0 and reference is not None:
+                with torch.no_grad():
+                    ref_output = reference.denoise(x_in.detach(), t, text, mask, guidance_scale=guidance_scale)
+                kl = F.mse_loss(model_output, ref_output)  # Eq. S1 (Gaussian KL up to a constant factor)
+                pending = kl_weight * kl if pending is None else pending + kl_weight * kl
+                trace.kl = float(kl.detach())
+            if decision.reward:
+                if reward_input == "x0_hat":
+                    r = reward(_reward_features(generator, x0_hat, mask), lengths, text, None)  # (B,)
+                else:
+                    t_next = int(timesteps[i + 1]) if i + 1 < n else 0
+                    t_vec = torch.full((x_prev.shape[0],), t_next, dtype=torch.int64, device=x_prev.device)
+                    r = reward(x_prev, lengths, text, t_vec)  # (B,)
+                r_mean = r.mean()  # explicit batch mean of the per-sample reward
+                trace.reward = float(r_mean.detach())
+                term = -reward_weight * decision.weight * r_mean
+                pending = term if pending is None else pending + term
+            if decision.update:
+                if pending is None or not pending.requires_grad:
+                    raise RuntimeError(f"step {i}: the loss has no gradient path to the parameters")
+                trace.updated = True
+                stop = on_update(pending, trace)
+                pending = None
+                x_prev = x_prev.detach()  # the graph was freed by backward
+            result.trace.append(trace)
+            x_t = x_prev
+            if decision.update and stop:
+                break
+    if len(result.trace) == n:
+        result.final_sample = x_t.detach()
+    return result
+
+
+@torch.no_grad()
+def sample_final(generator, text: TextBatch, lengths: torch.Tensor, *, noise_generator: torch.Generator | None,
+                 num_steps: int | None = None, guidance_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """No-grad trajectory with the same loop: (final features (B, T, D), mask (B, T)) -- reference for tests."""
+    n = num_steps or generator.diffusion.config.num_inference_steps
+    timesteps = generator.diffusion.timesteps(n)
+    x_t, mask = generator.initial_noise(lengths, noise_generator)
+    frame_mask = mask[..., None].to(x_t.dtype) if generator.vae is None else None
+    for t in timesteps.tolist():
+        out = generator.denoise(x_t, int(t), text, mask, guidance_scale=guidance_scale)
+        x_t, _ = generator.diffusion.step(out, int(t), x_t, generator=noise_generator, num_steps=n)
+        if frame_mask is not None:
+            x_t = x_t * frame_mask
+    return _reward_features(generator, x_t, mask), mask

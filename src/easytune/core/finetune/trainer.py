@@ -1,0 +1,466 @@
+"""Reward fine-tuning of a pretrained generator: optimisation around the one rollout loop.
+
+:func:`finetune` samples captions from the train split, asks the method's policy for a plan per trajectory, runs
+:func:`~easytune.core.finetune.rollout.run_rollout` and, at every update the plan asks for, runs backward,
+gradient clipping (1.0), AdamW and a warm-up + cosine learning-rate schedule counted in optimizer updates
+(METHOD.md sec. 4). Options: KL regularisation to the frozen pretrained denoiser (Eq. S1), LoRA through peft
+(merged before the checkpoint is written), early stopping on the validation reward (no-grad sampling of held-out
+val captions every ``val_every`` updates), resumable checkpoints (weights, optimizer, scheduler, RNG states,
+counters; a different configuration starts fresh). Accounting per update: see :mod:`.accounting`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from easytune.core.config import from_dict, to_dict
+from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.finetune.accounting import UpdateAccountant
+from easytune.core.finetune.policies import Policy, make_policy
+from easytune.core.finetune.rollout import StepTrace, run_rollout
+from easytune.core.text import TextBatch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoraOptions:
+    """LoRA on the denoiser's Linear layers (peft); merged into the weights before saving."""
+
+    enabled: bool = False
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None  # None: every nn.Linear of the denoiser
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run (one method).
+
+    Attributes:
+        method: a key of :data:`~easytune.core.finetune.policies.POLICIES`; ``policy``: its options.
+        num_steps: sampling steps T (None: the pretrained sampler's default); guidance_scale: CFG scale (None:
+            the checkpoint's); reward_input: ``x0_hat`` (one-step prediction) or ``noisy`` (noise-aware reward,
+            feature-space generators).
+        batch_size: captions per trajectory; max_frames: cap on the sampled motion lengths (None: no cap).
+        max_updates: optimizer-update budget; max_trajectories: optional safety cap.
+        lr, betas, weight_decay, warmup_updates, min_lr_ratio: AdamW with linear warm-up then cosine decay to
+            ``min_lr_ratio * lr`` over ``max_updates``; grad_clip: max grad norm (None: off).
+        reward_weight: multiplies the reward term; kl_weight: weight of the Eq. S1 term (0: off).
+        val_every: validate every N updates (checked between trajectories; 0: never); val_captions: held-out
+            captions scored; patience: validation rounds without improvement > min_delta before stopping
+            (None: never stop early); restore_best: return the best-validated weights.
+        resume_path: resumable checkpoint file (None: no resume); save_every_updates: its interval.
+    """
+
+    method: str = "easytune_step"
+    policy: dict[str, Any] = field(default_factory=dict)
+    num_steps: int | None = None
+    guidance_scale: float | None = None
+    reward_input: Literal["x0_hat", "noisy"] = "x0_hat"
+    batch_size: int = 8
+    max_frames: int | None = None
+    max_updates: int = 100
+    max_trajectories: int | None = None
+    lr: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    warmup_updates: int = 0
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    reward_weight: float = 1.0
+    kl_weight: float = 0.0
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    val_every: int = 0
+    val_captions: int = 16
+    patience: int | None = None
+    min_delta: float = 0.0
+    restore_best: bool = True
+    resume_path: str | None = None
+    save_every_updates: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_updates < 1:
+            raise ValueError(f"max_updates must be >= 1, got {self.max_updates}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must have two values, got {self.betas}")
+
+    def build_policy(self) -> Policy:
+        return make_policy(self.method, self.policy)
+
+    def digest(self) -> str:
+        """Hash of the configuration (a resume file from another configuration is not used)."""
+        return hashlib.sha256(json.dumps(to_dict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class FinetuneResult:
+    """Output of :func:`finetune`: the (merged) denoiser, metric histories and a summary dict."""
+
+    denoiser: torch.nn.Module
+    history: dict[str, list[dict]]
+    summary: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LoRA
+
+
+def linear_module_names(module: torch.nn.Module) -> list[str]:
+    """Names of the nn.Linear layers whose forward is called (the out_proj of nn.MultiheadAttention is skipped:
+    that module uses its weight directly, so LoRA on it would never run)."""
+    skip = {f"{name}.out_proj" for name, m in module.named_modules() if isinstance(m, torch.nn.MultiheadAttention)}
+    return [name for name, m in module.named_modules() if isinstance(m, torch.nn.Linear) and name not in skip]
+
+
+def add_lora(denoiser: torch.nn.Module, options: LoraOptions) -> torch.nn.Module:
+    """Inject LoRA adapters (in place) and freeze everything else; returns ``denoiser``."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = options.target_modules or linear_module_names(denoiser)
+    if not targets:
+        raise ValueError("LoRA: the denoiser has no nn.Linear layer to adapt")
+    config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                        target_modules=targets, bias="none")
+    inject_adapter_in_model(config, denoiser)
+    for name, p in denoiser.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return denoiser
+
+
+def merge_lora(denoiser: torch.nn.Module) -> torch.nn.Module:
+    """Merge every LoRA adapter into its base layer and put the plain layer back (in place); returns ``denoiser``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(denoiser.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = denoiser.get_submodule(parent_name) if parent_name else denoiser
+            setattr(parent, child, module.get_base_layer())
+    return denoiser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data
+
+
+def sample_train_batch(train: MotionSplit, text: TextEmbeddings, rng: np.random.Generator, batch_size: int,
+                       max_frames: int | None, device: torch.device) -> tuple[TextBatch, torch.Tensor]:
+    """B random train samples: one of their captions each and their lengths (capped at ``max_frames``)."""
+    index = rng.integers(0, len(train), size=batch_size)
+    counts = np.diff(train.caption_offsets)[index]
+    pick = (rng.random(batch_size) * counts).astype(np.int64)
+    rows = train.caption_ids[train.caption_offsets[index] + pick]
+    lengths = train.lengths[index].astype(np.int64)
+    cap = min(max_frames or train.max_length, train.max_length)
+    lengths = np.minimum(lengths, cap)
+    return TextBatch.from_embeddings(text, rows, device), torch.as_tensor(lengths, device=device)
+
+
+def validation_batch(val: MotionSplit, text: TextEmbeddings, count: int, max_frames: int | None,
+                     device: torch.device) -> tuple[TextBatch, torch.Tensor]:
+    """The first ``count`` val samples with their first captions (a fixed, deterministic set)."""
+    index = np.arange(min(count, len(val)))
+    rows = val.first_caption_ids()[index]
+    cap = min(max_frames or val.max_length, val.max_length)
+    lengths = np.minimum(val.lengths[index], cap).astype(np.int64)
+    return TextBatch.from_embeddings(text, rows, device), torch.as_tensor(lengths, device=device)
+
+
+@torch.no_grad()
+def validation_reward(generator, reward, text: TextBatch, lengths: torch.Tensor, *, seed: int,
+                      num_steps: int | None, guidance_scale: float | None, batch_size: int = 32) -> float:
+    """Mean reward R(x_0, c) of samples from the no-grad sampling path, same seed every call."""
+    noise = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for start in range(0, len(text), batch_size):
+        sub = text.index(slice(start, start + batch_size))
+        sub_len = lengths[start:start + batch_size]
+        feats = generator.generate(sub, sub_len, generator=noise, num_steps=num_steps,
+                                   guidance_scale=guidance_scale)  # (b, T, D)
+        total += float(reward(feats, sub_len, sub, None).sum())
+        count += len(sub)
+    return total / max(count, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training state
+
+
+def _lr_lambda(config: FinetuneConfig) -> Callable[[int], float]:
+    def fn(update: int) -> float:
+        if config.warmup_updates > 0 and update < config.warmup_updates:
+            return (update + 1) / config.warmup_updates
+        span = max(1, config.max_updates - config.warmup_updates)
+        progress = min(1.0, (update - config.warmup_updates) / span)
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def _copy_denoiser_generator(generator):
+    """A copy of ``generator`` with its own denoiser; the VAE and diffusion objects are shared (not copied)."""
+    memo = {}
+    if getattr(generator, "vae", None) is not None:
+        memo[id(generator.vae)] = generator.vae
+    if getattr(generator, "diffusion", None) is not None:
+        memo[id(generator.diffusion)] = generator.diffusion
+    return copy.deepcopy(generator, memo)
+
+
+@dataclass
+class _State:
+    updates: int = 0
+    trajectories: int = 0
+    best_val: float | None = None
+    best_update: int = 0
+    bad_rounds: int = 0
+    wall_s: float = 0.0
+    stopped_early: bool = False
+    last_val: int = 0
+    last_save: int = 0
+
+
+def _save_resume(path: Path, config: FinetuneConfig, denoiser, optimizer, scheduler, noise: torch.Generator,
+                 rng: np.random.Generator, state: _State, history: dict, best_state: dict | None) -> None:
+    blob = {
+        "config_digest": config.digest(),
+        "denoiser": {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "noise_rng": noise.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "state": json.dumps(state.__dict__),
+        "history": json.dumps(history),
+        "best_state": best_state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def _load_resume(path: Path, config: FinetuneConfig) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or unsafe file: start fresh, say why
+        logger.warning("%s: unreadable resume checkpoint (%s); starting fresh", path, exc)
+        return None
+    if blob.get("config_digest") != config.digest():
+        logger.warning("%s: written by another configuration; starting fresh", path)
+        return None
+    return blob
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def finetune(
+    generator,
+    reward,
+    train: MotionSplit,
+    val: MotionSplit | None,
+    text: TextEmbeddings,
+    config: FinetuneConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    stop_after_updates: int | None = None,
+    progress: bool | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``generator.denoiser`` (in place) to maximise ``reward`` with the method of ``config``.
+
+    Args:
+        generator: a :class:`~easytune.core.generator.MotionGenerator` on ``device`` (its denoiser is trained,
+            its VAE stays frozen).
+        reward: frozen ``reward(features, lengths, text, t) -> (B,)``.
+        train / val / text: captions and lengths are drawn from ``train``; ``val`` (may be None) gives the fixed
+            held-out captions of the validation reward.
+        seed: seeds the caption sampling, policy randomness and sampler noise (explicit; nothing global is used).
+        stop_after_updates: end after the first trajectory that reaches this many updates, saving the resume
+            checkpoint (simulates an interruption; a later call with the same config resumes).
+    Returns:
+        :class:`FinetuneResult`; ``denoiser`` is the plain (LoRA-merged) module to checkpoint.
+    """
+    policy = config.build_policy()
+    if config.reward_input == "noisy" and getattr(reward, "noise_aware", True) is False:
+        raise ValueError("reward_input 'noisy' needs a noise-aware reward model (trained with noise_aware: true)")
+    n_steps = config.num_steps or generator.diffusion.config.num_inference_steps
+    for p in ([] if generator.vae is None else generator.vae.parameters()):
+        p.requires_grad_(False)
+    if generator.vae is not None:
+        generator.vae.eval()
+    denoiser = generator.denoiser
+    denoiser.eval()  # no dropout: the trajectory is a deterministic function of the noise and the weights
+    reference = _copy_denoiser_generator(generator) if config.kl_weight > 0 else None
+    if reference is not None:
+        for p in reference.denoiser.parameters():
+            p.requires_grad_(False)
+    if config.lora.enabled:
+        add_lora(denoiser, config.lora)
+    else:
+        for p in denoiser.parameters():
+            p.requires_grad_(True)
+    params = [p for p in denoiser.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    trajectory_gen = _copy_denoiser_generator(generator) if policy.uses_frozen_trajectory else generator
+    traj_params = [p for p in trajectory_gen.denoiser.parameters() if p.requires_grad]
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    noise = torch.Generator().manual_seed(seed)
+    state = _State()
+    history: dict[str, list[dict]] = {}
+    best_state: dict | None = None
+    resume_path = Path(config.resume_path) if config.resume_path else None
+    blob = _load_resume(resume_path, config) if resume_path else None
+    if blob is not None:
+        denoiser.load_state_dict(blob["denoiser"])
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        noise.set_state(blob["noise_rng"])
+        torch.set_rng_state(blob["torch_rng"])
+        rng.bit_generator.state = json.loads(blob["numpy_rng"])
+        state = _State(**json.loads(blob["state"]))
+        history = json.loads(blob["history"])
+        best_state = blob["best_state"]
+        if trajectory_gen is not generator:
+            trajectory_gen.denoiser.load_state_dict(denoiser.state_dict())
+        logger.info("%s: resumed at update %d", resume_path, state.updates)
+
+    accountant = UpdateAccountant(device=device, history=history)
+    val_text = val_len = None
+    if val is not None and (config.val_every > 0 or config.patience is not None):
+        val_text, val_len = validation_batch(val, text, config.val_captions, config.max_frames, device)
+
+    def validate() -> None:
+        value = validation_reward(generator, reward, val_text, val_len, seed=seed + 1, num_steps=n_steps,
+                                  guidance_scale=config.guidance_scale)
+        accountant.log(state.updates, {"val_reward": value})
+        nonlocal best_state
+        if state.best_val is None or value > state.best_val + config.min_delta:
+            state.best_val, state.best_update, state.bad_rounds = value, state.updates, 0
+            if config.restore_best:
+                best_state = {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()}
+        else:
+            state.bad_rounds += 1
+        if config.patience is not None and state.bad_rounds >= config.patience:
+            state.stopped_early = True
+
+    def on_update(loss: torch.Tensor, trace: StepTrace) -> bool:
+        loss.backward()
+        accountant.meter.graph_released()
+        if trajectory_gen is not generator:  # chain optimisation: the frozen copy's gradients update the policy
+            for p_policy, p_traj in zip(params, traj_params, strict=True):
+                p_policy.grad = None if p_traj.grad is None else p_traj.grad.detach().clone()
+                p_traj.grad = None
+        grad_norm = (torch.nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip
+                     else torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in params if p.grad is not None)))
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.updates += 1
+        metrics = {"train_reward": trace.reward if trace.reward is not None else float("nan"),
+                   "loss": float(loss.detach()), "lr": lr, "grad_norm": float(grad_norm), "step_index": trace.index}
+        if trace.kl is not None:
+            metrics["kl"] = trace.kl
+        accountant.end_update(state.updates, metrics)
+        bar.update(1)
+        accountant.start_window()
+        return state.updates >= config.max_updates
+
+    t_start = time.perf_counter() - state.wall_s
+    if val_text is not None and state.updates == 0 and not history.get("val_reward"):
+        validate()
+    bar = tqdm(total=config.max_updates, initial=state.updates, desc=f"finetune {config.method}",
+               disable=None if progress is None else not progress)
+    with accountant.meter:
+        accountant.start_window()
+        while state.updates < config.max_updates and not state.stopped_early:
+            if config.max_trajectories is not None and state.trajectories >= config.max_trajectories:
+                break
+            batch_text, lengths = sample_train_batch(train, text, rng, config.batch_size, config.max_frames, device)
+            plan = policy.plan(n_steps, rng)
+            run_rollout(trajectory_gen, reward, plan, batch_text, lengths, noise_generator=noise,
+                        on_update=on_update, num_steps=n_steps, guidance_scale=config.guidance_scale,
+                        reward_input=config.reward_input, reward_weight=config.reward_weight,
+                        reference=reference, kl_weight=config.kl_weight)
+            state.trajectories += 1
+            if trajectory_gen is not generator:  # theta <- theta' at the end of the trajectory
+                trajectory_gen.denoiser.load_state_dict(denoiser.state_dict())
+            if val_text is not None and config.val_every > 0 and state.updates - state.last_val >= config.val_every:
+                validate()
+                state.last_val = state.updates
+                accountant.start_window()  # validation time is not an update's time
+            state.wall_s = time.perf_counter() - t_start
+            if resume_path and config.save_every_updates > 0 and state.updates - state.last_save >= config.save_every_updates:
+                _save_resume(resume_path, config, denoiser, optimizer, scheduler, noise, rng, state, history,
+                             best_state)
+                state.last_save = state.updates
+            if stop_after_updates is not None and state.updates >= stop_after_updates:
+                if resume_path:
+                    _save_resume(resume_path, config, denoiser, optimizer, scheduler, noise, rng, state, history,
+                                 best_state)
+                bar.close()
+                return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=True)
+    bar.close()
+    if val_text is not None and (config.val_every > 0 or config.patience is not None) and state.last_val != state.updates:
+        validate()
+    if config.restore_best and best_state is not None:
+        denoiser.load_state_dict(best_state)
+    state.wall_s = time.perf_counter() - t_start
+    if resume_path:
+        _save_resume(resume_path, config, denoiser, optimizer, scheduler, noise, rng, state, history, best_state)
+    return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=False)
+
+
+def _result(generator, denoiser, config, policy, state: _State, history, accountant, *, interrupted: bool):
+    train_rewards = [r["value"] for r in history.get("train_reward", [])]
+    tail = train_rewards[-max(1, len(train_rewards) // 10):] if train_rewards else []
+    val_rewards = history.get("val_reward", [])
+    seconds = [r["value"] for r in history.get("s_per_update", [])]
+    saved = [r["value"] for r in history.get("peak_saved_bytes", [])]
+    cuda = [r["value"] for r in history.get("peak_cuda_bytes", [])]
+    if config.lora.enabled and not interrupted:
+        merge_lora(denoiser)
+    summary = {
+        "method": config.method,
+        "policy": to_dict(policy),
+        "updates": state.updates,
+        "trajectories": state.trajectories,
+        "wall_s": round(state.wall_s, 3),
+        "s_per_update": float(np.median(seconds)) if seconds else None,
+        "final_reward": float(np.mean(tail)) if tail else None,
+        "initial_val": val_rewards[0]["value"] if val_rewards else None,
+        "final_val": val_rewards[-1]["value"] if val_rewards else None,
+        "best_val": state.best_val,
+        "best_update": state.best_update if state.best_val is not None else None,
+        "stopped_early": state.stopped_early,
+        "peak_saved_bytes": int(max(saved)) if saved else 0,
+        "peak_cuda_bytes": int(max(cuda)) if cuda else None,
+        "num_steps": config.num_steps or generator.diffusion.config.num_inference_steps,
+        "interrupted": interrupted,
+    }
+    return FinetuneResult(denoiser=denoiser, history=history, summary=summary)
