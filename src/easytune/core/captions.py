@@ -1,0 +1,160 @@
+"""Caption lines in the HumanML3D format and the counted-skip log every data source reports into.
+
+A HumanML3D caption line is ``caption#tokens#start#end`` (``start``/``end`` in seconds, ``0.0#0.0`` = the whole
+clip). A plain-text line without ``#`` is accepted as a whole-clip caption. Malformed lines are skipped and
+counted; the caller decides what a clip left without captions means (it is skipped too).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class CaptionFormatError(ValueError):
+    """A caption line does not follow ``caption#tokens#start#end``."""
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One caption of a clip.
+
+    Attributes:
+        text: the sentence (stripped).
+        start, end: seconds; ``0.0, 0.0`` means the whole clip, otherwise frames
+            ``[int(start * fps), int(end * fps))`` form their own sample.
+        tokens: the token field of the line ('' for plain-text lines).
+    """
+
+    text: str
+    start: float = 0.0
+    end: float = 0.0
+    tokens: str = ""
+
+    @property
+    def whole_clip(self) -> bool:
+        return self.start == 0.0 and self.end == 0.0
+
+    def frame_range(self, fps: float) -> tuple[int, int]:
+        """``(start_frame, end_frame)`` of a sub-clip caption at ``fps`` (end exclusive)."""
+        return int(self.start * fps), int(self.end * fps)
+
+
+class SkipLog:
+    """Counts skipped items per reason and logs a warning naming the file for the first ``max_warnings`` of each.
+
+    ``skip("non_finite", path, "3 NaN values")`` -> one count under ``non_finite`` and (up to the limit) a
+    warning ``skipped <path>: non_finite (3 NaN values)``. :meth:`summary` logs the totals, including how many
+    warnings were suppressed.
+    """
+
+    def __init__(self, max_warnings: int = 10, log: logging.Logger | None = None):
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+        self.max_warnings = max_warnings
+        self._log = log or logger
+
+    def skip(self, reason: str, where: str | Path, detail: str = "") -> None:
+        self.counts[reason] += 1
+        message = f"{where}: {detail}" if detail else str(where)
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < 3:
+            examples.append(message)
+        if self.counts[reason] <= self.max_warnings:
+            self._log.warning("skipped %s: %s%s", where, reason, f" ({detail})" if detail else "")
+
+    def as_dict(self) -> dict[str, int]:
+        """Counts per reason, sorted by reason (for the report)."""
+        return {k: int(self.counts[k]) for k in sorted(self.counts)}
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts.values()))
+
+    def summary(self) -> None:
+        for reason, count in sorted(self.counts.items()):
+            if count > self.max_warnings:
+                self._log.warning("%s: %d skips in total (%d warnings not shown)", reason, count,
+                                  count - self.max_warnings)
+
+
+def parse_caption_line(line: str) -> Caption:
+    """Parse one caption line.
+
+    Accepts ``caption#tokens#start#end`` and plain text without ``#`` (whole clip). Raises
+    :class:`CaptionFormatError` for another number of ``#`` fields, an empty caption, non-numeric or non-finite
+    times, negative times, or ``end <= start`` on a sub-clip.
+    """
+    line = line.strip()
+    if not line:
+        raise CaptionFormatError("empty line")
+    if "#" not in line:
+        return Caption(text=line)
+    fields = line.split("#")
+    if len(fields) != 4:
+        raise CaptionFormatError(f"expected 4 '#'-separated fields (caption#tokens#start#end), got {len(fields)}")
+    text, tokens, start_s, end_s = (f.strip() for f in fields)
+    if not text:
+        raise CaptionFormatError("empty caption text")
+    try:
+        start, end = float(start_s), float(end_s)
+    except ValueError:
+        raise CaptionFormatError(f"non-numeric start/end {start_s!r}/{end_s!r}") from None
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end < 0:
+        raise CaptionFormatError(f"start/end must be finite and >= 0, got {start_s!r}/{end_s!r}")
+    if not (start == 0.0 and end == 0.0) and end <= start:
+        raise CaptionFormatError(f"end {end} is not after start {start}")
+    return Caption(text=text, start=start, end=end, tokens=tokens)
+
+
+def read_caption_file(path: str | Path, skips: SkipLog) -> list[Caption]:
+    """All valid captions of a text file; [] when the file is unusable (the reason is counted in ``skips``).
+
+    Counted reasons: ``text_not_utf8``, ``unreadable_text``, ``empty_caption_file`` (file level) and
+    ``malformed_caption_line`` (per line; the other lines are kept).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        skips.skip("unreadable_text", path, str(exc))
+        return []
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        skips.skip("text_not_utf8", path, f"byte {exc.start}")
+        return []
+    lines = [(n, ln) for n, ln in enumerate(content.splitlines(), start=1) if ln.strip()]
+    if not lines:
+        skips.skip("empty_caption_file", path)
+        return []
+    captions = []
+    for number, line in lines:
+        try:
+            captions.append(parse_caption_line(line))
+        except CaptionFormatError as exc:
+            skips.skip("malformed_caption_line", f"{path}:{number}", str(exc))
+    return captions
+
+
+_WORD = re.compile(r"[a-z0-9']+|[^\sa-z0-9']", re.IGNORECASE)
+
+
+def simple_tokens(text: str) -> str:
+    """A simple token field ``word/X word/X ...`` (lower-cased words, punctuation dropped)."""
+    words = [w.lower() for w in _WORD.findall(text) if w[0].isalnum()]
+    return " ".join(f"{w}/X" for w in words)
+
+
+def format_caption_line(text: str, start: float = 0.0, end: float = 0.0, tokens: str | None = None) -> str:
+    """One HumanML3D caption line ``text#tokens#start#end`` (tokens from :func:`simple_tokens` when None)."""
+    if "#" in text or "\n" in text:
+        raise ValueError(f"caption text may not contain '#' or newlines: {text!r}")
+    tokens = simple_tokens(text) if tokens is None else tokens
+    return f"{text}#{tokens}#{float(start)}#{float(end)}"
