@@ -1,0 +1,140 @@
+"""Content classifier: which action (content label) a motion shows, trained on real train motions' labels.
+
+Used for ``content_accuracy``: a generated motion is scored against the content label of the caption it was
+generated from. Same motion encoder design as the evaluator (conv movement encoder + bidirectional GRU) on RAW
+features normalised with the classifier's own statistics (buffers in its checkpoint). The label vocabulary is part
+of the config, so the checkpoint alone maps logits back to label names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from easytune.core.dataset import FeatureStats, MotionSplit
+from easytune.core.evaluation.evaluator import MotionEncoder, denormalise_padded, raw_batch, raw_statistics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassifierConfig:
+    """Sizes and label vocabulary of :class:`ContentClassifier` (``labels`` empty = the data had no labels)."""
+
+    feature_dim: int = 263
+    contact_dims: int = 4
+    labels: list[str] = field(default_factory=list)
+    movement_dim: int = 64
+    hidden: int = 128
+    dropout: float = 0.2
+
+
+class ContentClassifier(nn.Module):
+    """RAW features (B, T, D), lengths (B,) -> logits (B, C) over ``config.labels`` (kind ``content_classifier``)."""
+
+    config_class = ClassifierConfig
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        self.config = config
+        d = config.feature_dim
+        self.register_buffer("feature_mean", torch.zeros(d))
+        self.register_buffer("feature_std", torch.ones(d))
+        self.encoder = MotionEncoder(d - config.contact_dims, config.movement_dim, config.hidden, config.hidden,
+                                     config.dropout)
+        self.head = nn.Linear(config.hidden, max(len(config.labels), 1))
+
+    @property
+    def has_labels(self) -> bool:
+        return len(self.config.labels) > 0
+
+    def forward(self, raw_features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = (raw_features - self.feature_mean) / self.feature_std  # (B, T, D)
+        x = x[..., : self.config.feature_dim - self.config.contact_dims]  # (B, T, D-4)
+        return self.head(torch.relu(self.encoder(x, lengths)))  # (B, C)
+
+    @torch.no_grad()
+    def predict(self, raw_features: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
+        """(B,) predicted label names."""
+        idx = self.forward(raw_features, lengths).argmax(-1).cpu().numpy()
+        return np.asarray(self.config.labels, dtype=str)[idx] if self.has_labels else np.full(len(idx), "")
+
+
+@dataclass
+class ClassifierTrainConfig:
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_count: int = 2
+    std_floor: float = 1e-3
+    seed: int = 0
+    log_every: int = 50
+
+
+def train_content_classifier(train: MotionSplit, stats: FeatureStats, config: ClassifierTrainConfig,
+                             device: torch.device | str = "cpu") -> tuple[ContentClassifier, dict]:
+    """Train on train samples whose label occurs at least ``min_count`` times; returns (model in eval mode,
+    history ``{"loss": [...], "train_accuracy": float|None, "labels": [...], "wall_s": float}``).
+
+    Without labelled samples the model has an empty vocabulary and is returned untrained (accuracy then is null).
+    """
+    names, counts = np.unique(train.labels[train.labels != ""], return_counts=True)
+    labels = sorted(names[counts >= config.min_count].tolist())
+    model_cfg = ClassifierConfig(**{**config.model.__dict__, "feature_dim": train.feature_dim, "labels": labels})
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = ContentClassifier(model_cfg)
+    mean, std = raw_statistics(train, stats, config.std_floor)
+    model.feature_mean.copy_(torch.as_tensor(mean))
+    model.feature_std.copy_(torch.as_tensor(std))
+    history: dict = {"loss": [], "train_accuracy": None, "labels": labels, "wall_s": 0.0}
+    keep = np.flatnonzero(np.isin(train.labels, labels))
+    if not labels or len(keep) < 2:
+        logger.warning("content classifier: no usable content labels in the train split; content_accuracy is null")
+        return model.eval(), history
+    target = np.searchsorted(labels, train.labels)  # (N,) label index (valid on ``keep``)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    batch = min(config.batch_size, len(keep))
+    start = time.perf_counter()
+    running = 0.0
+    for step in tqdm(range(config.steps), desc="content classifier", disable=None):
+        index = rng.choice(keep, size=batch, replace=False)
+        raw, lengths = raw_batch(train, stats, index)
+        logits = model(raw.to(device), lengths.to(device))  # (B, C)
+        loss = nn.functional.cross_entropy(logits, torch.as_tensor(target[index], device=device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running += float(loss.detach())
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            history["loss"].append({"value": running / ((step % config.log_every) + 1), "step": step + 1})
+            running = 0.0
+    model.eval()
+    history["wall_s"] = time.perf_counter() - start
+    sub = train.subset(keep)
+    raw_train = denormalise_padded(sub.features, sub.lengths, stats)  # (N_l, T, D)
+    history["train_accuracy"] = float(np.mean(predict_labels(model, raw_train, sub.lengths, device=device)
+                                              == sub.labels))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, history
+
+
+def predict_labels(model: ContentClassifier, raw_features: np.ndarray, lengths: np.ndarray, batch_size: int = 128,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """RAW features (N, T, D) and lengths (N,) -> (N,) predicted label names, in batches."""
+    out = []
+    for start in range(0, len(lengths), batch_size):
+        stop = min(start + batch_size, len(lengths))
+        t_max = int(lengths[start:stop].max())
+        raw = torch.as_tensor(raw_features[start:stop, :t_max], dtype=torch.float32, device=device)  # (B, T_b, D)
+        out.append(model.predict(raw, torch.as_tensor(lengths[start:stop], device=device)))
+    return np.concatenate(out) if out else np.zeros(0, str)

@@ -1,0 +1,380 @@
+"""The evaluation protocol: generate the test set, embed with the frozen evaluator, replicate, tabulate.
+
+A *motion source* produces normalised motions for given captions and lengths:
+``source(caption_rows (N,), lengths (N,), seed) -> (features (N, T, D) normalised, lengths (N,))``.
+Real motions, shuffled real motions, noise-corrupted real motions and trained generators are all sources, so the
+sanity checks and the model comparison run the same code.
+
+Replications (HUMANML3D.md section 3): ``replications`` (published 20) repetitions, reported as
+mean and 1.96 * std / sqrt(R). The published protocol regenerates the test set per replication; here the test set is
+generated ``generation_replications`` times (seeds ``seed + g``) and replication r uses generation ``r % G`` with its
+own seed for the R-Precision groups, Diversity pairs and MultiModality pairs. With G = 1 the generation-dependent
+metrics (FID, MM-Dist, content accuracy, plausibility) have a CI of 0: it then reflects only the sampling of groups and
+pairs, not generation randomness -- say so when reporting.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.evaluation import metrics as M
+from easytune.core.evaluation.classifier import ContentClassifier, predict_labels
+from easytune.core.evaluation.evaluator import MotionTextEvaluator, denormalise_padded
+from easytune.core.evaluation.plausibility import PLAUSIBILITY_METRICS, PlausibilityConfig, plausibility_summary
+from easytune.core.text import TextBatch
+
+logger = logging.getLogger(__name__)
+
+METRIC_NAMES = ("R@1", "R@2", "R@3", "R@1_dup", "FID", "MM-Dist", "Diversity", "MultiModality",
+                "content_accuracy", *PLAUSIBILITY_METRICS)
+HIGHER_IS_BETTER = {"R@1", "R@2", "R@3", "R@1_dup", "content_accuracy"}
+CLOSER_TO_REAL = {"Diversity", "MultiModality"}
+
+MotionSource = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class ProtocolConfig:
+    """Evaluation protocol sizes (published: 20 replications, groups of 32, 300 diversity pairs, 100 x 30 x 10)."""
+
+    replications: int = 20
+    generation_replications: int = 1
+    group_size: int = 32
+    diversity_pairs: int = 300
+    mm_captions: int = 100
+    mm_samples: int = 30
+    mm_pairs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    num_steps: int | None = None
+    guidance_scale: float | None = None
+    plausibility: PlausibilityConfig = field(default_factory=PlausibilityConfig)
+
+    def __post_init__(self) -> None:
+        if self.replications < 1 or self.generation_replications < 1:
+            raise ValueError("replications and generation_replications must be >= 1")
+
+
+@dataclass
+class SourceEvaluation:
+    """Metrics of one source plus its first generation (for saving and rendering).
+
+    metrics: metric name -> {"mean", "ci"} (null where undefined); features: (N, T, D) normalised;
+    lengths, caption_rows: (N,); joints: (N, T, J, 3) metres; wall_s: seconds spent.
+    """
+
+    metrics: dict[str, dict]
+    features: np.ndarray
+    lengths: np.ndarray
+    caption_rows: np.ndarray
+    joints: np.ndarray
+    wall_s: float
+
+
+# --------------------------------------------------------------------------------------------------- sources
+def real_source(split: MotionSplit) -> MotionSource:
+    """The split's own motions, whatever the captions (the real-motion reference row)."""
+    return lambda rows, lengths, seed: (split.features, split.lengths)
+
+
+def shuffled_source(split: MotionSplit) -> MotionSource:
+    """Real motions of a random permutation of the split: motions no longer match their captions (R@1 ~ chance)."""
+    def source(rows, lengths, seed):
+        perm = np.random.default_rng(seed).permutation(len(split))
+        return split.features[perm], split.lengths[perm]
+    return source
+
+
+def noisy_source(split: MotionSplit, noise_std: float) -> MotionSource:
+    """Real motions plus i.i.d. Gaussian noise of ``noise_std`` in normalised feature units (padding stays 0)."""
+    def source(rows, lengths, seed):
+        rng = np.random.default_rng(seed)
+        valid = np.arange(split.max_length)[None, :, None] < split.lengths[:, None, None]
+        noise = rng.standard_normal(split.features.shape).astype(np.float32) * noise_std
+        return split.features + noise * valid, split.lengths
+    return source
+
+
+def generator_source(generator, text: TextEmbeddings, *, batch_size: int = 64,
+                     device: torch.device | str = "cpu", num_steps: int | None = None,
+                     guidance_scale: float | None = None) -> MotionSource:
+    """Batched generation with a ``MotionGenerator`` (``generate(text, lengths, generator=...)``); lengths are
+    clamped to ``generator.max_length`` (the clamped lengths are returned and used for scoring)."""
+    def source(rows, lengths, seed):
+        lengths = np.minimum(np.asarray(lengths, np.int64), int(getattr(generator, "max_length", 10**9)))
+        out = np.zeros((len(rows), int(lengths.max()), int(generator.feature_dim)), np.float32)
+        torch_gen = torch.Generator().manual_seed(int(seed))
+        for start in range(0, len(rows), batch_size):
+            sl = slice(start, start + batch_size)
+            batch = TextBatch.from_embeddings(text, rows[sl], device)
+            feats = generator.generate(batch, torch.as_tensor(lengths[sl]), generator=torch_gen,
+                                       num_steps=num_steps, guidance_scale=guidance_scale)  # (B, T_b, D)
+            t = min(feats.shape[1], out.shape[1])
+            out[sl, :t] = feats[:, :t].float().cpu().numpy()
+        valid = np.arange(out.shape[1])[None, :, None] < lengths[:, None, None]
+        return out * valid, lengths
+    return source
+
+
+# --------------------------------------------------------------------------------------------------- embeddings
+@torch.no_grad()
+def embed_motions(evaluator: MotionTextEvaluator, raw: np.ndarray, lengths: np.ndarray, batch_size: int = 128,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """RAW features (N, T, D), lengths (N,) -> (N, E) evaluator motion embeddings."""
+    out = []
+    for start in range(0, len(lengths), batch_size):
+        sl = slice(start, start + batch_size)
+        t_max = int(lengths[sl].max())
+        x = torch.as_tensor(raw[sl, :t_max], dtype=torch.float32, device=device)  # (B, T_b, D)
+        out.append(evaluator.embed_motion(x, torch.as_tensor(lengths[sl], device=device)).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+@torch.no_grad()
+def embed_captions(evaluator: MotionTextEvaluator, text: TextEmbeddings, rows: np.ndarray, batch_size: int = 256,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """Caption rows (N,) -> (N, E) evaluator text embeddings."""
+    out = []
+    for start in range(0, len(rows), batch_size):
+        batch = TextBatch.from_embeddings(text, rows[start:start + batch_size], device)
+        out.append(evaluator.embed_text(batch.tokens, batch.token_lengths).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def recover_joints(raw: np.ndarray, lengths: np.ndarray, num_joints: int) -> np.ndarray:
+    """RAW features (N, T, D) -> joints (N, T, J, 3) in metres, zero beyond each length."""
+    from easytune.core.features import recover_from_ric  # lazy: another module of the core
+
+    joints = np.asarray(recover_from_ric(raw.astype(np.float32), num_joints), np.float32)  # (N, T, J, 3)
+    valid = np.arange(joints.shape[1])[None, :, None, None] < lengths[:, None, None, None]
+    return joints * valid
+
+
+# --------------------------------------------------------------------------------------------------- protocol
+def evaluate_source(source: MotionSource, test: MotionSplit, text: TextEmbeddings, stats: FeatureStats,
+                    evaluator: MotionTextEvaluator, classifier: ContentClassifier | None, config: ProtocolConfig,
+                    num_joints: int, *, device: torch.device | str = "cpu", real_emb: np.ndarray | None = None,
+                    with_multimodality: bool = True) -> SourceEvaluation:
+    """All metrics of one motion source on the test split, over ``config.replications`` replications.
+
+    ``real_emb`` (N, E): evaluator embeddings of the real test motions (the FID reference; computed when None).
+    ``with_multimodality=False`` (real motions) leaves MultiModality null.
+    """
+    start = time.perf_counter()
+    if real_emb is None:
+        real_emb = embed_motions(evaluator, denormalise_padded(test.features, test.lengths, stats), test.lengths,
+                                 device=device)
+    generations = []
+    for g in range(config.generation_replications):
+        rows = test.sample_caption_ids(np.random.default_rng(config.seed + g))  # (N,) one caption per sample
+        feats, lengths = source(rows, test.lengths, config.seed + g)
+        raw = denormalise_padded(feats, lengths, stats)  # (N, T, D)
+        motion_emb = embed_motions(evaluator, raw, lengths, device=device)
+        text_emb = embed_captions(evaluator, text, rows, device=device)
+        keys = np.asarray([M.normalise_caption(c) for c in text.captions[rows]])
+        joints = recover_joints(raw, lengths, num_joints)
+        per_gen = {"FID": M.fid(real_emb, motion_emb), "MM-Dist": M.mm_dist(text_emb, motion_emb),
+                   "content_accuracy": content_accuracy(classifier, raw, lengths, test.labels, device),
+                   **plausibility_summary(joints, lengths, config.plausibility)}
+        generations.append({"rows": rows, "feats": feats, "lengths": lengths, "joints": joints, "keys": keys,
+                            "motion_emb": motion_emb, "text_emb": text_emb, "values": per_gen})
+    mm_emb = None
+    if with_multimodality and config.mm_captions > 0 and config.mm_samples > 1:
+        mm_emb = _multimodality_embeddings(source, test, stats, evaluator, config, device)
+    values: dict[str, list] = {name: [] for name in METRIC_NAMES}
+    for r in range(config.replications):
+        gen = generations[r % len(generations)]
+        rng = np.random.default_rng(config.seed + 10_000 + r)
+        rp = M.r_precision(gen["text_emb"], gen["motion_emb"], rng, group_size=config.group_size, top_k=3)
+        rp_dup = M.r_precision(gen["text_emb"], gen["motion_emb"], rng, group_size=config.group_size, top_k=1,
+                               match_keys=gen["keys"])
+        for k in range(3):
+            values[f"R@{k + 1}"].append(rp[k])
+        values["R@1_dup"].append(rp_dup[0])
+        values["Diversity"].append(M.diversity(gen["motion_emb"], rng, config.diversity_pairs))
+        values["MultiModality"].append(None if mm_emb is None else M.multimodality(mm_emb, rng, config.mm_pairs))
+        for name, v in gen["values"].items():
+            values[name].append(v)
+    first = generations[0]
+    return SourceEvaluation(metrics={name: M.mean_ci(v) for name, v in values.items()}, features=first["feats"],
+                            lengths=first["lengths"], caption_rows=first["rows"], joints=first["joints"],
+                            wall_s=time.perf_counter() - start)
+
+
+def content_accuracy(classifier: ContentClassifier | None, raw: np.ndarray, lengths: np.ndarray,
+                     labels: np.ndarray, device: torch.device | str = "cpu") -> float | None:
+    """Fraction of motions classified as their caption's content label, over samples whose label the classifier
+    knows; ``None`` without a classifier or without such samples."""
+    if classifier is None or not classifier.has_labels:
+        return None
+    keep = np.flatnonzero(np.isin(labels, classifier.config.labels))
+    if len(keep) == 0:
+        return None
+    pred = predict_labels(classifier, raw[keep], lengths[keep], device=device)
+    return float(np.mean(pred == labels[keep]))
+
+
+def _multimodality_embeddings(source: MotionSource, test: MotionSplit, stats: FeatureStats,
+                              evaluator: MotionTextEvaluator, config: ProtocolConfig, device) -> np.ndarray:
+    """(C, S, E) embeddings of S generations for each of C test captions."""
+    rng = np.random.default_rng(config.seed + 777)
+    c = min(config.mm_captions, len(test))
+    picked = rng.choice(len(test), c, replace=False)
+    rows = np.repeat(test.sample_caption_ids(rng)[picked], config.mm_samples)  # (C*S,)
+    feats, lengths = source(rows, np.repeat(test.lengths[picked], config.mm_samples), config.seed + 555)
+    emb = embed_motions(evaluator, denormalise_padded(feats, lengths, stats), lengths, device=device)
+    return emb.reshape(c, config.mm_samples, -1)
+
+
+def sanity_checks(train: MotionSplit, test: MotionSplit, text: TextEmbeddings, stats: FeatureStats,
+                  evaluator: MotionTextEvaluator, config: ProtocolConfig, num_joints: int, *,
+                  noise_std: float = 1.0, device: torch.device | str = "cpu") -> dict:
+    """The four sanity checks of the evaluation (acceptance 1) on real data.
+
+    Returns numbers and booleans: train-vs-test FID (small), real R@1 far above chance 1/group_size, a generator
+    returning motions of shuffled captions near chance, noise-corrupted real motions with a higher FID and worse
+    plausibility (foot skating and jitter) than the clean ones.
+    """
+    real_emb = embed_motions(evaluator, denormalise_padded(test.features, test.lengths, stats), test.lengths,
+                             device=device)
+    train_emb = embed_motions(evaluator, denormalise_padded(train.features, train.lengths, stats), train.lengths,
+                              device=device)
+    kwargs = dict(device=device, real_emb=real_emb, with_multimodality=False)
+    real = evaluate_source(real_source(test), test, text, stats, evaluator, None, config, num_joints, **kwargs)
+    shuffled = evaluate_source(shuffled_source(test), test, text, stats, evaluator, None, config, num_joints,
+                               **kwargs)
+    noisy = evaluate_source(noisy_source(test, noise_std), test, text, stats, evaluator, None, config, num_joints,
+                            **kwargs)
+    chance = 1.0 / config.group_size
+    fid_train_test = M.fid(train_emb, real_emb)
+    m = {name: {k: v.metrics[k]["mean"] for k in ("R@1", "FID", *PLAUSIBILITY_METRICS)}
+         for name, v in (("real", real), ("shuffled", shuffled), ("noisy", noisy))}
+    return {
+        "chance_R@1": chance,
+        "fid_train_vs_test": fid_train_test,
+        "noise_std": noise_std,
+        "metrics": m,
+        "checks": {
+            "real_R@1_far_above_chance": m["real"]["R@1"] >= 3 * chance,
+            "shuffled_R@1_near_chance": m["shuffled"]["R@1"] <= 2 * chance,
+            "noise_raises_fid": m["noisy"]["FID"] > max(fid_train_test, m["real"]["FID"]),
+            "noise_worsens_plausibility": (m["noisy"]["jitter"] > m["real"]["jitter"]
+                                           and m["noisy"]["foot_skating"] > m["real"]["foot_skating"]),
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------------- models
+def collect_generators(base_models: Mapping[str, Mapping[str, str | None]],
+                       base_checkpoints: Mapping[str, Callable[[], dict]],
+                       finetuned: Mapping[str, Callable[[], dict]],
+                       vae_id: str = "motion_vae") -> dict[str, tuple[dict, dict | None]]:
+    """Model name -> (denoiser checkpoint, VAE checkpoint or None), for the base models whose files exist and
+    every fine-tuned denoiser (name = file stem = method). ``base_models``: name -> {"denoiser": id, "vae": id|None}
+    with ids of ``base_checkpoints`` (lazy loaders). A fine-tuned latent denoiser (generator kind 'mld') is paired with
+    the ``vae_id`` checkpoint. Missing base files are logged and skipped.
+    """
+    found: dict[str, tuple[dict, dict | None]] = {}
+    for name, spec in base_models.items():
+        den_id, vae = spec.get("denoiser"), spec.get("vae")
+        if den_id not in base_checkpoints or (vae is not None and vae not in base_checkpoints):
+            logger.warning("evaluation: skipping %s (checkpoint %s%s not found)", name, den_id,
+                           f" or {vae}" if vae else "")
+            continue
+        found[name] = (base_checkpoints[den_id](), base_checkpoints[vae]() if vae else None)
+    for name in sorted(finetuned):
+        ckpt = finetuned[name]()
+        kind = ckpt.get("metadata", {}).get("generator", {}).get("kind")
+        vae = None
+        if kind == "mld":
+            if vae_id not in base_checkpoints:
+                logger.warning("evaluation: skipping %s (needs %s, not found)", name, vae_id)
+                continue
+            vae = base_checkpoints[vae_id]()
+        found[name] = (ckpt, vae)
+    return found
+
+
+def evaluate_models(generators: Mapping[str, tuple[dict, dict | None]], test: MotionSplit, text: TextEmbeddings,
+                    stats: FeatureStats, evaluator: MotionTextEvaluator, classifier: ContentClassifier | None,
+                    config: ProtocolConfig, num_joints: int, device: torch.device | str = "cpu"
+                    ) -> dict[str, SourceEvaluation]:
+    """The real-motion reference row (``real``) and every generator, all on the test split."""
+    from easytune.core.generator import MotionGenerator  # lazy: heavy model code only when generators exist
+
+    real_emb = embed_motions(evaluator, denormalise_padded(test.features, test.lengths, stats), test.lengths,
+                             device=device)
+    results = {"real": evaluate_source(real_source(test), test, text, stats, evaluator, classifier, config,
+                                       num_joints, device=device, real_emb=real_emb, with_multimodality=False)}
+    for name, (den_ckpt, vae_ckpt) in generators.items():
+        gen = MotionGenerator.from_checkpoints(den_ckpt, vae_ckpt, device, source=name)
+        source = generator_source(gen, text, batch_size=config.batch_size, device=device,
+                                  num_steps=config.num_steps, guidance_scale=config.guidance_scale)
+        results[name] = evaluate_source(source, test, text, stats, evaluator, classifier, config, num_joints,
+                                        device=device, real_emb=real_emb)
+        logger.info("evaluation: %s in %.1f s: %s", name, results[name].wall_s,
+                    {k: v["mean"] for k, v in results[name].metrics.items()})
+    return results
+
+
+def generated_arrays(result: SourceEvaluation, test: MotionSplit, text: TextEmbeddings) -> dict[str, np.ndarray]:
+    """``ids``, ``captions``, ``lengths``, ``joints`` (N, T_max, J, 3) metres, Y up, of one source's first generation."""
+    return {"ids": np.asarray(test.ids, str), "captions": np.asarray(text.captions[result.caption_rows], str),
+            "lengths": result.lengths.astype(np.int64), "joints": result.joints.astype(np.float32)}
+
+
+# --------------------------------------------------------------------------------------------------- reporting
+def metrics_json(results: Mapping[str, SourceEvaluation]) -> dict[str, dict[str, dict]]:
+    """Model name -> metric name -> {"mean", "ci"} (the content of ``evaluation_metrics.json``)."""
+    return {name: dict(r.metrics) for name, r in results.items()}
+
+
+def mlflow_metric_name(model: str, metric: str) -> str:
+    """``base_mld``, ``R@1`` -> ``base_mld.R_at_1`` (MLflow allows letters, digits, ``_ - . / :`` and spaces)."""
+    return re.sub(r"[^\w.\-/ ]", "_", f"{model}.{metric.replace('@', '_at_')}")
+
+
+def flatten_metrics(metrics: Mapping[str, Mapping[str, Mapping]]) -> dict[str, float]:
+    """{model: {metric: {"mean", "ci"}}} -> {"model.metric": mean, "model.metric.ci": ci} without nulls."""
+    flat = {}
+    for model, row in metrics.items():
+        for metric, cell in row.items():
+            if cell.get("mean") is not None:
+                flat[mlflow_metric_name(model, metric)] = float(cell["mean"])
+                flat[mlflow_metric_name(model, metric) + ".ci"] = float(cell["ci"])
+    return flat
+
+
+def results_table_rows(metrics: Mapping[str, Mapping[str, Mapping]], metric_names=METRIC_NAMES
+                       ) -> tuple[list[str], list[list]]:
+    """Header and rows of the comparison table: ``model``, then ``<metric>`` and ``<metric>_ci`` per metric."""
+    header = ["model"] + [c for m in metric_names for c in (m, f"{m}_ci")]
+    rows = [[model] + [row.get(m, {}).get(k) for m in metric_names for k in ("mean", "ci")]
+            for model, row in metrics.items()]
+    return header, rows
+
+
+def results_table_markdown(metrics: Mapping[str, Mapping[str, Mapping]], metric_names=METRIC_NAMES,
+                           digits: int = 3) -> str:
+    """Markdown table ``| model | R@1 ↑ | ... |`` with cells ``mean ± ci`` ('-' where undefined)."""
+    def arrow(m: str) -> str:
+        return "↑" if m in HIGHER_IS_BETTER else "→" if m in CLOSER_TO_REAL else "↓"
+
+    lines = ["| model | " + " | ".join(f"{m} {arrow(m)}" for m in metric_names) + " |",
+             "|---" * (len(metric_names) + 1) + "|"]
+    for model, row in metrics.items():
+        cells = []
+        for m in metric_names:
+            cell = row.get(m) or {}
+            mean, ci = cell.get("mean"), cell.get("ci")
+            cells.append("-" if mean is None else f"{mean:.{digits}f} ± {ci:.{digits}f}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

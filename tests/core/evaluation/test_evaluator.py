@@ -1,0 +1,79 @@
+"""Evaluator: own statistics, contrastive loss, training, checkpoint round trip, kept away from fine-tuning."""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from easytune.core.checkpoint import CheckpointError, build_from_checkpoint, make_checkpoint
+from easytune.core.evaluation.evaluator import (EvaluatorConfig, EvaluatorTrainConfig, MotionTextEvaluator,
+                                                contrastive_hinge_loss, raw_statistics, train_evaluator)
+from tests.core.evaluation.synthetic import make_split, make_stats, make_text
+
+TINY = EvaluatorConfig(feature_dim=263, text_dim=16, movement_dim=16, motion_hidden=16, text_hidden=16,
+                       embed_dim=16, dropout=0.0)
+
+
+def test_contrastive_hinge_loss_golden():
+    text = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    motion = torch.tensor([[0.0, 1.0], [10.0, 2.0]])
+    same = torch.eye(2, dtype=torch.bool)
+    # positives: d = 1, 2 -> mean d^2 = 2.5; negatives: d(0,1) = sqrt(104), d(1,0) = sqrt(101) > margin 5 -> 0
+    assert contrastive_hinge_loss(text, motion, same, margin=5.0).item() == pytest.approx(2.5)
+    # with margin 11: (11 - sqrt(104))^2 and (11 - sqrt(101))^2 averaged
+    neg = ((11 - np.sqrt(104)) ** 2 + (11 - np.sqrt(101)) ** 2) / 2
+    assert contrastive_hinge_loss(text, motion, same, margin=11.0).item() == pytest.approx(2.5 + neg, rel=1e-5)
+
+
+def test_evaluator_normalises_raw_features_with_its_own_statistics():
+    torch.manual_seed(0)
+    model = MotionTextEvaluator(TINY).eval()
+    mean, std = np.random.default_rng(0).normal(size=263), np.random.default_rng(1).uniform(0.5, 2, 263)
+    model.set_statistics(mean, std)
+    raw = torch.randn(3, 12, 263)
+    lengths = torch.tensor([12, 8, 5])
+    a, b = 3.0, torch.as_tensor(np.random.default_rng(2).normal(size=263), dtype=torch.float32)
+    emb = model.embed_motion(raw, lengths)
+    model.set_statistics(a * mean + b.numpy(), a * std)
+    emb_affine = model.embed_motion(a * raw + b, lengths)
+    torch.testing.assert_close(emb, emb_affine, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError):
+        model.embed_motion(torch.randn(1, 8, 100), torch.tensor([8]))
+
+
+def test_raw_statistics_are_those_of_denormalised_valid_frames():
+    split, stats = make_split(8, seed=3), make_stats()
+    mean, std = raw_statistics(split, stats, std_floor=1e-6)
+    frames = np.concatenate([stats.denormalise(split.features[i, :split.lengths[i]]) for i in range(len(split))])
+    np.testing.assert_allclose(mean, frames.mean(0), atol=1e-5)
+    np.testing.assert_allclose(std, frames.std(0), atol=1e-5)
+
+
+def test_training_lowers_the_loss_and_the_checkpoint_round_trips():
+    torch.set_num_threads(1)
+    train, text, stats = make_split(48, seed=0), make_text(), make_stats()
+    config = EvaluatorTrainConfig(model=TINY, steps=60, batch_size=16, lr=3e-3, margin=3.0, log_every=10)
+    model, history = train_evaluator(train, text, stats, config)
+    losses = [h["value"] for h in history["loss"]]
+    assert len(losses) == 6 and losses[-1] < 0.7 * losses[0]
+    ckpt = make_checkpoint("evaluator", model, {"trained_on": "train_motions"})
+    assert not torch.allclose(ckpt["state_dict"]["feature_std"], torch.as_tensor(stats.std))  # its own stats
+    rebuilt = build_from_checkpoint(ckpt, allowed_kinds=["evaluator"])
+    raw = torch.as_tensor(stats.denormalise(train.features[:4]))
+    lengths = torch.as_tensor(train.lengths[:4])
+    torch.testing.assert_close(model.embed_motion(raw, lengths), rebuilt.embed_motion(raw, lengths))
+
+
+def test_fine_tuning_code_cannot_load_the_evaluator():
+    ckpt = make_checkpoint("evaluator", MotionTextEvaluator(TINY))
+    try:
+        finetune = importlib.import_module("easytune.core.finetune")
+    except ImportError:
+        pytest.skip("easytune.core.finetune not present yet")
+    if not hasattr(finetune, "ALLOWED_CHECKPOINT_KINDS"):
+        pytest.skip("easytune.core.finetune has no ALLOWED_CHECKPOINT_KINDS yet")
+    assert "evaluator" not in finetune.ALLOWED_CHECKPOINT_KINDS
+    assert "content_classifier" not in finetune.ALLOWED_CHECKPOINT_KINDS
+    with pytest.raises(CheckpointError, match="may not be loaded here"):
+        build_from_checkpoint(ckpt, allowed_kinds=finetune.ALLOWED_CHECKPOINT_KINDS)
