@@ -1,0 +1,67 @@
+"""Typed configuration of the whole reward job (the ``reward:`` parameter group), and the helpers its stages share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from easytune.core.config import with_overrides
+from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.reward.metrics import RetrievalEvalConfig, evaluate_retrieval
+from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
+from easytune.core.reward.spl import MiningConfig, mine_preferences, spl_finetune
+from easytune.core.reward.training import RetrievalTrainingConfig
+
+
+@dataclass
+class RewardConfig:
+    """``model`` sizes (feature_dim/text_dim are taken from the data), retrieval ``training``, SPL fine-tuning
+    (``spl``: the same loop with the SPL loss, usually fewer steps), ``mining``, ``evaluation`` protocols, the
+    seed of the reward sanity check, and the optional SPL sensitivity study (``k_sensitivity``: list of k, each a
+    separate mining + SPL run from the pre-SPL model; ``no_spl_control``: the same fine-tuning with spl_weight 0)."""
+
+    model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
+    training: RetrievalTrainingConfig = field(default_factory=RetrievalTrainingConfig)
+    spl: RetrievalTrainingConfig = field(default_factory=lambda: RetrievalTrainingConfig(steps=500, lr=5e-5,
+                                                                                         warmup_steps=20))
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    evaluation: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
+    sanity_seed: int = 0
+    k_sensitivity: list[int] = field(default_factory=list)
+    no_spl_control: bool = False
+
+
+def build_model(config: RewardConfig, train: MotionSplit, text: TextEmbeddings, seed: int) -> RetrievalModel:
+    """Fresh model with feature_dim / text_dim taken from the data; weights seeded by ``seed``."""
+    model_config = with_overrides(config.model, feature_dim=train.feature_dim, text_dim=text.dim)
+    torch.manual_seed(seed)
+    return RetrievalModel(model_config)
+
+
+def spl_sensitivity(model_state: dict, model_config: RetrievalModelConfig, config: RewardConfig, train: MotionSplit,
+                    val: MotionSplit, test: MotionSplit, text: TextEmbeddings, device: torch.device) -> dict:
+    """For each k of ``config.k_sensitivity`` (and a spl_weight=0 control when asked): mine on train with k,
+    fine-tune a copy of the pre-SPL model, evaluate on test -> ``{"k=5": {k, failure_ratio, pairs, metrics}, ...}``."""
+    runs = [(f"k={k}", with_overrides(config.mining, k=k), config.spl) for k in config.k_sensitivity]
+    if config.no_spl_control:
+        runs.append(("no_spl_control", config.mining, with_overrides(config.spl, spl_weight=0.0)))
+    out = {}
+    for name, mining, spl_cfg in runs:
+        model = RetrievalModel(model_config)
+        model.load_state_dict(model_state)
+        model.to(device)
+        pairs = mine_preferences(model, train, text, mining, device)
+        tuned, _ = spl_finetune(model, train, text, pairs, spl_cfg, device, val=val)
+        out[name] = {"k": mining.k, "failure_ratio": pairs.failure_ratio, "pairs": int(pairs.has_preference.sum()),
+                     "spl_weight": spl_cfg.spl_weight,
+                     "metrics": evaluate_retrieval(tuned, test, text, config.evaluation, device)}
+    return out
+
+
+def mining_summary(pairs, mining: MiningConfig) -> dict:
+    """Plain-dict summary of a mining run for the report."""
+    return {"failure_ratio": pairs.failure_ratio, "pairs": int(pairs.has_preference.sum()), "queries": len(pairs),
+            "k": mining.k, "pool": mining.pool, "pool_size": mining.batch_size,
+            "median_gt_rank": float(np.median(pairs.gt_rank)) if len(pairs) else float("nan")}
