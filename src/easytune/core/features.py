@@ -28,7 +28,7 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from .quaternion import qbetween, qinv, qmul, qrot, quat_to_cont6d
-from .skeleton import SkeletonSpec
+from .skeleton import HUMANML3D, SkeletonSpec
 
 Array = Union[np.ndarray, torch.Tensor]
 
@@ -153,7 +153,7 @@ def retarget_to_template(joints: np.ndarray, skeleton: SkeletonSpec) -> np.ndarr
     return forward_kinematics(quats, joints[:, 0] * scale, target, skeleton)
 
 
-def canonicalise(joints: np.ndarray, skeleton: SkeletonSpec) -> np.ndarray:
+def canonicalise(joints: np.ndarray, skeleton: SkeletonSpec = HUMANML3D) -> np.ndarray:
     """Floor at min y = 0, frame-0 root XZ at the origin, frame 0 facing +Z: (T, J, 3) -> (T, J, 3) float64.
 
     Facing of frame 0: across = (r_hip - l_hip) + (r_sho - l_sho), forward = cross(up, across); the whole clip is
