@@ -104,9 +104,11 @@ class FinetuneConfig:
     def build_policy(self) -> Policy:
         return make_policy(self.method, self.policy)
 
-    def digest(self) -> str:
-        """Hash of the configuration (a resume file from another configuration is not used)."""
-        return hashlib.sha256(json.dumps(to_dict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    def digest(self, extra: str = "") -> str:
+        """Hash of the configuration (+ ``extra``, e.g. a fingerprint of the starting weights): a resume file
+        written under another digest is not used."""
+        text = json.dumps(to_dict(self), sort_keys=True, default=str) + extra
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -238,10 +240,20 @@ class _State:
     last_save: int = 0
 
 
-def _save_resume(path: Path, config: FinetuneConfig, denoiser, optimizer, scheduler, noise: torch.Generator,
+def weights_fingerprint(*modules: torch.nn.Module) -> str:
+    """Short hash of the weights of ``modules`` (ties a resume file to the models it started from)."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save_resume(path: Path, key: str, denoiser, optimizer, scheduler, noise: torch.Generator,
                  rng: np.random.Generator, state: _State, history: dict, best_state: dict | None) -> None:
     blob = {
-        "config_digest": config.digest(),
+        "config_digest": key,
         "denoiser": {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -258,7 +270,7 @@ def _save_resume(path: Path, config: FinetuneConfig, denoiser, optimizer, schedu
     tmp.replace(path)
 
 
-def _load_resume(path: Path, config: FinetuneConfig) -> dict | None:
+def _load_resume(path: Path, key: str) -> dict | None:
     if not path.exists():
         return None
     try:
@@ -266,7 +278,7 @@ def _load_resume(path: Path, config: FinetuneConfig) -> dict | None:
     except Exception as exc:  # noqa: BLE001 - a corrupt or unsafe file: start fresh, say why
         logger.warning("%s: unreadable resume checkpoint (%s); starting fresh", path, exc)
         return None
-    if blob.get("config_digest") != config.digest():
+    if blob.get("config_digest") != key:
         logger.warning("%s: written by another configuration; starting fresh", path)
         return None
     return blob
@@ -288,6 +300,7 @@ def finetune(
     device: torch.device,
     stop_after_updates: int | None = None,
     progress: bool | None = None,
+    resume_key: str = "",
 ) -> FinetuneResult:
     """Fine-tune ``generator.denoiser`` (in place) to maximise ``reward`` with the method of ``config``.
 
@@ -300,6 +313,8 @@ def finetune(
         seed: seeds the caption sampling, policy randomness and sampler noise (explicit; nothing global is used).
         stop_after_updates: end after the first trajectory that reaches this many updates, saving the resume
             checkpoint (simulates an interruption; a later call with the same config resumes).
+        resume_key: extra text hashed with the config into the resume file's key (e.g. the fingerprint of the
+            pretrained weights and the reward, so a resume file never continues from other starting models).
     Returns:
         :class:`FinetuneResult`; ``denoiser`` is the plain (LoRA-merged) module to checkpoint.
     """
@@ -334,7 +349,8 @@ def finetune(
     history: dict[str, list[dict]] = {}
     best_state: dict | None = None
     resume_path = Path(config.resume_path) if config.resume_path else None
-    blob = _load_resume(resume_path, config) if resume_path else None
+    resume_key = config.digest(resume_key)
+    blob = _load_resume(resume_path, resume_key) if resume_path else None
     if blob is not None:
         denoiser.load_state_dict(blob["denoiser"])
         optimizer.load_state_dict(blob["optimizer"])
@@ -416,12 +432,12 @@ def finetune(
                 accountant.start_window()  # validation time is not an update's time
             state.wall_s = time.perf_counter() - t_start
             if resume_path and config.save_every_updates > 0 and state.updates - state.last_save >= config.save_every_updates:
-                _save_resume(resume_path, config, denoiser, optimizer, scheduler, noise, rng, state, history,
+                _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
                              best_state)
                 state.last_save = state.updates
             if stop_after_updates is not None and state.updates >= stop_after_updates:
                 if resume_path:
-                    _save_resume(resume_path, config, denoiser, optimizer, scheduler, noise, rng, state, history,
+                    _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
                                  best_state)
                 bar.close()
                 return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=True)
@@ -432,7 +448,7 @@ def finetune(
         denoiser.load_state_dict(best_state)
     state.wall_s = time.perf_counter() - t_start
     if resume_path:
-        _save_resume(resume_path, config, denoiser, optimizer, scheduler, noise, rng, state, history, best_state)
+        _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history, best_state)
     return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=False)
 
 
