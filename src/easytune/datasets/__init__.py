@@ -2,6 +2,7 @@
 
 from easytune.datasets.checkpoint_dataset import CheckpointDataset
 from easytune.datasets.file_bundle_dataset import FileBundleDataset
+from easytune.datasets.joints_folder_dataset import JointsFolderDataset
 from easytune.datasets.npz_dataset import NpzDataset
 
-__all__ = ["CheckpointDataset", "FileBundleDataset", "NpzDataset"]
+__all__ = ["CheckpointDataset", "FileBundleDataset", "JointsFolderDataset", "NpzDataset"]

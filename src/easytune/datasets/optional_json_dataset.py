@@ -1,0 +1,42 @@
+"""``OptionalJSONDataset``: a JSON report that reads as ``{}`` when the file does not exist yet.
+
+For inputs that only order pipelines (e.g. ``finetune_report`` as an input of the evaluation pipeline, so that
+``kedro run`` evaluates after fine-tuning) while ``kedro run --pipeline evaluation`` must also work before any
+fine-tuning has run. Saves like ``json.JSONDataset`` (indented, atomic replace).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+
+class OptionalJSONDataset(AbstractDataset[Any, Any]):
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        path = Path(self._filepath)
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
+
+    def save(self, data: Any) -> None:
+        path = Path(self._filepath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(path)
+
+    def _exists(self) -> bool:
+        return True  # missing reads as {}
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

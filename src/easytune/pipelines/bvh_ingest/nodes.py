@@ -1,0 +1,44 @@
+"""Thin adapters around :mod:`easytune.core.ingest`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from easytune.core.config import from_dict
+from easytune.core.ingest import BvhIngestConfig, ingest_bvh_files
+
+
+def _input_folder(params: dict) -> Path:
+    root, variable = params.get("input_dir", ""), params.get("input_variable", "EASYTUNE_BVH_DIR")
+    if not root:
+        raise ValueError(f"{variable} is not set: point it at a folder of .bvh files "
+                         f"(e.g. the Bandai-Namco-Research-Motiondataset 'dataset/*/data' folders)")
+    folder = Path(root)
+    if not folder.is_dir():
+        raise ValueError(f"{variable}={root}: folder not found")
+    return folder
+
+
+def ingest_bvh_folder(params: dict) -> tuple[dict, dict]:
+    """Convert every ``*.bvh`` under ``params['input_dir']`` (recursively); returns (joints folder, report)."""
+    config = from_dict(BvhIngestConfig, params.get("conversion", {}), where="bvh_ingest.conversion")
+    folder = _input_folder(params)
+    labels = None
+    if params.get("label_table"):
+        table = pd.read_csv(params["label_table"])
+        if "id" not in table.columns or "content" not in table.columns:
+            raise ValueError(f"{params['label_table']}: label table needs columns id, content (and optionally style)")
+        labels = {str(r["id"]): {"content": r["content"], "style": r.get("style")} for _, r in table.iterrows()}
+    paths = sorted(folder.rglob("*.bvh"))
+    if not paths:
+        raise ValueError(f"{folder}: no .bvh files found")
+    result = ingest_bvh_files(paths, config, labels)
+    if not result.joints:
+        raise ValueError(f"{folder}: none of the {len(paths)} BVH files could be converted (skips: {dict(result.skipped)})")
+    folder_data = {"joints": result.joints, "texts": result.texts, "index": pd.DataFrame(result.index)}
+    report = {"source": str(folder), "files_found": len(paths), "clips_written": len(result.joints),
+              "captioned": len(result.texts), "skipped": dict(result.skipped),
+              "frames_total": int(sum(len(j) for j in result.joints.values()))}
+    return folder_data, report
