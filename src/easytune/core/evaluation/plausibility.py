@@ -21,11 +21,12 @@ PLAUSIBILITY_METRICS = ("foot_skating", "penetration", "floating", "jitter")
 
 @dataclass
 class PlausibilityConfig:
-    """Foot joints (HumanML3D: ankles 7, 8 and toes 10, 11) and their contact heights in metres."""
+    """Foot joints (HumanML3D: left ankle 7, left toe 10, right ankle 8, right toe 11) and their contact heights in
+    metres (ankles sit about 8 cm above the floor when standing, toes about 2 cm)."""
 
     fps: float = 20.0
-    foot_joints: tuple[int, ...] = (7, 8, 10, 11)
-    contact_heights: tuple[float, ...] = (0.10, 0.10, 0.05, 0.05)
+    foot_joints: tuple[int, ...] = (7, 10, 8, 11)
+    contact_heights: tuple[float, ...] = (0.10, 0.05, 0.10, 0.05)
     floating_tolerance: float = 0.05
 
     def __post_init__(self) -> None:

@@ -26,8 +26,8 @@ import torch
 
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation import metrics as M
-from easytune.core.evaluation.classifier import ContentClassifier, predict_labels
-from easytune.core.evaluation.evaluator import MotionTextEvaluator, denormalise_padded
+from easytune.core.evaluation.classifier import ClassifierTrainConfig, ContentClassifier, predict_labels
+from easytune.core.evaluation.evaluator import EvaluatorTrainConfig, MotionTextEvaluator, denormalise_padded
 from easytune.core.evaluation.plausibility import PLAUSIBILITY_METRICS, PlausibilityConfig, plausibility_summary
 from easytune.core.text import TextBatch
 
@@ -61,6 +61,48 @@ class ProtocolConfig:
     def __post_init__(self) -> None:
         if self.replications < 1 or self.generation_replications < 1:
             raise ValueError("replications and generation_replications must be >= 1")
+
+
+@dataclass
+class RenderConfig:
+    num_captions: int = 3
+    mp4: bool = True
+    max_frames: int = 120
+
+
+@dataclass
+class EvaluationConfig:
+    """Everything the ``evaluation`` pipeline reads from ``params:evaluation``.
+
+    base_models: name -> {"denoiser": checkpoint id, "vae": checkpoint id or None} (ids = file stems in
+    ``data/06_models``); a base model whose files are missing is skipped. vae_checkpoint: the VAE paired with
+    fine-tuned latent denoisers. sanity_noise_std: noise (normalised units) of the corrupted-real sanity source.
+    """
+
+    base_models: dict = field(default_factory=lambda: {
+        "base_mld": {"denoiser": "pretrained_latent_denoiser", "vae": "motion_vae"},
+        "base_mdm": {"denoiser": "pretrained_frame_denoiser", "vae": None}})
+    vae_checkpoint: str = "motion_vae"
+    evaluator: EvaluatorTrainConfig = field(default_factory=EvaluatorTrainConfig)
+    content_classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    sanity_noise_std: float = 1.0
+    renders: RenderConfig = field(default_factory=RenderConfig)
+
+    def protocol_for(self, skeleton, fps: float) -> ProtocolConfig:
+        """The protocol with plausibility feet and fps of ``skeleton`` (a SkeletonSpec) and the dataset fps."""
+        feet = (*skeleton.feet_left, *skeleton.feet_right)
+        heights = self.protocol.plausibility.contact_heights
+        plaus = PlausibilityConfig(fps=float(fps), foot_joints=feet, contact_heights=heights,
+                                   floating_tolerance=self.protocol.plausibility.floating_tolerance)
+        return ProtocolConfig(**{**self.protocol.__dict__, "plausibility": plaus})
+
+
+def order_models(names, base_models) -> list[str]:
+    """``real`` first, then the base models in configured order, then the rest (fine-tuned) sorted."""
+    names = list(names)
+    head = [n for n in ["real", *base_models] if n in names]
+    return head + sorted(n for n in names if n not in head)
 
 
 @dataclass
@@ -378,3 +420,56 @@ def results_table_markdown(metrics: Mapping[str, Mapping[str, Mapping]], metric_
             cells.append("-" if mean is None else f"{mean:.{digits}f} ± {ci:.{digits}f}")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------- renders
+def comparison_renders(generated: Mapping[str, Mapping[str, np.ndarray]], num_captions: int = 3,
+                       fps: float = 20.0, chains=None, mp4: bool = True, max_frames: int = 120) -> dict[str, bytes]:
+    """Side-by-side skeleton animations of the same test captions, one file per caption.
+
+    ``generated``: model name -> arrays of :func:`generated_arrays` (same test samples in the same order);
+    panels in the order given (put ``real`` and the base models first). Returns ``{"caption_<i>.gif": bytes}``
+    plus ``caption_<i>.mp4`` when ``mp4`` and an ``ffmpeg`` executable exist. At most ``max_frames`` frames.
+    """
+    from easytune.core.render import render_skeleton_gif  # lazy: matplotlib only when rendering
+    from easytune.core.skeleton import HUMANML3D
+
+    names = list(generated)
+    if not names:
+        return {}
+    first = generated[names[0]]
+    out: dict[str, bytes] = {}
+    for i in range(min(num_captions, len(first["ids"]))):
+        motions = [generated[n]["joints"][i, : min(int(generated[n]["lengths"][i]), max_frames)] for n in names]
+        gif = render_skeleton_gif(motions, titles=names, fps=fps,
+                                  chains=chains if chains is not None else HUMANML3D.kinematic_chains)
+        out[f"caption_{i}.gif"] = gif
+        video = gif_to_mp4(gif) if mp4 else None
+        if video is not None:
+            out[f"caption_{i}.mp4"] = video
+    captions = "\n".join(f"caption_{i}: {first['captions'][i]} ({first['ids'][i]}); panels: {', '.join(names)}"
+                         for i in range(min(num_captions, len(first["ids"]))))
+    out["captions.txt"] = (captions + "\n").encode()
+    return out
+
+
+def gif_to_mp4(gif: bytes) -> bytes | None:
+    """GIF bytes -> H.264 MP4 bytes with ffmpeg, or None when ffmpeg is absent or fails."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.gif", Path(tmp) / "out.mp4"
+        src.write_bytes(gif)
+        cmd = [exe, "-loglevel", "error", "-y", "-i", str(src), "-movflags", "faststart", "-pix_fmt", "yuv420p",
+               "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", str(dst)]
+        result = subprocess.run(cmd, capture_output=True, timeout=120)
+        if result.returncode != 0 or not dst.exists():
+            logger.warning("ffmpeg could not convert a render to mp4: %s", result.stderr[-300:])
+            return None
+        return dst.read_bytes()

@@ -1,0 +1,125 @@
+"""Thin Kedro adapters over :mod:`easytune.core.evaluation` (parameters -> configs, device, one core call)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
+from easytune.core.config import from_dict
+from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.evaluation.classifier import train_content_classifier
+from easytune.core.evaluation.evaluator import train_evaluator
+from easytune.core.evaluation.protocol import (EvaluationConfig, collect_generators, comparison_renders,
+                                               evaluate_models, flatten_metrics, generated_arrays, metrics_json,
+                                               order_models, results_table_markdown, results_table_rows,
+                                               sanity_checks)
+from easytune.core.runtime import resolve_device, seed_everything
+from easytune.core.skeleton import get_skeleton
+from easytune.pipelines.evaluation.plots import metric_bars
+
+logger = logging.getLogger(__name__)
+
+
+def _inputs(motions: dict, text: dict, stats: dict, source: str):
+    return (MotionSplit.from_arrays(motions, source=source), TextEmbeddings.from_arrays(text),
+            FeatureStats.from_arrays(stats))
+
+
+def train_evaluator_node(train_motions: dict, text_embeddings: dict, feature_stats: dict, evaluation: dict,
+                         runtime: dict) -> tuple[dict, dict]:
+    """Train the evaluator on real train motions -> (``evaluator`` checkpoint, MLflow loss history)."""
+    config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
+    seed_everything(runtime["seed"])
+    train, text, stats = _inputs(train_motions, text_embeddings, feature_stats, "train_motions")
+    model, history = train_evaluator(train, text, stats, config.evaluator, resolve_device(runtime["device"]))
+    meta = {"trained_on": "train_motions", "samples": len(train), "wall_s": history["wall_s"],
+            "final_loss": history["loss"][-1]["value"] if history["loss"] else None}
+    return make_checkpoint("evaluator", model, meta), {"loss": history["loss"]}
+
+
+def train_content_classifier_node(train_motions: dict, feature_stats: dict, evaluation: dict,
+                                  runtime: dict) -> tuple[dict, dict]:
+    """Train the content classifier on labelled real train motions -> (checkpoint, MLflow loss history)."""
+    config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
+    seed_everything(runtime["seed"])
+    train = MotionSplit.from_arrays(train_motions, source="train_motions")
+    model, history = train_content_classifier(train, FeatureStats.from_arrays(feature_stats),
+                                              config.content_classifier, resolve_device(runtime["device"]))
+    meta = {k: history[k] for k in ("labels", "train_accuracy", "wall_s")}
+    return make_checkpoint("content_classifier", model, meta), {"loss": history["loss"]}
+
+
+def collect_models_node(finetune_report: dict, base_model_checkpoints: dict, finetuned_denoisers: dict,
+                        evaluation: dict) -> dict:
+    """Model name -> (denoiser, VAE|None) checkpoints for existing base models and every fine-tuned denoiser.
+
+    ``finetune_report`` is only an ordering input (evaluation runs after fine-tuning in ``kedro run``).
+    """
+    config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
+    found = collect_generators(config.base_models, base_model_checkpoints, finetuned_denoisers,
+                               config.vae_checkpoint)
+    logger.info("evaluation: models to score: %s (finetune report lists %s)", sorted(found),
+                sorted(finetune_report or {}))
+    return found
+
+
+def evaluate_models_node(generators: dict, evaluator: dict, content_classifier: dict, test_motions: dict,
+                         text_embeddings: dict, feature_stats: dict, evaluation: dict, dataset: dict,
+                         runtime: dict) -> tuple[dict, dict, dict, dict]:
+    """Score ``real`` and every generator on the test split -> (metrics JSON, generated joints per model,
+    MLflow metrics, timings)."""
+    config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
+    device = resolve_device(runtime["device"])
+    skeleton = get_skeleton(dataset["skeleton"])
+    test, text, stats = _inputs(test_motions, text_embeddings, feature_stats, "test_motions")
+    model = build_from_checkpoint(evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
+    classifier = build_from_checkpoint(content_classifier, device, allowed_kinds=["content_classifier"],
+                                       source="content_classifier")
+    results = evaluate_models(generators, test, text, stats, model, classifier,
+                              config.protocol_for(skeleton, dataset["fps"]), skeleton.num_joints, device)
+    metrics = metrics_json(results)
+    history = {name: [{"value": value, "step": 0}] for name, value in flatten_metrics(metrics).items()}
+    timings = {name: r.wall_s for name, r in results.items()}
+    return metrics, {name: generated_arrays(r, test, text) for name, r in results.items()}, history, timings
+
+
+def sanity_node(train_motions: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
+                evaluator: dict, evaluation: dict, dataset: dict, runtime: dict) -> dict:
+    """The four sanity checks (train-vs-test FID, real vs chance R@1, shuffled captions, noise) on real data."""
+    config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
+    device = resolve_device(runtime["device"])
+    skeleton = get_skeleton(dataset["skeleton"])
+    test, text, stats = _inputs(test_motions, text_embeddings, feature_stats, "test_motions")
+    train = MotionSplit.from_arrays(train_motions, source="train_motions")
+    model = build_from_checkpoint(evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
+    return sanity_checks(train, test, text, stats, model, config.protocol_for(skeleton, dataset["fps"]),
+                         skeleton.num_joints, noise_std=config.sanity_noise_std, device=device)
+
+
+def report_node(evaluation_metrics: dict, sanity: dict, timings: dict, evaluator: dict, content_classifier: dict,
+                evaluation: dict) -> tuple[dict, pd.DataFrame, str, object]:
+    """-> (``evaluation_report`` JSON, comparison table CSV frame, markdown table, bar chart figure)."""
+    config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
+    order = order_models(evaluation_metrics, config.base_models)
+    metrics = {name: evaluation_metrics[name] for name in order}
+    header, rows = results_table_rows(metrics)
+    report = {"models": order, "wall_s": timings, "sanity": sanity, "metrics": metrics,
+              "evaluator": evaluator["metadata"], "content_classifier": content_classifier["metadata"],
+              "protocol": {"replications": config.protocol.replications,
+                           "generation_replications": config.protocol.generation_replications,
+                           "ci": "1.96 * std / sqrt(replications) over the replications"}}
+    return report, pd.DataFrame(rows, columns=header), results_table_markdown(metrics), metric_bars(metrics)
+
+
+def render_node(generated_motions: dict, evaluation: dict, dataset: dict) -> dict[str, bytes]:
+    """Side-by-side skeleton animations (GIF, MP4 with ffmpeg) of the same test captions for every model."""
+    config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
+    order = order_models(generated_motions, config.base_models)
+    arrays = {n: generated_motions[n]() if callable(generated_motions[n]) else generated_motions[n] for n in order}
+    chains = get_skeleton(dataset["skeleton"]).kinematic_chains
+    return comparison_renders({n: {k: np.asarray(v) for k, v in a.items()} for n, a in arrays.items()},
+                              config.renders.num_captions, dataset["fps"], chains, config.renders.mp4,
+                              config.renders.max_frames)
