@@ -117,7 +117,7 @@ def read_caption_file(path: str | Path, skips: SkipLog) -> list[Caption]:
     """All valid captions of a text file; [] when the file is unusable (the reason is counted in ``skips``).
 
     Counted reasons: ``text_not_utf8``, ``unreadable_text``, ``empty_caption_file`` (file level) and
-    ``malformed_caption_line`` (per line; the other lines are kept).
+    ``malformed_caption_line`` (per line; the other lines are kept), ``no_valid_caption`` (every line malformed).
     """
     path = Path(path)
     try:
@@ -140,6 +140,8 @@ def read_caption_file(path: str | Path, skips: SkipLog) -> list[Caption]:
             captions.append(parse_caption_line(line))
         except CaptionFormatError as exc:
             skips.skip("malformed_caption_line", f"{path}:{number}", str(exc))
+    if not captions:
+        skips.skip("no_valid_caption", path, f"all {len(lines)} line(s) malformed")
     return captions
 
 

@@ -21,7 +21,7 @@ import csv
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +31,8 @@ from easytune.core.captions import Caption, SkipLog, read_caption_file
 from easytune.core.dataset import FeatureStats, MotionSplit
 from easytune.core.features import feature_group_std, fidelity_report, joints_to_features
 from easytune.core.skeleton import SkeletonSpec
-from easytune.core.synthetic import SyntheticConfig
+from easytune.core.synthetic import SyntheticConfig, ensure_dataset
+from easytune.core.text_encoder import TextEncoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +100,22 @@ class SplitConfig:
 
 
 @dataclass
-class BuildConfig:
-    """Everything :func:`build_dataset` needs besides the source.
+class DataProcessingConfig:
+    """The ``data_processing`` parameters.
 
-    ``fidelity_max_clips``: at most this many (features, joints) pairs enter the fidelity report (None = all).
-    ``max_warnings_per_reason``: warnings logged per skip reason before only counting.
+    Attributes:
+        source: where the clips come from.
+        length: length filter.
+        split: train/val/test assignment.
+        text_encoder: caption encoder settings.
+        fidelity_max_clips: at most this many (features, joints) pairs enter the fidelity report (None = all).
+        max_warnings_per_reason: warnings logged per skip reason before only counting.
     """
 
+    source: SourceConfig = field(default_factory=SourceConfig)
     length: LengthFilterConfig = field(default_factory=LengthFilterConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     fidelity_max_clips: int | None = None
     max_warnings_per_reason: int = 10
 
@@ -223,12 +231,7 @@ class _FolderSource:
         if not path.is_file():
             self.skips.skip("missing_text", path, "motion without a caption file")
             return None
-        captions = read_caption_file(path, self.skips)
-        if not captions:
-            if path.stat().st_size:  # every line malformed (an empty or undecodable file is counted already)
-                self.skips.skip("no_valid_caption", path)
-            return None
-        return captions
+        return read_caption_file(path, self.skips) or None  # an unusable file is counted there
 
     def split_ids(self) -> dict[str, list[str]] | None:
         return read_split_files(self.root, self.skips)
@@ -334,12 +337,30 @@ class HumanML3DSource(_FolderSource):
         return feats, joints
 
 
+def ensure_source(config: SourceConfig, fps: float) -> dict:
+    """Make the source folder available: for ``embedded``, write the generated joints folder to ``config.root``
+    unless one with the same generator config is there; for the others, check that the folder exists.
+
+    Returns ``{"kind", "root", "generated"}`` (``generated``: the folder was written by this call).
+    """
+    if config.kind == "embedded":
+        if not config.root:
+            raise DataSourceError("source.root is empty: the embedded dataset needs a folder to be written to")
+        embedded = replace(config.embedded, fps=float(fps))
+        manifest, generated = ensure_dataset(config.root, embedded)
+        logger.info("embedded dataset %s at %s (%d clips)", "written" if generated else "reused", config.root,
+                    manifest["clips"])
+        return {"kind": config.kind, "root": str(config.root), "generated": generated}
+    root = resolve_root(config.root, config.root_variable)
+    return {"kind": config.kind, "root": str(root), "generated": False}
+
+
 def open_source(config: SourceConfig, skeleton: SkeletonSpec, skips: SkipLog) -> _FolderSource:
     """The source named by ``config`` (the embedded folder must have been written already)."""
     root = resolve_root(config.root, config.root_variable)
-    if config.kind == "humanml3d":
-        return HumanML3DSource(root, skeleton, skips)
-    return JointsFolderSource(root, skeleton, skips)
+    source = (HumanML3DSource if config.kind == "humanml3d" else JointsFolderSource)(root, skeleton, skips)
+    source.kind = config.kind  # "embedded" reads a joints folder but is reported as what it is
+    return source
 
 
 # ------------------------------------------------------------------------------------------------- samples
@@ -460,7 +481,7 @@ class BuiltDataset:
     sample_lengths: np.ndarray
 
 
-def build_dataset(source: _FolderSource, config: BuildConfig, fps: float, progress: bool | None = None
+def build_dataset(source: _FolderSource, config: DataProcessingConfig, fps: float, progress: bool | None = None
                   ) -> BuiltDataset:
     """Clips of ``source`` -> samples -> length filter -> split -> train Mean/Std -> normalised splits + report.
 
