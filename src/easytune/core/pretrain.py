@@ -1,0 +1,261 @@
+"""Pretraining of the base generators: the motion VAE, then the MLD latent denoiser; the MDM frame denoiser.
+
+Everything the ``pretrain`` pipeline does, framework-free: typed configuration (:class:`PretrainConfig`), the three
+training runs on :func:`easytune.core.training.train` (resumable, early stopping on the validation loss), the VAE's
+test reconstruction error in metres (MPJPE on joints recovered from de-normalised features) and caption-to-motion
+generation with skeleton GIFs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from easytune.core.config import from_dict, to_dict
+from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion, DiffusionConfig
+from easytune.core.generator import DEFAULT_GUIDANCE, MotionGenerator
+from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
+from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
+from easytune.core.models.vae import MotionVAE, MotionVAEConfig
+from easytune.core.render import render_skeleton_gif
+from easytune.core.runtime import count_parameters
+from easytune.core.skeleton import SkeletonSpec
+from easytune.core.text import TextBatch
+from easytune.core.training import MotionBatch, MotionBatches, TrainConfig, TrainResult, train
+
+
+@dataclass
+class PretrainData:
+    """batch_size; max_frames: random crop length (multiple of ``unit``; also the generators' max length);
+    val_batches: validation batches per validation (fixed crops and captions)."""
+
+    batch_size: int = 32
+    max_frames: int = 96
+    unit: int = 4
+    val_batches: int = 8
+
+    def __post_init__(self) -> None:
+        if self.max_frames % self.unit or self.batch_size < 1 or self.val_batches < 1:
+            raise ValueError("max_frames must be a multiple of unit; batch_size and val_batches >= 1")
+
+
+@dataclass
+class ModelTraining:
+    """model: model config overrides (``preset`` + fields; data-dependent sizes are filled in); train: the loop;
+    diffusion / guidance_scale: denoisers only (defaults: MLD scaled-linear eps 7.5, MDM cosine x0 2.5)."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    diffusion: DiffusionConfig | None = None
+    guidance_scale: float | None = None
+
+
+@dataclass
+class VAEEvaluation:
+    """Test reconstruction: clips cropped from their first frame to ``max_frames`` (None = data.max_frames)."""
+
+    batch_size: int = 64
+    max_frames: int | None = None
+
+
+@dataclass
+class GenerateConfig:
+    """captions: texts to generate (must be in ``text_embeddings``); empty = the first captions of the first
+    ``num_samples`` test samples. lengths: frames per caption (one value for all, one per caption, or empty = the
+    test sample's length, cropped to the generators' max). num_gifs: how many are rendered; gif_stride: frame step."""
+
+    captions: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    num_samples: int = 8
+    num_steps: int | None = None
+    seed: int = 7
+    num_gifs: int = 2
+    gif_stride: int = 2
+
+
+@dataclass
+class PretrainConfig:
+    data: PretrainData = field(default_factory=PretrainData)
+    motion_vae: ModelTraining = field(default_factory=ModelTraining)
+    latent_denoiser: ModelTraining = field(default_factory=ModelTraining)
+    frame_denoiser: ModelTraining = field(default_factory=ModelTraining)
+    resume_dir: str | None = "data/06_models/resume"
+    evaluation: VAEEvaluation = field(default_factory=VAEEvaluation)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def resume_path(self, name: str) -> Path | None:
+        return None if not self.resume_dir else Path(self.resume_dir) / f"{name}.pt"
+
+
+def summary(model: torch.nn.Module, result: TrainResult) -> dict[str, Any]:
+    """Report entry of one trained model."""
+    return {"params": count_parameters(model, trainable_only=True), "train_loss": result.train_loss,
+            "val_loss": result.val_loss, "steps": result.steps, "wall_s": round(result.wall_s, 2),
+            "stopped_early": result.stopped_early, "resumed_from": result.resumed_from}
+
+
+def _batches(split: MotionSplit, text: TextEmbeddings, data: PretrainData, seed: int, device, train: bool
+             ) -> MotionBatches:
+    if train:
+        return MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit)
+    return MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit, shuffle=False,
+                         random_crop=False, drop_last=False, max_batches=data.val_batches)
+
+
+def _mean_over(batches: MotionBatches, fn) -> float:
+    values = [float(fn(b)) for b in batches(0)]
+    return float(np.mean(values))
+
+
+def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: TextEmbeddings, config: PretrainConfig,
+                     device: torch.device, seed: int) -> tuple[MotionVAE, TrainResult]:
+    """Train the motion VAE (masked smooth-L1 reconstruction + 1e-4 KL) on random crops; validation = the same loss
+    on fixed crops with fixed noise."""
+    model_cfg = from_dict(MotionVAEConfig, {"feature_dim": train_split.feature_dim, **config.motion_vae.model},
+                          where="pretrain.motion_vae.model")
+    torch.manual_seed(seed)
+    vae = MotionVAE(model_cfg).to(device)
+    batches = _batches(train_split, text, config.data, seed, device, train=True)
+    val = _batches(val_split, text, config.data, seed, device, train=False)
+
+    def val_fn() -> float:
+        g = torch.Generator().manual_seed(seed)
+        return _mean_over(val, lambda b: vae.loss(b.features, b.mask, g).total)
+
+    result = train(vae, lambda b: vae.loss(b.features, b.mask).total, batches, config.motion_vae.train, val_fn,
+                   config.resume_path("motion_vae"), resume_tag=[to_dict(config.data), len(train_split), seed],
+                   desc="motion_vae")
+    return vae.eval(), result
+
+
+def build_generator(kind: str, config: PretrainConfig, feature_dim: int, vae: MotionVAE | None = None
+                    ) -> MotionGenerator:
+    """A fresh (untrained) generator of ``kind`` (``mld`` needs the trained VAE) from the configuration."""
+    if kind == "mld":
+        section = config.latent_denoiser
+        n, d = vae.latent_shape
+        cfg = from_dict(LatentDenoiserConfig, {**section.model, "latent_tokens": n, "latent_dim": d},
+                        where="pretrain.latent_denoiser.model")
+        denoiser, diffusion = LatentDenoiser(cfg), section.diffusion or MLD_DIFFUSION
+    elif kind == "mdm":
+        section = config.frame_denoiser
+        cfg = from_dict(FrameDenoiserConfig, {"feature_dim": feature_dim, **section.model},
+                        where="pretrain.frame_denoiser.model")
+        denoiser, diffusion = FrameDenoiser(cfg), section.diffusion or MDM_DIFFUSION
+    else:
+        raise ValueError(f"kind must be 'mld' or 'mdm', got {kind!r}")
+    scale = DEFAULT_GUIDANCE[kind] if section.guidance_scale is None else section.guidance_scale
+    return MotionGenerator(denoiser, Diffusion(diffusion), kind, vae=vae, guidance_scale=scale,
+                           max_length=config.data.max_frames, feature_dim=feature_dim)
+
+
+def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, text: TextEmbeddings,
+                   config: PretrainConfig, device: torch.device, seed: int, vae: MotionVAE | None = None
+                   ) -> tuple[MotionGenerator, TrainResult]:
+    """Train the MLD latent denoiser (frozen VAE, epsilon loss) or the MDM frame denoiser (masked x0 loss), with
+    10% caption dropout; validation = the same loss with fixed timesteps, noise and dropout."""
+    torch.manual_seed(seed)
+    gen = build_generator(kind, config, train_split.feature_dim, vae).to(device)
+    section = config.latent_denoiser if kind == "mld" else config.frame_denoiser
+    name = "latent_denoiser" if kind == "mld" else "frame_denoiser"
+    batches = _batches(train_split, text, config.data, seed, device, train=True)
+    val = _batches(val_split, text, config.data, seed, device, train=False)
+
+    def loss_fn(b: MotionBatch) -> torch.Tensor:
+        return gen.training_loss(b.features, b.mask, b.text)
+
+    def val_fn() -> float:
+        g = torch.Generator().manual_seed(seed)
+        return _mean_over(val, lambda b: gen.training_loss(b.features, b.mask, b.text, generator=g))
+
+    vae_tag = None if vae is None else float(sum(p.double().sum() for p in vae.parameters()))
+    result = train(gen, loss_fn, batches, section.train, val_fn, config.resume_path(name),
+                   params=gen.denoiser.parameters(),
+                   resume_tag=[to_dict(config.data), gen.checkpoint_metadata(), len(train_split), seed, vae_tag],
+                   desc=name)
+    return gen.eval(), result
+
+
+def vae_reconstruction_mpjpe(vae: MotionVAE, test_split: MotionSplit, text: TextEmbeddings, stats: FeatureStats,
+                             skeleton: SkeletonSpec, config: PretrainConfig, device: torch.device) -> float:
+    """Mean per-joint position error (metres) between joints recovered from the de-normalised test features and from
+    their VAE reconstruction (posterior mean), over valid frames of clips cropped from the first frame."""
+    from easytune.core.features import recover_from_ric
+
+    max_frames = config.evaluation.max_frames or config.data.max_frames
+    batches = MotionBatches(test_split, text, config.evaluation.batch_size, max_frames, 0, device, config.data.unit,
+                            shuffle=False, random_crop=False, drop_last=False)
+    total, count = 0.0, 0
+    vae.eval()
+    with torch.inference_mode():
+        for b in batches(0):
+            mu, _ = vae.encode(b.features, b.mask)
+            rec = vae.decode(mu, b.mask)  # (B, T, D)
+            joints = recover_from_ric(stats.denormalise(b.features), skeleton.num_joints)  # (B, T, J, 3)
+            joints_rec = recover_from_ric(stats.denormalise(rec), skeleton.num_joints)
+            err = (joints - joints_rec).norm(dim=-1).mean(-1)  # (B, T)
+            total += float(err[b.mask].sum())
+            count += int(b.mask.sum())
+    return total / max(count, 1)
+
+
+def generation_requests(test_split: MotionSplit, text: TextEmbeddings, config: PretrainConfig
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(caption rows (N,), lengths (N,)) to generate from ``config.generate``."""
+    g, unit, max_len = config.generate, config.data.unit, config.data.max_frames
+    if g.captions:
+        index = text.index()
+        missing = [c for c in g.captions if c not in index]
+        if missing:
+            raise ValueError(f"pretrain.generate.captions not in text_embeddings: {missing}")
+        rows = np.array([index[c] for c in g.captions], dtype=np.int64)
+        default_lengths = np.full(len(rows), max_len)
+    else:
+        n = min(g.num_samples, len(test_split))
+        rows = test_split.first_caption_ids()[:n]
+        default_lengths = test_split.lengths[:n]
+    if not g.lengths:
+        lengths = default_lengths
+    elif len(g.lengths) in (1, len(rows)):
+        lengths = np.broadcast_to(np.asarray(g.lengths, dtype=np.int64), rows.shape)
+    else:
+        raise ValueError(f"pretrain.generate.lengths: give 1 or {len(rows)} values, got {len(g.lengths)}")
+    lengths = np.minimum(np.asarray(lengths, dtype=np.int64), max_len)
+    if (lengths < 1).any():
+        raise ValueError("pretrain.generate.lengths must be >= 1")
+    return rows, lengths
+
+
+def generate_motions(generators: dict[str, MotionGenerator], test_split: MotionSplit, text: TextEmbeddings,
+                     stats: FeatureStats, skeleton: SkeletonSpec, config: PretrainConfig, device: torch.device
+                     ) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
+    """Generate with every generator for the requested captions.
+
+    Returns arrays ``{captions (N,), lengths (N,), <name>_features (N, T, D) normalised, <name>_joints
+    (N, T, J, 3) metres}`` and GIFs ``{sample_XX.gif: bytes}`` (all generators side by side, first ``num_gifs``).
+    """
+    from easytune.core.features import recover_from_ric
+
+    g = config.generate
+    rows, lengths = generation_requests(test_split, text, config)
+    batch = TextBatch.from_embeddings(text, rows, device)
+    out: dict[str, np.ndarray] = {"captions": text.captions[rows].astype(str), "lengths": lengths.astype(np.int64)}
+    for name, gen in generators.items():
+        feats = gen.generate(batch, torch.as_tensor(lengths), generator=torch.Generator().manual_seed(g.seed),
+                             num_steps=g.num_steps)  # (N, T, D)
+        joints = recover_from_ric(stats.denormalise(feats.float()), skeleton.num_joints)  # (N, T, J, 3)
+        out[f"{name}_features"] = feats.cpu().numpy().astype(np.float32)
+        out[f"{name}_joints"] = joints.cpu().numpy().astype(np.float32)
+    gifs = {}
+    for i in range(min(g.num_gifs, len(rows))):
+        motions = [out[f"{name}_joints"][i, :lengths[i]] for name in generators]
+        gifs[f"sample_{i:02d}.gif"] = render_skeleton_gif(
+            motions, titles=[f"{name}: {out['captions'][i]}" for name in generators], fps=skeleton.fps,
+            chains=skeleton.kinematic_chains, stride=g.gif_stride)
+    return out, gifs
+

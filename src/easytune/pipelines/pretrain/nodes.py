@@ -1,0 +1,98 @@
+"""Thin Kedro adapters over :mod:`easytune.core.pretrain` (parameters -> typed configs, device, one core call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
+from easytune.core.config import from_dict, to_dict
+from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.generator import MotionGenerator
+from easytune.core.pretrain import (PretrainConfig, generate_motions, summary, train_denoiser, train_motion_vae,
+                                    vae_reconstruction_mpjpe)
+from easytune.core.runtime import resolve_device, seed_everything
+from easytune.core.skeleton import get_skeleton
+
+
+def _inputs(text_embeddings: dict, **splits: dict) -> tuple[TextEmbeddings, list[MotionSplit]]:
+    text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
+    out = [MotionSplit.from_arrays(arrays, source=name) for name, arrays in splits.items()]
+    for name, split in zip(splits, out):
+        split.check_against(text, name)
+    return text, out
+
+
+def _metadata(result_summary: dict, config: PretrainConfig, section: Any) -> dict:
+    return {"training": to_dict(section.train), "result": result_summary, "data": to_dict(config.data)}
+
+
+def train_motion_vae_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: dict,
+                          runtime: dict) -> tuple[dict, dict, dict]:
+    """-> (``motion_vae`` checkpoint, training summary, loss curves)."""
+    config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
+    device = resolve_device(runtime["device"])
+    seed_everything(runtime["seed"])
+    text, (train, val) = _inputs(text_embeddings, train_motions=train_motions, val_motions=val_motions)
+    vae, result = train_motion_vae(train, val, text, config, device, runtime["seed"])
+    info = summary(vae, result)
+    ckpt = make_checkpoint("motion_vae", vae, _metadata(info, config, config.motion_vae))
+    return ckpt, info, result.metrics_history()
+
+
+def train_denoiser_node(kind: str):
+    """Node function training the ``mld`` (needs ``motion_vae``) or ``mdm`` denoiser."""
+
+    def train_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: dict, runtime: dict,
+                   motion_vae: dict | None = None) -> tuple[dict, dict, dict]:
+        config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
+        device = resolve_device(runtime["device"])
+        seed_everything(runtime["seed"])
+        text, (train, val) = _inputs(text_embeddings, train_motions=train_motions, val_motions=val_motions)
+        vae = None if motion_vae is None else build_from_checkpoint(motion_vae, device, allowed_kinds=["motion_vae"])
+        gen, result = train_denoiser(kind, train, val, text, config, device, runtime["seed"], vae)
+        info = summary(gen.denoiser, result)
+        section = config.latent_denoiser if kind == "mld" else config.frame_denoiser
+        meta = {**_metadata(info, config, section), **gen.checkpoint_metadata()}
+        ckpt = make_checkpoint("latent_denoiser" if kind == "mld" else "frame_denoiser", gen.denoiser, meta)
+        return ckpt, info, result.metrics_history()
+
+    train_node.__name__ = f"train_{kind}_denoiser"
+    return train_node
+
+
+def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
+                        pretrain: dict, dataset: dict, runtime: dict) -> dict:
+    """-> ``{"vae_mpjpe_m": float, "test_samples": int}`` (reconstruction error in metres on recovered joints)."""
+    config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
+    device = resolve_device(runtime["device"])
+    text, (test,) = _inputs(text_embeddings, test_motions=test_motions)
+    vae = build_from_checkpoint(motion_vae, device, allowed_kinds=["motion_vae"])
+    stats = FeatureStats.from_arrays(feature_stats, source="feature_stats")
+    mpjpe = vae_reconstruction_mpjpe(vae, test, text, stats, get_skeleton(dataset["skeleton"]), config, device)
+    return {"vae_mpjpe_m": mpjpe, "test_samples": len(test)}
+
+
+def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrained_frame_denoiser: dict,
+                     test_motions: dict, text_embeddings: dict, feature_stats: dict, pretrain: dict, dataset: dict,
+                     runtime: dict) -> tuple[dict, dict]:
+    """Captions -> motions with both generators: (``generated_motions`` arrays, ``generated_motion_gifs``)."""
+    config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
+    device = resolve_device(runtime["device"])
+    text, (test,) = _inputs(text_embeddings, test_motions=test_motions)
+    generators = {
+        "mld": MotionGenerator.from_checkpoints(pretrained_latent_denoiser, motion_vae, device),
+        "mdm": MotionGenerator.from_checkpoints(pretrained_frame_denoiser, None, device),
+    }
+    stats = FeatureStats.from_arrays(feature_stats, source="feature_stats")
+    return generate_motions(generators, test, text, stats, get_skeleton(dataset["skeleton"]), config, device)
+
+
+def pretrain_report(motion_vae_training: dict, latent_denoiser_training: dict, frame_denoiser_training: dict,
+                    motion_vae_evaluation: dict, runtime: dict) -> dict:
+    """-> ``pretrain_report`` JSON: per model params, train/val loss, steps, wall time; VAE test MPJPE (m)."""
+    return {
+        "motion_vae": {**motion_vae_training, **motion_vae_evaluation},
+        "latent_denoiser": latent_denoiser_training,
+        "frame_denoiser": frame_denoiser_training,
+        "device": str(resolve_device(runtime["device"])),
+    }
