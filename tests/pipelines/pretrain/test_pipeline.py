@@ -52,8 +52,8 @@ class KeptDataset(MemoryDataset):
 
 
 OUTPUTS = ("motion_vae", "pretrained_latent_denoiser", "pretrained_frame_denoiser", "motion_vae_training_history",
-           "latent_denoiser_training_history", "frame_denoiser_training_history", "generated_motions",
-           "generated_motion_gifs", "pretrain_report", "motion_vae_evaluation")
+           "latent_denoiser_training_history", "frame_denoiser_training_history", "pretrain_samples",
+           "pretrain_sample_gifs", "pretrain_report", "motion_vae_evaluation")
 
 
 def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
@@ -91,7 +91,7 @@ def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
     vae = build_from_checkpoint(catalog.load("motion_vae"), "cpu")
     assert vae.config.feature_dim == D
 
-    out = catalog.load("generated_motions")
+    out = catalog.load("pretrain_samples")
     assert out["mld_features"].shape[0] == 3 and out["mdm_joints"].shape[2:] == (22, 3)
     assert list(out["lengths"]) == [int(min(x, 16)) for x in make_split(6, 2).lengths[:3]]
     # generation through the node equals the rebuilt generator's fast path
@@ -99,7 +99,7 @@ def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
     again = mdm.generate(text, torch.as_tensor(out["lengths"]), generator=torch.Generator().manual_seed(7),
                          num_steps=5)
     np.testing.assert_allclose(again.numpy(), out["mdm_features"], rtol=1e-5, atol=1e-5)
-    gifs = catalog.load("generated_motion_gifs")
+    gifs = catalog.load("pretrain_sample_gifs")
     assert list(gifs) == ["sample_00.gif"] and Image.open(io.BytesIO(gifs["sample_00.gif"])).format == "GIF"
 
 

@@ -75,7 +75,7 @@ def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: d
 def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrained_frame_denoiser: dict,
                      test_motions: dict, text_embeddings: dict, feature_stats: dict, pretrain: dict, dataset: dict,
                      runtime: dict) -> tuple[dict, dict]:
-    """Captions -> motions with both generators: (``generated_motions`` arrays, ``generated_motion_gifs``)."""
+    """Captions -> motions with both generators: (``pretrain_samples`` arrays, ``pretrain_sample_gifs``)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
     device = resolve_device(runtime["device"])
     text, (test,) = _inputs(text_embeddings, test_motions=test_motions)

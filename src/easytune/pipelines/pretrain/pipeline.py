@@ -29,7 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(generate_samples,
              inputs=["pretrained_latent_denoiser", "motion_vae", "pretrained_frame_denoiser", "test_motions",
                      "text_embeddings", "feature_stats", "params:pretrain", "params:dataset", "params:runtime"],
-             outputs=["generated_motions", "generated_motion_gifs"], name="generate_samples"),
+             outputs=["pretrain_samples", "pretrain_sample_gifs"], name="generate_samples"),
         Node(pretrain_report,
              inputs=["motion_vae_training", "latent_denoiser_training", "frame_denoiser_training",
                      "motion_vae_evaluation", "params:runtime"],
