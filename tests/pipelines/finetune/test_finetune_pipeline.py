@@ -14,8 +14,11 @@ from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_split
 
 @pytest.fixture(scope="module")
 def finetune_params(project_root):
+    from easytune.settings import CONFIG_LOADER_ARGS
+
     loader = OmegaConfigLoader(str(project_root / "conf"), base_env="base", default_run_env="tiny",
-                               merge_strategy={"parameters": "soft"})
+                               merge_strategy={"parameters": "soft"},
+                               custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"])
     return loader["parameters"]["finetune"]
 
 

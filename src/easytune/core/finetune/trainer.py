@@ -301,6 +301,7 @@ def finetune(
     stop_after_updates: int | None = None,
     progress: bool | None = None,
     resume_key: str = "",
+    on_validation: Callable[[int, float, float], bool] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``generator.denoiser`` (in place) to maximise ``reward`` with the method of ``config``.
 
@@ -315,6 +316,9 @@ def finetune(
             checkpoint (simulates an interruption; a later call with the same config resumes).
         resume_key: extra text hashed with the config into the resume file's key (e.g. the fingerprint of the
             pretrained weights and the reward, so a resume file never continues from other starting models).
+        on_validation: ``on_validation(updates, val_reward, train_seconds) -> stop`` after every validation;
+            ``train_seconds`` sums the update windows so far (validation excluded); benchmarks stop at a reward
+            level with it.
     Returns:
         :class:`FinetuneResult`; ``denoiser`` is the plain (LoRA-merged) module to checkpoint.
     """
@@ -366,9 +370,10 @@ def finetune(
         logger.info("%s: resumed at update %d", resume_path, state.updates)
 
     accountant = UpdateAccountant(device=device, history=history)
+    max_frames = min(config.max_frames or generator.max_length, generator.max_length)
     val_text = val_len = None
     if val is not None and (config.val_every > 0 or config.patience is not None):
-        val_text, val_len = validation_batch(val, text, config.val_captions, config.max_frames, device)
+        val_text, val_len = validation_batch(val, text, config.val_captions, max_frames, device)
 
     def validate() -> None:
         value = validation_reward(generator, reward, val_text, val_len, seed=seed + 1, num_steps=n_steps,
@@ -382,6 +387,8 @@ def finetune(
         else:
             state.bad_rounds += 1
         if config.patience is not None and state.bad_rounds >= config.patience:
+            state.stopped_early = True
+        if on_validation is not None and on_validation(state.updates, value, accountant.update_seconds):
             state.stopped_early = True
 
     def on_update(loss: torch.Tensor, trace: StepTrace) -> bool:
@@ -417,7 +424,7 @@ def finetune(
         while state.updates < config.max_updates and not state.stopped_early:
             if config.max_trajectories is not None and state.trajectories >= config.max_trajectories:
                 break
-            batch_text, lengths = sample_train_batch(train, text, rng, config.batch_size, config.max_frames, device)
+            batch_text, lengths = sample_train_batch(train, text, rng, config.batch_size, max_frames, device)
             plan = policy.plan(n_steps, rng)
             run_rollout(trajectory_gen, reward, plan, batch_text, lengths, noise_generator=noise,
                         on_update=on_update, num_steps=n_steps, guidance_scale=config.guidance_scale,

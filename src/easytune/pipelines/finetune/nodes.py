@@ -103,8 +103,8 @@ def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_de
     _, generator = _pick_generator(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
                                    device)
     reward = load_reward(reward_model, device)
-    batch, lengths = validation_batch(splits["val_motions"], text, settings.analysis.captions, common.max_frames,
-                                      device)
+    max_frames = min(common.max_frames or generator.max_length, generator.max_length)
+    batch, lengths = validation_batch(splits["val_motions"], text, settings.analysis.captions, max_frames, device)
     kwargs = dict(seed=settings.analysis.seed, num_steps=settings.analysis.num_steps or common.num_steps,
                   guidance_scale=common.guidance_scale)
     norms = chain_jacobian_norms(generator, batch, lengths, **kwargs)
