@@ -19,9 +19,10 @@ LINE = "a person {}#a/X person/X#0.0#0.0\n"
 
 
 def _good_joints(index: int, frames: int = 50) -> np.ndarray:
+    """(frames, 22, 3) generated joints (-> frames - 1 feature frames)."""
     content = ["walk-forward", "squat", "raise-left-hand"][index % 3]
-    return generate_clip(index, content, "normal", SyntheticConfig(seed=0, min_frames=frames,
-                                                                    max_frames=frames)).joints
+    return generate_clip(index, content, "normal", SyntheticConfig(seed=0, min_frames=frames - 1,
+                                                                    max_frames=frames - 1)).joints
 
 
 def _joints_folder(root, n_good=6, labels=True):
@@ -188,6 +189,12 @@ def test_ensure_source_writes_the_embedded_folder(tmp_path):
     assert ensure_source(config, fps=20.0)["generated"] is False
     source = open_source(config, HUMANML3D, SkipLog())
     assert source.kind == "embedded" and len(source.clip_ids()) == 16
+    assert source.retarget is False  # generated on the template skeleton: retargeting is a no-op
+    clip = next(iter(source))
+    joints = np.load(tmp_path / "emb" / "joints" / f"{clip.id}.npy")
+    np.testing.assert_allclose(clip.features, joints_to_features(joints, HUMANML3D, retarget=True), atol=1e-5)
+    assert open_source(SourceConfig(kind="joints_folder", root=str(tmp_path / "emb")), HUMANML3D,
+                       SkipLog()).retarget is True
     assert set(source.labels.values()) <= set(__import__("easytune.core.synthetic", fromlist=["ACTIONS"]).ACTIONS)
 
 

@@ -124,8 +124,9 @@ def test_lengths_in_range_with_a_few_short_ones():
     config = SyntheticConfig(num_clips=300, seed=2, short_fraction=0.05)
     lengths = np.array([generate_clip(i, c, s, config).joints.shape[0] for i, (c, s) in
                         enumerate(clip_plan(config))])
-    assert lengths.max() <= 196 and lengths.min() >= 24
-    assert 0 < (lengths < 40).mean() < 0.12
+    features = lengths - 1  # features are one frame shorter than the joints
+    assert features.max() <= 196 and features.min() >= 24 and features.max() > 180
+    assert 0 < (features < 40).mean() < 0.12
 
 
 def test_write_is_byte_identical_and_fast(tmp_path):

@@ -87,9 +87,10 @@ class SyntheticConfig:
     Attributes:
         num_clips: number of clips (balanced over the 15 content labels).
         seed: generator seed (clip i uses ``default_rng([seed, i])``).
-        min_frames, max_frames: range of most clip lengths (frames at ``fps``).
+        min_frames, max_frames: range of most clip lengths in feature frames (frames at ``fps``; the joint
+            arrays have one frame more, as features are one frame shorter than the positions).
         short_fraction: fraction of clips drawn shorter (``short_min_frames .. min_frames - 1``).
-        short_min_frames: shortest clip.
+        short_min_frames: shortest clip (feature frames).
         fps: frame rate (the HumanML3D convention is 20).
     """
 
@@ -436,10 +437,11 @@ def _kick(pose: _Pose, rng, side: int, speed: float, amp: float) -> None:
 
 # ------------------------------------------------------------------------------------------ generation
 def _clip_length(rng: np.random.Generator, config: SyntheticConfig) -> int:
+    """Joint frames of a clip (= feature frames + 1)."""
     if config.short_fraction > 0 and rng.random() < config.short_fraction and config.short_min_frames < \
             config.min_frames:
-        return int(rng.integers(config.short_min_frames, config.min_frames))
-    return int(rng.integers(config.min_frames, config.max_frames + 1))
+        return int(rng.integers(config.short_min_frames, config.min_frames)) + 1
+    return int(rng.integers(config.min_frames, config.max_frames + 1)) + 1
 
 
 def generate_clip(index: int, content: str, style: str, config: SyntheticConfig) -> SyntheticClip:
