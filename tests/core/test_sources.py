@@ -9,7 +9,7 @@ import pytest
 from easytune.core.captions import SkipLog
 from easytune.core.dataset import MotionSplit
 from easytune.core.features import joints_to_features
-from easytune.core.skeleton import HUMANML3D
+from easytune.core.skeleton import HUMANML3D, KIT
 from easytune.core.sources import (DataProcessingConfig, DataSourceError, HumanML3DSource, JointsFolderSource,
                                    LengthFilterConfig, SourceConfig, SplitConfig, build_dataset, ensure_source,
                                    open_source, resolve_root, stratified_split)
@@ -250,3 +250,25 @@ def test_bandai_subset_as_joints_folder(bandai_root, tmp_path):
     assert report["clips_kept"] + sum(report["skipped"].values()) >= 8
     assert all(label for label in report["labels"])  # content labels from index.csv
     assert report["source"] == "joints_folder" and report["feature_dim"] == 263
+
+
+def test_kit_layout_251d_features_at_12_5_fps_and_cropping(tmp_path):
+    root = tmp_path / "kit"
+    for sub in ("new_joint_vecs", "texts"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, frames in enumerate([40, 60, 90, 250, 20, 45]):
+        feats = rng.normal(size=(frames, KIT.feature_dim)).astype(np.float32)
+        np.save(root / "new_joint_vecs" / f"{i:05d}.npy", feats)
+        (root / "texts" / f"{i:05d}.txt").write_text(LINE.format(f"kit {i}") + "a sub part#x#0.8#2.8\n")
+    np.save(root / "new_joint_vecs" / "bad.npy", rng.normal(size=(40, 263)).astype(np.float32))  # HumanML3D dims
+    (root / "texts" / "bad.txt").write_text(LINE.format("bad"))
+    config = DataProcessingConfig(length=LengthFilterConfig(min_length=24, max_length=196, crop_longer=True),
+                                  split=SplitConfig(use_split_files=False, train=0.5, val=0.25, test=0.25))
+    built = build_dataset(HumanML3DSource(root, KIT, SkipLog()), config, fps=12.5)
+    assert built.report["feature_dim"] == 251 and built.stats.mean.shape == (251,)
+    assert built.report["skipped"] == {"bad_shape": 1, "too_short": 2}  # 263-d file; the 20-frame clip + its part
+    lengths = {sid: n for split in built.splits.values() for sid, n in zip(split.ids, split.lengths)}
+    assert lengths["00003"] == 196  # cropped, not skipped
+    assert lengths["00000#10#35"] == 25  # 0.8 s .. 2.8 s at 12.5 fps
+    assert "fidelity" not in built.report and "shipped_stats_difference" not in built.report
