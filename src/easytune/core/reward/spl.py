@@ -28,7 +28,7 @@ class MiningConfig:
     pool: Literal["batch", "full"] = "batch"
     batch_size: int = 32
     k: int = 10
-    duplicate_threshold: float | None = 0.95
+    duplicate_threshold: float | None = None
     use_labels: bool = True
     seed: int = 0
 

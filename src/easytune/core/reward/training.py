@@ -39,7 +39,7 @@ class RetrievalTrainingConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     temperature: float = 0.1
-    duplicate_threshold: float | None = 0.95
+    duplicate_threshold: float | None = None
     recon_weight: float = 1.0
     kl_weight: float = 1e-5
     max_frames: int = 96
@@ -166,6 +166,8 @@ def train_retrieval_model(
         if val is not None and len(val) and ((step + 1) % config.eval_every == 0 or step == config.steps - 1):
             r1 = evaluate_retrieval(model, val, text, eval_cfg, device)["batch32"]["t2m"]["R@1"]["mean"]
             record("val_t2m_R1", step, r1)
+            log.info("step %d/%d: loss %.4f, val batch32 t2m R@1 %.4f (%.0f s)", step + 1, config.steps,
+                     float(total.detach()), r1, time.perf_counter() - started)
             if r1 > best[0]:
                 best = (r1, copy.deepcopy(model.state_dict()))
             model.train()
