@@ -13,7 +13,7 @@ from easytune.core.skeleton import HUMANML3D, KIT
 from easytune.core.sources import (DataProcessingConfig, DataSourceError, HumanML3DSource, JointsFolderSource,
                                    LengthFilterConfig, SourceConfig, SplitConfig, build_dataset, ensure_source,
                                    open_source, resolve_root, stratified_split)
-from easytune.core.synthetic import SyntheticConfig, generate_clip
+from easytune.core.synthetic import ACTIONS, SyntheticConfig, generate_clip
 
 LINE = "a person {}#a/X person/X#0.0#0.0\n"
 
@@ -195,7 +195,7 @@ def test_ensure_source_writes_the_embedded_folder(tmp_path):
     np.testing.assert_allclose(clip.features, joints_to_features(joints, HUMANML3D, retarget=True), atol=1e-5)
     assert open_source(SourceConfig(kind="joints_folder", root=str(tmp_path / "emb")), HUMANML3D,
                        SkipLog()).retarget is True
-    assert set(source.labels.values()) <= set(__import__("easytune.core.synthetic", fromlist=["ACTIONS"]).ACTIONS)
+    assert set(source.labels.values()) <= set(ACTIONS)
 
 
 @pytest.mark.needs_shared_data

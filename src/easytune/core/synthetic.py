@@ -393,9 +393,8 @@ def _jump(pose: _Pose, rng, speed: float, amp: float) -> None:
     flight = 2.0 * np.sqrt(2.0 * apex / GRAVITY)
     crouch, land = rng.uniform(0.35, 0.55) / speed, rng.uniform(0.3, 0.5) / speed
     cycle = crouch + flight + land + rng.uniform(0.4, 1.2)
-    rep, u = _repetitions(pose.t, cycle, rng)
-    span = cycle  # seconds per repetition (approximately, the phase u is exact)
-    tau = u * span
+    _, u = _repetitions(pose.t, cycle, rng)
+    tau = u * cycle  # seconds into the repetition (each repetition holds one whole crouch-flight-landing)
     lift = np.zeros_like(tau)
     dip = np.zeros_like(tau)
     in_crouch = tau < crouch
