@@ -18,11 +18,11 @@ import torch
 from easytune.core.config import from_dict, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion, DiffusionConfig
+from easytune.core.features import recover_from_ric
 from easytune.core.generator import DEFAULT_GUIDANCE, MotionGenerator
 from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig
-from easytune.core.render import render_skeleton_gif
 from easytune.core.runtime import count_parameters
 from easytune.core.skeleton import SkeletonSpec
 from easytune.core.text import TextBatch
@@ -185,8 +185,6 @@ def vae_reconstruction_mpjpe(vae: MotionVAE, test_split: MotionSplit, text: Text
                              skeleton: SkeletonSpec, config: PretrainConfig, device: torch.device) -> float:
     """Mean per-joint position error (metres) between joints recovered from the de-normalised test features and from
     their VAE reconstruction (posterior mean), over valid frames of clips cropped from the first frame."""
-    from easytune.core.features import recover_from_ric
-
     max_frames = config.evaluation.max_frames or config.data.max_frames
     batches = MotionBatches(test_split, text, config.evaluation.batch_size, max_frames, 0, device, config.data.unit,
                             shuffle=False, random_crop=False, drop_last=False)
@@ -239,7 +237,7 @@ def generate_motions(generators: dict[str, MotionGenerator], test_split: MotionS
     Returns arrays ``{captions (N,), lengths (N,), <name>_features (N, T, D) normalised, <name>_joints
     (N, T, J, 3) metres}`` and GIFs ``{sample_XX.gif: bytes}`` (all generators side by side, first ``num_gifs``).
     """
-    from easytune.core.features import recover_from_ric
+    from easytune.core.render import render_skeleton_gif  # lazy: matplotlib only when rendering
 
     g = config.generate
     rows, lengths = generation_requests(test_split, text, config)
