@@ -16,8 +16,10 @@ from tests.core.reward.conftest import make_split, make_text
 
 @pytest.fixture(scope="module")
 def reward_params(project_root):
-    loader = OmegaConfigLoader(str(project_root / "conf"), base_env="base", default_run_env="tiny",
-                               merge_strategy={"parameters": "soft"})
+    from easytune.settings import CONFIG_LOADER_ARGS
+
+    args = dict(CONFIG_LOADER_ARGS, default_run_env="tiny")
+    loader = OmegaConfigLoader(str(project_root / "conf"), **args)
     return loader["parameters"]["reward"]
 
 
