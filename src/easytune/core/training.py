@@ -208,6 +208,9 @@ def train(
         random.setstate(py_state)
         model.train(was_training)
         state["val_history"].append({"step": state["step"], "val_loss": val})
+        recent = [h["train_loss"] for h in state["history"][-config.val_every:]]
+        log.info("%s: step %d/%d train_loss %.5f val_loss %.5f (%.1f s)", desc, state["step"], config.max_steps,
+                 float(np.mean(recent)) if recent else float("nan"), val, time.perf_counter() - start)
         if state["best_val"] is None or val < state["best_val"] - config.min_delta:
             state["best_val"], state["bad_validations"] = val, 0
             if config.restore_best:
