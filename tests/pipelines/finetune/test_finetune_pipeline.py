@@ -61,8 +61,7 @@ def test_default_pipeline_is_one_namespaced_template(finetune_params):
     assert "motion_vae" in pipe.inputs() and "easytune_step.motion_vae" not in pipe.all_inputs()
 
 
-@pytest.mark.parametrize("generator", ["mld", "mdm"])
-def test_compare_pipeline_runs_every_method(finetune_params, generator):
+def test_compare_pipeline_runs_every_method(finetune_params, generator="mld"):
     torch.set_num_threads(1)
     params = dict(finetune_params, generator=generator)
     pipe = create_compare_pipeline()
@@ -85,4 +84,17 @@ def test_compare_pipeline_runs_every_method(finetune_params, generator):
     analysis = catalog.load("sampling_chain_analysis")
     assert len(analysis["jacobian_norm"]["chain"]) == 4
     assert isinstance(catalog.load("sampling_chain_plot"), plt.Figure)
+    plt.close("all")
+
+
+def test_default_pipeline_on_mdm_with_the_noise_aware_reward(finetune_params):
+    torch.set_num_threads(1)
+    params = dict(finetune_params, generator="mdm", common=dict(finetune_params["common"], reward_input="noisy"))
+    pipe = create_pipeline()
+    catalog = _catalog(params, pipe)
+    SequentialRunner().run(pipe, catalog)
+    report = catalog.load("finetune_report")
+    assert list(report) == ["easytune_step"] and report["easytune_step"]["generator"] == "mdm"
+    ckpt = catalog.load("easytune_step.finetuned_denoiser")
+    assert ckpt["kind"] == "frame_denoiser" and ckpt["metadata"]["finetune"]["reward_input"] == "noisy"
     plt.close("all")
