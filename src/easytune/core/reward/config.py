@@ -43,20 +43,36 @@ def build_model(config: RewardConfig, train: MotionSplit, text: TextEmbeddings, 
 def spl_sensitivity(model_state: dict, model_config: RetrievalModelConfig, config: RewardConfig, train: MotionSplit,
                     val: MotionSplit, test: MotionSplit, text: TextEmbeddings, device: torch.device) -> dict:
     """For each k of ``config.k_sensitivity`` (and a spl_weight=0 control when asked): mine on train with k,
-    fine-tune a copy of the pre-SPL model, evaluate on test -> ``{"k=5": {k, failure_ratio, pairs, metrics}, ...}``."""
-    runs = [(f"k={k}", with_overrides(config.mining, k=k), config.spl) for k in config.k_sensitivity]
-    if config.no_spl_control:
-        runs.append(("no_spl_control", config.mining, with_overrides(config.spl, spl_weight=0.0)))
-    out = {}
-    for name, mining, spl_cfg in runs:
+    fine-tune a copy of the pre-SPL model, evaluate on test -> ``{"k=5": {k, failure_ratio, pairs, metrics}, ...}``.
+
+    A k whose mining finds no failure has an SPL loss of exactly 0 at every step, so its fine-tuning equals the
+    spl_weight=0 control: such runs are computed once and shared (``shared_with_control: true``).
+    """
+    def finetune_and_evaluate(pairs, spl_cfg):
         model = RetrievalModel(model_config)
         model.load_state_dict(model_state)
-        model.to(device)
-        pairs = mine_preferences(model, train, text, mining, device)
-        tuned, _ = spl_finetune(model, train, text, pairs, spl_cfg, device, val=val)
-        out[name] = {"k": mining.k, "failure_ratio": pairs.failure_ratio, "pairs": int(pairs.has_preference.sum()),
-                     "spl_weight": spl_cfg.spl_weight,
-                     "metrics": evaluate_retrieval(tuned, test, text, config.evaluation, device)}
+        tuned, _ = spl_finetune(model.to(device), train, text, pairs, spl_cfg, device, val=val)
+        return evaluate_retrieval(tuned, test, text, config.evaluation, device)
+
+    probe = RetrievalModel(model_config)
+    probe.load_state_dict(model_state)
+    probe.to(device)
+    out, control = {}, None
+    for k in config.k_sensitivity:
+        pairs = mine_preferences(probe, train, text, with_overrides(config.mining, k=k), device)
+        entry = {"k": k, "failure_ratio": pairs.failure_ratio, "pairs": int(pairs.has_preference.sum()),
+                 "spl_weight": config.spl.spl_weight, "shared_with_control": not pairs.has_preference.any()}
+        if entry["shared_with_control"]:
+            control = control or finetune_and_evaluate(pairs, with_overrides(config.spl, spl_weight=0.0))
+            entry["metrics"] = control
+        else:
+            entry["metrics"] = finetune_and_evaluate(pairs, config.spl)
+        out[f"k={k}"] = entry
+    if config.no_spl_control:
+        pairs = mine_preferences(probe, train, text, config.mining, device)
+        control = control or finetune_and_evaluate(pairs, with_overrides(config.spl, spl_weight=0.0))
+        out["no_spl_control"] = {"k": config.mining.k, "failure_ratio": pairs.failure_ratio,
+                                 "pairs": int(pairs.has_preference.sum()), "spl_weight": 0.0, "metrics": control}
     return out
 
 

@@ -150,7 +150,8 @@ def train_retrieval_model(
         losses = retrieval_step_loss(model, x, lengths, x0, t, batch_text, groups_all[rows].to(device), config, gen)
         total = losses["contrastive"] + config.recon_weight * losses.get("reconstruction", 0.0) \
             + config.kl_weight * losses["kl"]
-        if preferences is not None and config.spl_weight > 0:
+        if preferences is not None and config.spl_weight > 0 and preferences.has_preference.any():
+            # a batch without any preference has KL(Q || P) = 0 exactly (x_w = x_l): it is skipped when no pair has one
             losses["spl"] = _spl_batch_loss(model, train, text, preferences, config, rng, device)
             total = total + config.spl_weight * losses["spl"]
         opt.zero_grad(set_to_none=True)
