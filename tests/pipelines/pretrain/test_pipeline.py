@@ -53,7 +53,7 @@ class KeptDataset(MemoryDataset):
 
 OUTPUTS = ("motion_vae", "pretrained_latent_denoiser", "pretrained_frame_denoiser", "motion_vae_training_history",
            "latent_denoiser_training_history", "frame_denoiser_training_history", "pretrain_samples",
-           "pretrain_sample_gifs", "pretrain_report", "motion_vae_evaluation")
+           "pretrain_sample_gifs", "pretrain_report", "motion_vae_evaluation", "pretrain_metrics")
 
 
 def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
@@ -77,6 +77,9 @@ def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
         assert entry["steps"] == 6 and entry["params"] > 0 and entry["wall_s"] >= 0
         assert np.isfinite(entry["train_loss"]) and np.isfinite(entry["val_loss"])
     assert report["motion_vae"]["vae_mpjpe_m"] > 0 and np.isfinite(report["motion_vae"]["vae_mpjpe_m"])
+    metrics = catalog.load("pretrain_metrics")
+    assert metrics["motion_vae.vae_mpjpe_m"] == [{"value": report["motion_vae"]["vae_mpjpe_m"], "step": 0}]
+    assert metrics["frame_denoiser.steps"][0]["value"] == 6.0 and "frame_denoiser.stopped_early" not in metrics
     assert not any((tmp_path / "resume").glob("*.pt"))  # completed runs remove their resume files
 
     history = catalog.load("latent_denoiser_training_history")

@@ -88,11 +88,17 @@ def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrai
 
 
 def pretrain_report(motion_vae_training: dict, latent_denoiser_training: dict, frame_denoiser_training: dict,
-                    motion_vae_evaluation: dict, runtime: dict) -> dict:
-    """-> ``pretrain_report`` JSON: per model params, train/val loss, steps, wall time; VAE test MPJPE (m)."""
-    return {
+                    motion_vae_evaluation: dict, runtime: dict) -> tuple[dict, dict]:
+    """-> (``pretrain_report`` JSON: per model params, train/val loss, steps, wall time, VAE test MPJPE in metres;
+    the same numbers as single-point MLflow metrics ``<model>.<name>``)."""
+    report = {
         "motion_vae": {**motion_vae_training, **motion_vae_evaluation},
         "latent_denoiser": latent_denoiser_training,
         "frame_denoiser": frame_denoiser_training,
         "device": str(resolve_device(runtime["device"])),
     }
+    metrics = {f"{model}.{key}": [{"value": float(value), "step": 0}]
+               for model in ("motion_vae", "latent_denoiser", "frame_denoiser")
+               for key, value in report[model].items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None}
+    return report, metrics

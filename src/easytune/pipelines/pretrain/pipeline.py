@@ -33,5 +33,5 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(pretrain_report,
              inputs=["motion_vae_training", "latent_denoiser_training", "frame_denoiser_training",
                      "motion_vae_evaluation", "params:runtime"],
-             outputs="pretrain_report", name="pretrain_report"),
+             outputs=["pretrain_report", "pretrain_metrics"], name="pretrain_report"),
     ])
