@@ -180,7 +180,10 @@ class MotionGenerator(nn.Module):
 
     def generate(self, text: TextBatch, lengths: torch.Tensor, *, generator: torch.Generator | None = None,
                  num_steps: int | None = None, guidance_scale: float | None = None) -> torch.Tensor:
-        """Captions + lengths (B,) -> normalised features (B, T_max, D), zero beyond each length (no autograd)."""
+        """Captions + lengths (B,) -> normalised features (B, T_max, D), zero beyond each length.
+
+        Runs under ``torch.inference_mode`` (no graph, fastest); the result is an inference tensor: ``.clone()`` it
+        outside inference mode before using it in autograd."""
         with torch.inference_mode():
             step = None
             for step in self.sample_steps(text, lengths, generator=generator, num_steps=num_steps,
