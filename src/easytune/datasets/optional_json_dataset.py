@@ -2,7 +2,7 @@
 
 For inputs that only order pipelines (e.g. ``finetune_report`` as an input of the evaluation pipeline, so that
 ``kedro run`` evaluates after fine-tuning) while ``kedro run --pipeline evaluation`` must also work before any
-fine-tuning has run. Saves like ``json.JSONDataset`` (indented, atomic replace).
+fine-tuning has run. A drop-in for ``json.JSONDataset`` (same ``filepath``/``save_args``; atomic replace).
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from kedro.io import AbstractDataset, DatasetError
 
 
 class OptionalJSONDataset(AbstractDataset[Any, Any]):
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+    def __init__(self, filepath: str, save_args: dict[str, Any] | None = None,
+                 metadata: dict[str, Any] | None = None):
         self._filepath = PurePosixPath(filepath)
+        self._save_args = {"indent": 2, **(save_args or {})}  # json.dumps keyword arguments, as json.JSONDataset
         self.metadata = metadata
 
     def load(self) -> Any:
@@ -32,7 +34,7 @@ class OptionalJSONDataset(AbstractDataset[Any, Any]):
         path = Path(self._filepath)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
+        tmp.write_text(json.dumps(data, **self._save_args))
         tmp.replace(path)
 
     def _exists(self) -> bool:

@@ -8,7 +8,8 @@ import torch
 
 from easytune.core.checkpoint import CheckpointError, build_from_checkpoint, make_checkpoint
 from easytune.core.evaluation.evaluator import (EvaluatorConfig, EvaluatorTrainConfig, MotionTextEvaluator,
-                                                contrastive_hinge_loss, raw_statistics, train_evaluator)
+                                                contrastive_hinge_loss, raw_batch, raw_statistics,
+                                                train_evaluator)
 from tests.core.evaluation.synthetic import make_split, make_stats, make_text
 
 TINY = EvaluatorConfig(feature_dim=263, text_dim=16, movement_dim=16, motion_hidden=16, text_hidden=16,
@@ -77,3 +78,14 @@ def test_fine_tuning_code_cannot_load_the_evaluator():
     assert "content_classifier" not in finetune.ALLOWED_CHECKPOINT_KINDS
     with pytest.raises(CheckpointError, match="may not be loaded here"):
         build_from_checkpoint(ckpt, allowed_kinds=finetune.ALLOWED_CHECKPOINT_KINDS)
+
+
+def test_training_windows_come_from_the_right_sample():
+    split, stats = make_split(6, t_max=16, seed=4), make_stats()
+    index = np.array([0, 3, 5])
+    full, full_len = raw_batch(split, stats, index)
+    crop, crop_len = raw_batch(split, stats, index, max_frames=5, rng=np.random.default_rng(0))
+    assert crop.shape == (3, 5, 263) and (crop_len == np.minimum(split.lengths[index], 5)).all()
+    for b in range(3):  # each window is a contiguous run of that sample's valid frames
+        starts = [s for s in range(int(full_len[b]) - 4) if torch.allclose(full[b, s:s + 5], crop[b])]
+        assert starts, f"window {b} not found in its sample"

@@ -73,6 +73,7 @@ class ClassifierTrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     min_count: int = 2
+    max_frames: int | None = None  # random training windows of at most this many frames (None: whole motions)
     std_floor: float = 1e-3
     seed: int = 0
     log_every: int = 50
@@ -107,7 +108,7 @@ def train_content_classifier(train: MotionSplit, stats: FeatureStats, config: Cl
     running = 0.0
     for step in tqdm(range(config.steps), desc="content classifier", disable=None):
         index = rng.choice(keep, size=batch, replace=False)
-        raw, lengths = raw_batch(train, stats, index)
+        raw, lengths = raw_batch(train, stats, index, config.max_frames, rng)
         logits = model(raw.to(device), lengths.to(device))  # (B, C)
         loss = nn.functional.cross_entropy(logits, torch.as_tensor(target[index], device=device))
         opt.zero_grad(set_to_none=True)

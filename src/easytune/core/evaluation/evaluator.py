@@ -142,6 +142,7 @@ class EvaluatorTrainConfig:
     weight_decay: float = 0.0
     margin: float = 10.0
     grad_clip: float = 1.0
+    max_frames: int | None = None  # random training windows of at most this many frames (None: whole motions)
     std_floor: float = 1e-3
     seed: int = 0
     log_every: int = 50
@@ -186,10 +187,23 @@ def denormalise_padded(features: np.ndarray, lengths: np.ndarray, stats: Feature
     return (raw * valid).astype(np.float32)
 
 
-def raw_batch(split: MotionSplit, stats: FeatureStats, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """RAW features (B, T_b, D) cropped to the batch's longest sample and zero-padded, lengths (B,)."""
-    lengths = split.lengths[index]
-    raw = denormalise_padded(split.features[index, : int(lengths.max())], lengths, stats)  # (B, T_b, D)
+def raw_batch(split: MotionSplit, stats: FeatureStats, index: np.ndarray, max_frames: int | None = None,
+              rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """RAW features (B, T_b, D) cropped to the batch's longest sample and zero-padded, lengths (B,).
+
+    With ``max_frames``, longer samples are cut to a random window of ``max_frames`` frames (training speed on CPU;
+    ``rng`` picks the windows).
+    """
+    lengths = split.lengths[index].copy()
+    if max_frames is None or lengths.max() <= max_frames:
+        raw = denormalise_padded(split.features[index, : int(lengths.max())], lengths, stats)  # (B, T_b, D)
+        return torch.as_tensor(raw), torch.as_tensor(lengths, dtype=torch.int64)
+    rng = rng or np.random.default_rng(0)
+    starts = (rng.random(len(index)) * np.maximum(lengths - max_frames + 1, 1)).astype(np.int64)  # (B,)
+    frames = np.minimum(starts[:, None] + np.arange(max_frames)[None, :], split.max_length - 1)  # (B, W)
+    lengths = np.minimum(lengths, max_frames)
+    feats = split.features[index[:, None], frames]  # (B, W, D)
+    raw = denormalise_padded(feats, lengths, stats)
     return torch.as_tensor(raw), torch.as_tensor(lengths, dtype=torch.int64)
 
 
@@ -217,7 +231,7 @@ def train_evaluator(train: MotionSplit, text: TextEmbeddings, stats: FeatureStat
     for step in tqdm(range(config.steps), desc="evaluator", disable=None):
         index = rng.choice(len(train), size=batch, replace=False)
         rows = train.sample_caption_ids(rng)[index]
-        raw, lengths = raw_batch(train, stats, index)
+        raw, lengths = raw_batch(train, stats, index, config.max_frames, rng)
         tokens = torch.as_tensor(text.tokens[rows].astype(np.float32), device=device)  # (B, L, 384)
         tok_len = torch.as_tensor(text.token_lengths[rows], device=device)
         motion_emb, text_emb = model(raw.to(device), lengths.to(device), tokens, tok_len)
