@@ -134,3 +134,22 @@ def test_metrics_json_is_plain(setup):
     out = metrics_json({"real": res})
     assert all(isinstance(v["mean"], (float, type(None))) for v in out["real"].values())
     assert np.isfinite(out["real"]["jitter"]["mean"])
+
+
+def test_comparison_renders_put_models_side_by_side(monkeypatch):
+    pytest.importorskip("easytune.core.render")
+    import shutil
+
+    from easytune.core.evaluation.protocol import comparison_renders, order_models
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no ffmpeg: GIF only
+    rng = np.random.default_rng(0)
+    arrays = {name: {"ids": np.array(["a", "b"]), "captions": np.array(["walk", "run"]), "lengths": np.array([6, 4]),
+                     "joints": rng.normal(size=(2, 6, 22, 3)).astype(np.float32)}
+              for name in ("easytune_step", "base_mdm", "real")}
+    order = order_models(arrays, ["base_mld", "base_mdm"])
+    assert order == ["real", "base_mdm", "easytune_step"]
+    out = comparison_renders({n: arrays[n] for n in order}, num_captions=1, fps=20.0, mp4=True)
+    assert sorted(out) == ["caption_0.gif", "captions.txt"]
+    assert out["caption_0.gif"][:3] == b"GIF"
+    assert b"panels: real, base_mdm, easytune_step" in out["captions.txt"]
