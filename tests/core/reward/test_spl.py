@@ -66,3 +66,18 @@ def test_spl_finetune_changes_weights_only_through_pairs(model, split, text):
     tuned, history = spl_finetune(model, split, text, pairs, cfg, torch.device("cpu"))
     assert "loss_spl" in history and history["loss_spl"][0]["value"] > 0
     assert float(tuned.reward_scale) != before  # tau receives gradient only from the SPL loss
+
+
+def test_sensitivity_shares_the_control_when_mining_finds_no_failure(model, split, text):
+    from easytune.core.reward.config import RewardConfig, spl_sensitivity
+    from easytune.core.reward.metrics import RetrievalEvalConfig
+
+    tiny = RetrievalTrainingConfig(steps=2, batch_size=4, max_frames=12, warmup_steps=1, eval_every=100, log_every=1)
+    cfg = RewardConfig(model=model.config, spl=tiny, mining=MiningConfig(batch_size=8, use_labels=False),
+                       evaluation=RetrievalEvalConfig(protocols=["batch32"], batch_size=8, seeds=[0]),
+                       k_sensitivity=[1, 8], no_spl_control=True)
+    out = spl_sensitivity(model.state_dict(), model.config, cfg, split, split, split, text, torch.device("cpu"))
+    assert set(out) == {"k=1", "k=8", "no_spl_control"}
+    assert out["k=8"]["pairs"] == 0 and out["k=8"]["shared_with_control"]  # k = pool size: every query succeeds
+    assert out["k=8"]["metrics"] == out["no_spl_control"]["metrics"]
+    assert out["k=1"]["pairs"] > 0 and not out["k=1"]["shared_with_control"]
