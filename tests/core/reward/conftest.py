@@ -67,3 +67,12 @@ def split() -> MotionSplit:
 def model() -> RetrievalModel:
     torch.manual_seed(0)
     return RetrievalModel(tiny_config())
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run faster on one thread on the shared machine (restored after each test)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -48,8 +48,15 @@ def _catalog(params: dict) -> DataCatalog:
     return DataCatalog(datasets)
 
 
-def test_reward_pipeline_runs_on_tiny_config(reward_params):
-    torch.set_num_threads(1)
+@pytest.fixture
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is much faster on the shared machine
+    yield
+    torch.set_num_threads(before)
+
+
+def test_reward_pipeline_runs_on_tiny_config(reward_params, one_torch_thread):
     params = dict(reward_params, k_sensitivity=[2], no_spl_control=True)
     catalog = _catalog(params)
     SequentialRunner().run(create_pipeline(), catalog)
