@@ -52,7 +52,7 @@ def test_spl_loss_golden_and_gradient_sign():
     rl = torch.tensor([0.5], requires_grad=True)
     loss = spl_loss(rw, rl, torch.tensor([True]))
     # Q = (1, 0): KL = -log softmax([rw, rl])[0]; the rewards already carry tau, no second division
-    assert abs(float(loss) - (-math.log(math.exp(0.2) / (math.exp(0.2) + math.exp(0.5))))) < 1e-6
+    assert abs(float(loss.detach()) - (-math.log(math.exp(0.2) / (math.exp(0.2) + math.exp(0.5))))) < 1e-6
     loss.backward()
     assert float(rw.grad) < 0 < float(rl.grad)  # descent raises the winner and lowers the loser
     torch.testing.assert_close(rw.grad, -rl.grad)
