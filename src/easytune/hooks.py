@@ -22,18 +22,26 @@ class MissingUpstreamError(RuntimeError):
     """A pipeline's inputs do not exist yet; the message says which pipeline to run first."""
 
 
-def _producers(dataset: str) -> list[str]:
-    from kedro.framework.project import pipelines
+def _all_pipelines() -> dict:
+    """Every pipeline of the project, built directly (``kedro run --pipeline X`` loads only X)."""
+    import importlib
+    import pkgutil
 
+    import easytune.pipelines
+
+    found = {}
+    for info in pkgutil.iter_modules(easytune.pipelines.__path__):
+        module = importlib.import_module(f"easytune.pipelines.{info.name}")
+        if hasattr(module, "create_pipeline"):
+            found[info.name] = module.create_pipeline()
+    return found
+
+
+def _producers(dataset: str) -> list[str]:
     found = []
-    for name in pipelines:
-        if name == "__default__":
-            continue
-        try:
-            if dataset in pipelines[name].all_outputs():
-                found.append(name)
-        except Exception:  # noqa: BLE001 - a broken pipeline is reported by kedro itself
-            continue
+    for name, pipeline in _all_pipelines().items():
+        if dataset in pipeline.all_outputs():
+            found.append(name)
     return sorted(found, key=lambda n: (MAIN_JOB.index(n) if n in MAIN_JOB else len(MAIN_JOB), n))
 
 
