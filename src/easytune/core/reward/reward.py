@@ -36,7 +36,9 @@ class Reward:
     """Frozen reward on a :class:`RetrievalModel`: ``reward(features, lengths, text, t=None) -> (B,)``.
 
     ``Reward(model)`` sets ``requires_grad=False`` on every parameter and puts the model in eval mode; gradients
-    still flow to ``features`` (reward backpropagation through the generator).
+    still flow to ``features`` (reward backpropagation through the generator). ``t`` is a timestep of the
+    1000-step training schedule; a noise-aware model saw t in [0, training.noise_t_max] (default 500) only, so
+    larger t are extrapolation (score x0_hat with t=None there, METHOD.md sec. 2).
     """
 
     def __init__(self, model: RetrievalModel):
