@@ -62,10 +62,10 @@ def test_spl_finetune_changes_weights_only_through_pairs(model, split, text):
     assert pairs.has_preference.any()
     cfg = RetrievalTrainingConfig(steps=3, batch_size=4, max_frames=12, warmup_steps=1, spl_weight=1.0,
                                   spl_batch_size=16, eval_every=100, log_every=1)
-    before = float(model.reward_scale)
+    before = float(model.reward_scale.detach())
     tuned, history = spl_finetune(model, split, text, pairs, cfg, torch.device("cpu"))
     assert "loss_spl" in history and history["loss_spl"][0]["value"] > 0
-    assert float(tuned.reward_scale) != before  # tau receives gradient only from the SPL loss
+    assert float(tuned.reward_scale.detach()) != before  # tau receives gradient only from the SPL loss
 
 
 def test_sensitivity_shares_the_control_when_mining_finds_no_failure(model, split, text):
