@@ -1,0 +1,106 @@
+"""Render the README's results tables from the pipelines' JSON reports (never typed by hand).
+
+    python -m easytune.readme_tables --reports docs/results/bandai --name bandai [--readme README.md]
+
+reads ``{pretrain,reward,finetune}_report.json`` and ``evaluation_metrics.json`` from ``--reports`` (each optional)
+and replaces the README block between ``<!-- results:<name>:begin -->`` and ``<!-- results:<name>:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from easytune.core.evaluation.protocol import results_table_markdown
+
+
+def _load(folder: Path, name: str) -> dict | None:
+    path = folder / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def pretrain_table(report: dict) -> str:
+    lines = ["| model | params | steps | train loss | val loss | wall (s) | VAE test MPJPE (m) |", "|---" * 7 + "|"]
+    for model in ("motion_vae", "latent_denoiser", "frame_denoiser"):
+        row = report.get(model)
+        if row:
+            lines.append(f"| {model} | {row['params']:,} | {row['steps']} | {_fmt(row['train_loss'])} | "
+                         f"{_fmt(row['val_loss'])} | {_fmt(row['wall_s'], 1)} | {_fmt(row.get('vae_mpjpe_m'), 4)} |")
+    return "\n".join(lines) + "\n"
+
+
+def reward_table(report: dict) -> str:
+    metrics = ("R@1", "R@2", "R@3", "R@5", "R@10", "MedR")
+    lines = ["| protocol | direction | model | " + " | ".join(metrics) + " |", "|---" * (3 + len(metrics)) + "|"]
+    for protocol in ("batch32", "full", "batch32_noised"):
+        for direction in ("t2m", "m2t"):
+            for stage, label in (("before", "before SPL"), ("after", "after SPL")):
+                cells = report.get(stage, {}).get(protocol, {}).get(direction)
+                if not cells:
+                    continue
+                row = " | ".join(f"{cells[m]['mean']:.3f} ± {cells[m]['ci']:.3f}" for m in metrics if m in cells)
+                lines.append(f"| {protocol} | {direction} | {label} | {row} |")
+    extra = (f"\nMined pairs: {report.get('pairs')} (k = {report.get('k')}, failure ratio "
+             f"{_fmt(report.get('failure_ratio'), 4)}); reward sanity R(gt) > R(other label): "
+             f"{_fmt(report.get('sanity_gt_beats_other_label'))}, with the empty caption "
+             f"{_fmt(report.get('sanity_empty_caption_gt_beats_other'))}.\n")
+    return "\n".join(lines) + "\n" + extra
+
+
+def finetune_table(report: dict) -> str:
+    cols = ("updates", "wall_s", "s_per_update", "initial_val", "final_val", "best_val", "peak_saved_bytes")
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for method, row in report.items():
+        if isinstance(row, dict):
+            lines.append(f"| {method} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render(folder: Path) -> str:
+    parts = []
+    if (report := _load(folder, "pretrain_report.json")):
+        parts += ["**Base generators** (`pretrain_report.json`)\n", pretrain_table(report)]
+    if (report := _load(folder, "reward_report.json")):
+        parts += ["**Reward model before / after SPL** (`reward_report.json`, mean ± 95% CI)\n", reward_table(report)]
+    if (report := _load(folder, "finetune_report.json")):
+        parts += ["**Fine-tuning** (`finetune_report.json`; val = mean reward on held-out captions)\n",
+                  finetune_table(report)]
+    if (metrics := _load(folder, "evaluation_metrics.json")):
+        parts += ["**Independent evaluator, test split** (`evaluation_metrics.json`, mean ± 1.96·std/√R)\n",
+                  results_table_markdown(metrics)]
+    if not parts:
+        raise SystemExit(f"{folder}: no report JSON found")
+    return "\n".join(parts)
+
+
+def replace_block(readme: str, name: str, body: str) -> str:
+    begin, end = f"<!-- results:{name}:begin -->", f"<!-- results:{name}:end -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(readme):
+        raise SystemExit(f"README has no block {begin} ... {end}")
+    return pattern.sub(lambda _: f"{begin}\n{body}\n{end}", readme)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    args = parser.parse_args(argv)
+    body = render(args.reports)
+    args.readme.write_text(replace_block(args.readme.read_text(), args.name, body))
+    print(f"updated {args.readme} block {args.name!r} from {args.reports}")
+
+
+if __name__ == "__main__":
+    main()
