@@ -75,3 +75,29 @@ class UpstreamArtifactsHook:
                 missing[name] = _producers(name)
         if missing:
             raise MissingUpstreamError(missing_upstream_message(missing))
+
+
+class RunSummaryHook:
+    """After a successful run, say where the comparison table and the MLflow run are."""
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result: Any = None, pipeline=None,
+                           catalog=None) -> None:
+        from pathlib import Path
+
+        project = Path(run_params.get("project_path") or ".")
+        lines = []
+        table = project / "data" / "08_reporting" / "evaluation_table.md"
+        if pipeline is not None and "evaluation_table_md" in pipeline.all_outputs() and table.exists():
+            lines.append(f"comparison table: {table}")
+        try:
+            import mlflow
+
+            run = mlflow.active_run() or mlflow.last_active_run()
+        except Exception:  # noqa: BLE001 - tracking is optional for this message
+            run = None
+        if run is not None:
+            lines.append(f"MLflow run: {run.info.run_id} (experiment {run.info.experiment_id}); "
+                         f"browse with `kedro mlflow ui`")
+        if lines:
+            print("\n".join(["", "EasyTune run finished.", *lines]), flush=True)

@@ -33,6 +33,6 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
 
-from easytune.hooks import UpstreamArtifactsHook  # noqa: E402
+from easytune.hooks import RunSummaryHook, UpstreamArtifactsHook  # noqa: E402
 
-HOOKS = (UpstreamArtifactsHook(),)
+HOOKS = (UpstreamArtifactsHook(), RunSummaryHook())

@@ -53,7 +53,8 @@ def _kedro(root: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory, project_root) -> Path:
     root = _make_project(tmp_path_factory.mktemp("project"), project_root)
-    _kedro(root, "run", "--env", "tiny")
+    result = _kedro(root, "run", "--env", "tiny")
+    assert "comparison table:" in result.stdout and "MLflow run:" in result.stdout, result.stdout[-2000:]
     return root
 
 
