@@ -1,7 +1,7 @@
-"""Project pipelines: each folder of ``easytune.pipelines`` is one pipeline; ``__default__`` is the main job.
+"""Project pipelines: each folder of ``easytune.pipelines`` is one pipeline (``finetune_compare`` included);
+``__default__`` is the main job.
 
-Extra registrations: ``finetune_compare`` (every fine-tuning method, one namespace each; pick some with
-``--namespaces``).
+Kedro 1.7 imports only the folders a ``kedro run --pipeline X`` asks for, so every runnable pipeline is a folder.
 """
 
 from kedro.framework.project import find_pipelines
@@ -12,9 +12,6 @@ from easytune.hooks import MAIN_JOB
 
 def register_pipelines() -> dict[str, Pipeline]:
     """``kedro run`` runs data_processing -> pretrain -> reward -> finetune -> evaluation."""
-    from easytune.pipelines.finetune import create_compare_pipeline
-
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["finetune_compare"] = create_compare_pipeline()
     pipelines["__default__"] = sum((pipelines[name] for name in MAIN_JOB if name in pipelines), Pipeline([]))
     return pipelines
