@@ -133,3 +133,17 @@ def test_fine_tuning_can_never_load_the_evaluator():
     ckpt = make_checkpoint("frame_denoiser", gen.denoiser, gen.checkpoint_metadata())
     rebuilt = load_generator(ckpt, None, "cpu")
     assert rebuilt.kind == "mdm" and rebuilt.diffusion.config.num_inference_steps == 4
+
+
+def test_wall_clock_budget_stops_between_trajectories(monkeypatch):
+    """max_wall_s gives every method the same cost budget: the run stops at the first trajectory boundary past it."""
+    import easytune.core.finetune.trainer as trainer_module
+
+    clock = iter(range(0, 10_000, 10))  # every perf_counter() call advances 10 "seconds"
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    train, val, text = make_splits()
+    res = finetune(make_mdm(steps=4), make_reward(), train, None, text,
+                   config(max_updates=1000, max_wall_s=25.0), seed=0, device=CPU, progress=False)
+    s = res.summary
+    assert s["wall_budget_spent"] is True
+    assert 0 < s["updates"] < 1000 and s["updates"] % 4 == 0  # whole trajectories of 4 per-step updates

@@ -57,7 +57,9 @@ class FinetuneConfig:
             the checkpoint's); reward_input: ``x0_hat`` (one-step prediction) or ``noisy`` (noise-aware reward,
             feature-space generators).
         batch_size: captions per trajectory; max_frames: cap on the sampled motion lengths (None: no cap).
-        max_updates: optimizer-update budget; max_trajectories: optional safety cap.
+        max_updates: optimizer-update budget; max_trajectories: optional safety cap; max_wall_s: wall-clock
+            budget in seconds (checked between trajectories, validation included; None: off) -- give every method
+            the same one to compare them at equal cost.
         lr, betas, weight_decay, warmup_updates, min_lr_ratio: AdamW with linear warm-up then cosine decay to
             ``min_lr_ratio * lr`` over ``max_updates``; grad_clip: max grad norm (None: off).
         reward_weight: multiplies the reward term; kl_weight: weight of the Eq. S1 term (0: off).
@@ -76,6 +78,7 @@ class FinetuneConfig:
     max_frames: int | None = None
     max_updates: int = 100
     max_trajectories: int | None = None
+    max_wall_s: float | None = None
     lr: float = 1e-5
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
@@ -236,6 +239,7 @@ class _State:
     bad_rounds: int = 0
     wall_s: float = 0.0
     stopped_early: bool = False
+    wall_budget_spent: bool = False
     last_val: int = 0
     last_save: int = 0
 
@@ -424,6 +428,9 @@ def finetune(
         while state.updates < config.max_updates and not state.stopped_early:
             if config.max_trajectories is not None and state.trajectories >= config.max_trajectories:
                 break
+            if config.max_wall_s is not None and time.perf_counter() - t_start >= config.max_wall_s:
+                state.wall_budget_spent = True
+                break
             batch_text, lengths = sample_train_batch(train, text, rng, config.batch_size, max_frames, device)
             plan = policy.plan(n_steps, rng)
             run_rollout(trajectory_gen, reward, plan, batch_text, lengths, noise_generator=noise,
@@ -481,6 +488,7 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
         "best_val": state.best_val,
         "best_update": state.best_update if state.best_val is not None else None,
         "stopped_early": state.stopped_early,
+        "wall_budget_spent": state.wall_budget_spent,
         "peak_saved_bytes": int(max(saved)) if saved else 0,
         "peak_cuda_bytes": int(max(cuda)) if cuda else None,
         "num_steps": config.num_steps or generator.diffusion.config.num_inference_steps,
