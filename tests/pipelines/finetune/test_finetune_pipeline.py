@@ -42,7 +42,7 @@ def _catalog(params: dict, pipeline) -> DataCatalog:
         if name.startswith("params:finetune.methods."):
             data[name] = params["methods"][name.rsplit(".", 1)[1]]
     datasets = {name: MemoryDataset(value, copy_mode="assign") for name, value in data.items()}
-    datasets.update({name: KeptDataset(copy_mode="assign") for name in pipeline.outputs()})
+    datasets.update({name: KeptDataset(copy_mode="assign") for name in pipeline.all_outputs()})
     return DataCatalog(datasets)
 
 
@@ -81,6 +81,9 @@ def test_compare_pipeline_runs_every_method(finetune_params, generator="mld"):
         build_from_checkpoint(ckpt)
         history = catalog.load(f"{method}.finetune_history")
         assert history["train_reward"][0]["step"] == 1
+        curves = catalog.load(f"{method}.finetune_summary")["curves"]  # what the notebook plots
+        assert [v for _, v in curves["train_reward"]] == [r["value"] for r in history["train_reward"]]
+        assert "curves" not in summary
     analysis = catalog.load("sampling_chain_analysis")
     assert len(analysis["jacobian_norm"]["chain"]) == 4
     assert isinstance(catalog.load("sampling_chain_plot"), plt.Figure)

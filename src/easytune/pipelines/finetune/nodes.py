@@ -64,6 +64,10 @@ def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[
     return text, splits
 
 
+#: per-update series copied into each method's summary (``curves``: [[update, value], ...])
+CURVES = ("train_reward", "val_reward", "s_per_update", "peak_saved_bytes")
+
+
 def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
                     reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
                     finetune_params: dict, method_options: dict, runtime: dict) -> tuple[dict, dict, dict]:
@@ -83,13 +87,17 @@ def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser:
                       seed=runtime["seed"], device=device, resume_key=key)
     summary = {**result.summary, "generator": settings.generator, "device": str(device)}
     metadata = {**ckpt.get("metadata", {}), "method": config.method, "finetune": to_dict(config), "summary": summary}
+    # the per-update curves a notebook plots from the catalog (the same series are MLflow metric histories)
+    summary["curves"] = {name: [[r["step"], r["value"]] for r in result.history.get(name, [])]
+                         for name in CURVES}
     log.info("finetune %s: %s", config.method, summary)
     return make_checkpoint(ckpt["kind"], result.denoiser, metadata), result.history, summary
 
 
 def build_finetune_report(*summaries: dict) -> dict:
-    """-> ``finetune_report``: ``{method: summary}`` (updates, wall_s, s_per_update, rewards, memory peaks)."""
-    return {s["method"]: s for s in summaries}
+    """-> ``finetune_report``: ``{method: summary}`` (updates, wall_s, s_per_update, rewards, memory peaks); the
+    per-update curves stay in each method's ``finetune_summary``."""
+    return {s["method"]: {k: v for k, v in s.items() if k != "curves"} for s in summaries}
 
 
 def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
