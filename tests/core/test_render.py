@@ -55,3 +55,22 @@ def test_bad_inputs_raise():
         render_skeleton_gif(bad)
     with pytest.raises(ValueError, match="chains"):
         render_skeleton_gif(np.zeros((3, 5, 3)))
+
+
+def test_side_by_side_panels_get_their_own_width():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from easytune.core.render import render_skeleton_gif
+    from easytune.core.skeleton import HUMANML3D
+
+    pose = HUMANML3D.template_offsets().cumsum(0)[None].repeat(3, 0)  # (3, 22, 3) arbitrary joint positions
+    gif = render_skeleton_gif([pose] * 4, titles=list("abcd"), width=4 * 160, height=200)
+    assert Image.open(io.BytesIO(gif)).size == (640, 200)
+    import pytest
+
+    with pytest.raises(ValueError, match="per panel"):
+        render_skeleton_gif([pose], width=400)
+    assert np.isfinite(pose).all()

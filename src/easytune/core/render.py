@@ -60,15 +60,15 @@ def render_skeleton_gif(
         titles: one short title per motion (e.g. the caption, truncated to fit).
         fps: frame rate of the motion; the GIF plays every ``stride``-th frame at ``fps / stride``.
         chains: kinematic chains (joint indices from the root), drawn as coloured polylines.
-        width, height: GIF size in pixels (kept small: at most 320 x 320).
+        width, height: GIF size in pixels (kept small: at most 320 x 320 per panel).
     """
     motions = [_as_numpy(joints)] if not isinstance(joints, (list, tuple)) else [_as_numpy(j) for j in joints]
     if not motions:
         raise ValueError("nothing to render")
     if titles is not None and len(titles) != len(motions):
         raise ValueError(f"{len(titles)} titles for {len(motions)} motions")
-    if not (16 <= width <= 320 and 16 <= height <= 320 and stride >= 1 and fps > 0):
-        raise ValueError("width/height must be in 16..320, stride >= 1 and fps > 0")
+    if not (16 <= width <= 320 * len(motions) and 16 <= height <= 320 and stride >= 1 and fps > 0):
+        raise ValueError("width must be in 16..320 per panel, height in 16..320, stride >= 1 and fps > 0")
     num_joints = motions[0].shape[1]
     if any(max(c) >= m.shape[1] for m in motions for c in chains):
         raise ValueError(f"chains reference joints beyond J={num_joints}")

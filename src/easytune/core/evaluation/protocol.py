@@ -441,7 +441,7 @@ def comparison_renders(generated: Mapping[str, Mapping[str, np.ndarray]], num_ca
     out: dict[str, bytes] = {}
     for i in range(min(num_captions, len(first["ids"]))):
         motions = [generated[n]["joints"][i, : min(int(generated[n]["lengths"][i]), max_frames)] for n in names]
-        gif = render_skeleton_gif(motions, titles=names, fps=fps,
+        gif = render_skeleton_gif(motions, titles=names, fps=fps, width=min(160 * len(motions), 1280),
                                   chains=chains if chains is not None else HUMANML3D.kinematic_chains)
         out[f"caption_{i}.gif"] = gif
         video = gif_to_mp4(gif) if mp4 else None
