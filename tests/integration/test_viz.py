@@ -23,9 +23,17 @@ def _registered() -> dict[str, set[str]]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below 49152 (kedro viz refuses ephemeral ports, which the OS would hand out for port 0)."""
+    import random
+
+    for port in random.Random(os.getpid()).sample(range(20000, 49000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000..49000")
 
 
 def _env() -> dict:
