@@ -112,22 +112,32 @@ def _mean_over(batches: MotionBatches, fn) -> float:
     return float(np.mean(values))
 
 
+def joints_from_normalised(stats: FeatureStats, skeleton: SkeletonSpec):
+    """features (..., T, D) normalised -> joints (..., T, J, 3) metres (differentiable)."""
+    return lambda features: recover_from_ric(stats.denormalise(features), skeleton.num_joints)
+
+
 def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: TextEmbeddings, config: PretrainConfig,
-                     device: torch.device, seed: int) -> tuple[MotionVAE, TrainResult]:
-    """Train the motion VAE (masked smooth-L1 reconstruction + 1e-4 KL) on random crops; validation = the same loss
-    on fixed crops with fixed noise."""
+                     device: torch.device, seed: int, stats: FeatureStats | None = None,
+                     skeleton: SkeletonSpec | None = None) -> tuple[MotionVAE, TrainResult]:
+    """Train the motion VAE (masked smooth-L1 reconstruction + 1e-4 KL, + the joint-position term when
+    ``position_weight`` > 0, which needs ``stats`` and ``skeleton``) on random crops; validation = the same loss on
+    fixed crops with fixed noise."""
     model_cfg = from_dict(MotionVAEConfig, {"feature_dim": train_split.feature_dim, **config.motion_vae.model},
                           where="pretrain.motion_vae.model")
     torch.manual_seed(seed)
     vae = MotionVAE(model_cfg).to(device)
     batches = _batches(train_split, text, config.data, seed, device, train=True)
     val = _batches(val_split, text, config.data, seed, device, train=False)
+    joints_fn = None if stats is None or skeleton is None else joints_from_normalised(stats, skeleton)
+    if model_cfg.position_weight > 0 and joints_fn is None:
+        raise ValueError("pretrain.motion_vae.model.position_weight > 0 needs the feature stats and the skeleton")
 
     def val_fn() -> float:
         g = torch.Generator().manual_seed(seed)
-        return _mean_over(val, lambda b: vae.loss(b.features, b.mask, g).total)
+        return _mean_over(val, lambda b: vae.loss(b.features, b.mask, g, joints_fn).total)
 
-    result = train(vae, lambda b: vae.loss(b.features, b.mask).total, batches, config.motion_vae.train, val_fn,
+    result = train(vae, lambda b: vae.loss(b.features, b.mask, joints_fn=joints_fn).total, batches, config.motion_vae.train, val_fn,
                    config.resume_path("motion_vae"), resume_tag=[to_dict(config.data), len(train_split), seed],
                    desc="motion_vae")
     return vae.eval(), result
@@ -181,14 +191,22 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
     return gen.eval(), result
 
 
-def vae_reconstruction_mpjpe(vae: MotionVAE, test_split: MotionSplit, text: TextEmbeddings, stats: FeatureStats,
-                             skeleton: SkeletonSpec, config: PretrainConfig, device: torch.device) -> float:
-    """Mean per-joint position error (metres) between joints recovered from the de-normalised test features and from
-    their VAE reconstruction (posterior mean), over valid frames of clips cropped from the first frame."""
+def vae_reconstruction_errors(vae: MotionVAE, test_split: MotionSplit, text: TextEmbeddings, stats: FeatureStats,
+                              skeleton: SkeletonSpec, config: PretrainConfig, device: torch.device) -> dict[str, float]:
+    """Reconstruction errors (metres) of the VAE (posterior mean) on the test split, over valid frames of clips
+    cropped from the first frame to ``evaluation.max_frames``, joints recovered from de-normalised features:
+
+    - ``vae_mpjpe_m``: MPJPE with the root joint aligned per frame (the motion-reconstruction MPJPE of MLD's
+      evaluation code, ``align_root=True``): the pose error, without the integrated trajectory;
+    - ``vae_global_mpjpe_m``: MPJPE of the joints in world coordinates (pose + integrated root trajectory);
+    - ``vae_root_error_m``: mean distance between the root joints (trajectory drift);
+    - ``latent_std``: standard deviation of the posterior means (the scale the latent denoiser sees).
+    """
     max_frames = config.evaluation.max_frames or config.data.max_frames
     batches = MotionBatches(test_split, text, config.evaluation.batch_size, max_frames, 0, device, config.data.unit,
                             shuffle=False, random_crop=False, drop_last=False)
-    total, count = 0.0, 0
+    sums = {"vae_mpjpe_m": 0.0, "vae_global_mpjpe_m": 0.0, "vae_root_error_m": 0.0}
+    count, latents = 0, []
     vae.eval()
     with torch.inference_mode():
         for b in batches(0):
@@ -196,10 +214,17 @@ def vae_reconstruction_mpjpe(vae: MotionVAE, test_split: MotionSplit, text: Text
             rec = vae.decode(mu, b.mask)  # (B, T, D)
             joints = recover_from_ric(stats.denormalise(b.features), skeleton.num_joints)  # (B, T, J, 3)
             joints_rec = recover_from_ric(stats.denormalise(rec), skeleton.num_joints)
-            err = (joints - joints_rec).norm(dim=-1).mean(-1)  # (B, T)
-            total += float(err[b.mask].sum())
+            local, local_rec = joints - joints[..., :1, :], joints_rec - joints_rec[..., :1, :]
+            errors = {"vae_mpjpe_m": (local - local_rec).norm(dim=-1).mean(-1),  # (B, T)
+                      "vae_global_mpjpe_m": (joints - joints_rec).norm(dim=-1).mean(-1),
+                      "vae_root_error_m": (joints[..., 0, :] - joints_rec[..., 0, :]).norm(dim=-1)}
+            for key, err in errors.items():
+                sums[key] += float(err[b.mask].sum())
             count += int(b.mask.sum())
-    return total / max(count, 1)
+            latents.append(mu.float().flatten().cpu())
+    out = {key: value / max(count, 1) for key, value in sums.items()}
+    out["latent_std"] = float(torch.cat(latents).std())
+    return out
 
 
 def generation_requests(test_split: MotionSplit, text: TextEmbeddings, config: PretrainConfig

@@ -50,6 +50,47 @@ def test_vae_shapes_and_padding_invariance():
     assert losses.total.item() == pytest.approx(losses.reconstruction.item() + 1e-4 * losses.kl.item(), rel=1e-6)
 
 
+def test_vae_latent_tokens_cover_equal_segments_of_the_valid_length():
+    vae = MotionVAE(MotionVAEConfig(preset="tiny", feature_dim=6, latent_tokens=2))
+    mask = torch.arange(9)[None] < torch.tensor([[7], [9], [1]])
+    seg = vae.segments(mask)  # floor(t * n / L), clamped to n - 1 on padded frames
+    assert seg[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert seg[1].tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1]
+    assert seg[2].tolist() == [0, 1, 1, 1, 1, 1, 1, 1, 1]
+    # a clip shorter than n tokens: the empty token's posterior is input-independent (bias only)
+    x = torch.randn(2, 1, 6)
+    mu, _ = vae.encode(x, torch.ones(2, 1, dtype=torch.bool))
+    torch.testing.assert_close(mu[0, 1], mu[1, 1])
+    assert not torch.allclose(mu[0, 0], mu[1, 0])
+
+
+def _flat_joints(features: torch.Tensor) -> torch.Tensor:
+    """(B, T, 6) -> two joints (B, T, 2, 3): a stand-in for recover_from_ric."""
+    return features.reshape(*features.shape[:-1], 2, 3)
+
+
+def test_vae_position_term_is_the_masked_mpjpe_of_the_reconstruction():
+    torch.manual_seed(0)
+    vae = MotionVAE(MotionVAEConfig(preset="tiny", feature_dim=6, latent_tokens=2, position_weight=0.5))
+    x = torch.randn(2, 8, 6)
+    mask = torch.arange(8)[None] < torch.tensor([[8], [5]])
+    with pytest.raises(ValueError, match="joints_fn"):
+        vae.loss(x, mask)
+    losses = vae.loss(x, mask, torch.Generator().manual_seed(3), joints_fn=_flat_joints)
+    x_hat, _, _ = vae(x, mask, torch.Generator().manual_seed(3))
+    per_frame = (_flat_joints(x_hat) - _flat_joints(x)).norm(dim=-1).mean(-1)  # (B, T)
+    expected = per_frame[mask].mean()
+    torch.testing.assert_close(losses.position, expected)
+    torch.testing.assert_close(losses.total, losses.reconstruction + 1e-4 * losses.kl + 0.5 * expected)
+    # padded frames never change the term
+    x2 = x.clone()
+    x2[1, 5:] = 50.0
+    torch.testing.assert_close(vae.loss(x2, mask, torch.Generator().manual_seed(3), _flat_joints).position,
+                               losses.position)
+    losses.position.backward()
+    assert vae.output_proj.weight.grad.abs().sum() > 0
+
+
 def test_frame_denoiser_ignores_padded_frames():
     torch.manual_seed(0)
     den = FrameDenoiser(FrameDenoiserConfig(preset="tiny", feature_dim=10)).eval()

@@ -9,7 +9,7 @@ from easytune.core.config import from_dict, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.generator import MotionGenerator
 from easytune.core.pretrain import (PretrainConfig, generate_motions, summary, train_denoiser, train_motion_vae,
-                                    vae_reconstruction_mpjpe)
+                                    vae_reconstruction_errors)
 from easytune.core.runtime import resolve_device, seed_everything
 from easytune.core.skeleton import get_skeleton
 
@@ -26,14 +26,16 @@ def _metadata(result_summary: dict, config: PretrainConfig, section: Any) -> dic
     return {"training": to_dict(section.train), "result": result_summary, "data": to_dict(config.data)}
 
 
-def train_motion_vae_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: dict,
-                          runtime: dict) -> tuple[dict, dict, dict]:
+def train_motion_vae_node(train_motions: dict, val_motions: dict, text_embeddings: dict, feature_stats: dict,
+                          pretrain: dict, dataset: dict, runtime: dict) -> tuple[dict, dict, dict]:
     """-> (``motion_vae`` checkpoint, training summary, loss curves)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
     device = resolve_device(runtime["device"])
     seed_everything(runtime["seed"])
     text, (train, val) = _inputs(text_embeddings, train_motions=train_motions, val_motions=val_motions)
-    vae, result = train_motion_vae(train, val, text, config, device, runtime["seed"])
+    stats = FeatureStats.from_arrays(feature_stats, source="feature_stats")
+    vae, result = train_motion_vae(train, val, text, config, device, runtime["seed"], stats,
+                                   get_skeleton(dataset["skeleton"]))
     info = summary(vae, result)
     ckpt = make_checkpoint("motion_vae", vae, _metadata(info, config, config.motion_vae))
     return ckpt, info, result.metrics_history()
@@ -62,14 +64,15 @@ def train_denoiser_node(kind: str):
 
 def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
                         pretrain: dict, dataset: dict, runtime: dict) -> dict:
-    """-> ``{"vae_mpjpe_m": float, "test_samples": int}`` (reconstruction error in metres on recovered joints)."""
+    """-> ``{"vae_mpjpe_m", "vae_global_mpjpe_m", "vae_root_error_m", "latent_std", "test_samples"}``
+    (reconstruction errors in metres on recovered joints; see ``vae_reconstruction_errors``)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
     device = resolve_device(runtime["device"])
     text, (test,) = _inputs(text_embeddings, test_motions=test_motions)
     vae = build_from_checkpoint(motion_vae, device, allowed_kinds=["motion_vae"])
     stats = FeatureStats.from_arrays(feature_stats, source="feature_stats")
-    mpjpe = vae_reconstruction_mpjpe(vae, test, text, stats, get_skeleton(dataset["skeleton"]), config, device)
-    return {"vae_mpjpe_m": mpjpe, "test_samples": len(test)}
+    errors = vae_reconstruction_errors(vae, test, text, stats, get_skeleton(dataset["skeleton"]), config, device)
+    return {**errors, "test_samples": len(test)}
 
 
 def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrained_frame_denoiser: dict,

@@ -13,7 +13,9 @@ COMMON = ["train_motions", "val_motions", "text_embeddings", "params:pretrain", 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
-        Node(train_motion_vae_node, inputs=COMMON,
+        Node(train_motion_vae_node,
+             inputs=["train_motions", "val_motions", "text_embeddings", "feature_stats", "params:pretrain",
+                     "params:dataset", "params:runtime"],
              outputs=["motion_vae", "motion_vae_training", "motion_vae_training_history"],
              name="train_motion_vae", tags=["mld"]),
         Node(evaluate_motion_vae,
