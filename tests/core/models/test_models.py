@@ -22,6 +22,19 @@ def test_paper_preset_matches_published_parameter_counts():
         assert abs(counts[name] - published) / published < 0.10, (name, counts[name])
 
 
+def test_checkpoint_of_an_older_vae_layout_is_refused_with_a_hint():
+    """The previous VAE had learned distribution tokens and no latent positions: loading must fail clearly."""
+    from easytune.core.checkpoint import CheckpointError
+
+    vae = MotionVAE(MotionVAEConfig(preset="tiny", feature_dim=6))
+    ckpt = make_checkpoint("motion_vae", vae, {})
+    state = dict(ckpt["state_dict"])
+    state.pop("latent_positions")
+    state["dist_tokens"] = torch.zeros(2, 32)
+    with pytest.raises(CheckpointError, match=r"(?s)motion_vae: weights do not match.*older version.*dist_tokens"):
+        build_from_checkpoint({**ckpt, "state_dict": state}, "cpu", source="motion_vae")
+
+
 def test_presets_and_overrides():
     cfg = from_dict(MotionVAEConfig, {"preset": "tiny", "d_model": 48, "latent_dim": 8})
     assert cfg.d_model == 48 and cfg.latent_dim == 8 and cfg.encoder_layers == 1
