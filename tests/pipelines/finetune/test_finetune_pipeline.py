@@ -61,6 +61,15 @@ def test_default_pipeline_is_one_namespaced_template(finetune_params):
     assert "motion_vae" in pipe.inputs() and "easytune_step.motion_vae" not in pipe.all_inputs()
 
 
+def test_finetune_report_lists_the_methods_that_have_a_summary():
+    from easytune.pipelines.finetune.nodes import build_finetune_report
+
+    ran = {"method": "draft_k", "updates": 3, "curves": {"train_reward": [1.0]}}
+    report = build_finetune_report({}, ran, {})  # two methods never run (their optional summaries read as {})
+    assert report == {"draft_k": {"method": "draft_k", "updates": 3}}
+    assert build_finetune_report({}, {}) == {}
+
+
 def test_compare_pipeline_runs_every_method(finetune_params, generator="mld"):
     torch.set_num_threads(1)
     params = dict(finetune_params, generator=generator)

@@ -95,9 +95,15 @@ def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser:
 
 
 def build_finetune_report(*summaries: dict) -> dict:
-    """-> ``finetune_report``: ``{method: summary}`` (updates, wall_s, s_per_update, rewards, memory peaks); the
-    per-update curves stay in each method's ``finetune_summary``."""
-    return {s["method"]: {k: v for k, v in s.items() if k != "curves"} for s in summaries}
+    """-> ``finetune_report``: ``{method: summary}`` (updates, wall_s, s_per_update, rewards, memory peaks) of every
+    method that has a summary (empty = never run: skipped); the per-update curves stay in each ``finetune_summary``.
+    Rebuild it after ``--namespaces`` runs with ``kedro run --pipeline finetune_compare --nodes build_finetune_report``.
+    """
+    present = [s for s in summaries if s]
+    if len(present) < len(summaries):
+        log.info("finetune_report: %d of %d methods have no summary yet (not run): left out",
+                    len(summaries) - len(present), len(summaries))
+    return {s["method"]: {k: v for k, v in s.items() if k != "curves"} for s in present}
 
 
 def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
