@@ -61,9 +61,13 @@ def missing_upstream_message(missing: dict[str, list[str]]) -> str:
 
 
 class UpstreamArtifactsHook:
+    """Datasets with ``optional = True`` (e.g. the pretrained generators: fine-tuning needs only the chosen one)
+    are reported only when every optional input of the pipeline is missing."""
+
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         missing: dict[str, list[str]] = {}
+        optional_missing, optional_count = [], 0
         for name in sorted(pipeline.inputs()):
             if name == "parameters" or name.startswith("params:"):
                 continue
@@ -71,8 +75,19 @@ class UpstreamArtifactsHook:
                 exists = catalog.exists(name)
             except Exception:  # noqa: BLE001 - datasets that cannot tell (e.g. MLflow-backed) are not checked
                 continue
-            if not exists:
+            try:
+                optional = bool(getattr(catalog.get(name), "optional", False))
+            except Exception:  # noqa: BLE001 - a catalog without `get`: nothing is optional
+                optional = False
+            optional_count += optional
+            if not exists and optional:
+                optional_missing.append(name)
+            elif not exists:
                 missing[name] = _producers(name)
+        if optional_missing and len(optional_missing) == optional_count:
+            missing.update({name: _producers(name) for name in optional_missing})
+        elif optional_missing:
+            logger.info("optional inputs not present (the nodes use the others): %s", optional_missing)
         if missing:
             raise MissingUpstreamError(missing_upstream_message(missing))
 

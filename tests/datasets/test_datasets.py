@@ -41,6 +41,14 @@ def test_checkpoint_refuses_arbitrary_pickles(tmp_path):
         CheckpointDataset(str(path)).load()
 
 
+def test_optional_checkpoint_loads_none_when_missing(tmp_path):
+    missing = str(tmp_path / "absent.pt")
+    assert CheckpointDataset(missing, optional=True).load() is None
+    assert not CheckpointDataset(missing, optional=True).exists()  # existence stays truthful for the upstream check
+    with pytest.raises(DatasetError, match="checkpoint not found"):
+        CheckpointDataset(missing).load()
+
+
 def test_file_bundle_roundtrip(tmp_path):
     ds = FileBundleDataset(str(tmp_path / "renders"))
     ds.save({"a.gif": b"GIF89a", "b.txt": b"x"})

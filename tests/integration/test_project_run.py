@@ -108,6 +108,21 @@ def test_finetune_alone_reuses_upstream_artifacts(tiny_project):
     assert (tiny_project / "data" / "06_models" / "pretrained_latent_denoiser.pt").stat().st_mtime == before
 
 
+def test_finetune_needs_only_the_chosen_generator(tiny_project):
+    """After `pretrain --tags mld` there is no MDM checkpoint: MLD fine-tuning runs, MDM fine-tuning says what to do."""
+    frame = tiny_project / "data" / "06_models" / "pretrained_frame_denoiser.pt"
+    aside = frame.with_name("frame_denoiser.aside")
+    frame.rename(aside)
+    try:
+        _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune")
+        result = _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune", "--params",
+                        "finetune.generator=mdm", check=False)
+        assert result.returncode != 0
+        assert "kedro run --pipeline pretrain --tags mdm" in " ".join((result.stdout + result.stderr).split())
+    finally:
+        aside.rename(frame)
+
+
 def test_finetune_on_a_fresh_project_names_the_pipeline_to_run_first(tmp_path, project_root):
     root = _make_project(tmp_path, project_root)
     result = _kedro(root, "run", "--env", "tiny", "--pipeline", "finetune", check=False)

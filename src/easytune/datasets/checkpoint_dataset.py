@@ -18,13 +18,19 @@ REQUIRED_KEYS = ("kind", "config", "state_dict", "metadata")
 
 
 class CheckpointDataset(AbstractDataset[dict, dict]):
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+    """``optional: true``: a missing file loads as ``None`` (the node decides whether it needs it; the project's
+    upstream check then reports it only when every optional input of the pipeline is missing)."""
+
+    def __init__(self, filepath: str, optional: bool = False, metadata: dict[str, Any] | None = None):
         self._filepath = PurePosixPath(filepath)
+        self.optional = bool(optional)
         self.metadata = metadata
 
-    def load(self) -> dict:
+    def load(self) -> dict | None:
         path = Path(self._filepath)
         if not path.exists():
+            if self.optional:
+                return None
             raise DatasetError(f"{path}: checkpoint not found (run the pipeline that trains it first)")
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -47,4 +53,4 @@ class CheckpointDataset(AbstractDataset[dict, dict]):
         return Path(self._filepath).exists()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), "optional": self.optional}

@@ -50,10 +50,19 @@ class FinetuneSettings:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
-def _pick_generator(settings: FinetuneSettings, latent: dict, frame: dict, vae: dict, device: torch.device):
-    ckpt = latent if settings.generator == "mld" else frame
-    name = "pretrained_latent_denoiser" if settings.generator == "mld" else "pretrained_frame_denoiser"
-    return ckpt, load_generator(ckpt, vae if settings.generator == "mld" else None, device, source=name)
+def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
+                    device: torch.device):
+    """The chosen pretrained generator (``finetune.generator``); the other one's checkpoint may be missing (None)."""
+    mld = settings.generator == "mld"
+    ckpt = latent if mld else frame
+    name = "pretrained_latent_denoiser" if mld else "pretrained_frame_denoiser"
+    needed = {name: ckpt, **({"motion_vae": vae} if mld else {})}
+    absent = [n for n, value in needed.items() if value is None]
+    if absent:
+        raise ValueError(f"finetune.generator is {settings.generator!r} but {absent} (data/06_models/<name>.pt) do "
+                         f"not exist: run `kedro run --pipeline pretrain --tags {settings.generator}` first, or "
+                         f"choose the generator that was trained")
+    return ckpt, load_generator(ckpt, vae if mld else None, device, source=name)
 
 
 def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[str, MotionSplit]]:

@@ -22,6 +22,10 @@ def _inputs(text_embeddings: dict, **splits: dict) -> tuple[TextEmbeddings, list
     return text, out
 
 
+_MISSING_VAE = ("motion_vae (data/06_models/motion_vae.pt) does not exist: the MLD denoiser and the VAE evaluation "
+                "need it; run `kedro run --pipeline pretrain --tags mld`")
+
+
 def _metadata(result_summary: dict, config: PretrainConfig, section: Any) -> dict:
     return {"training": to_dict(section.train), "result": result_summary, "data": to_dict(config.data)}
 
@@ -50,6 +54,8 @@ def train_denoiser_node(kind: str):
         device = resolve_device(runtime["device"])
         seed_everything(runtime["seed"])
         text, (train, val) = _inputs(text_embeddings, train_motions=train_motions, val_motions=val_motions)
+        if kind == "mld" and motion_vae is None:
+            raise ValueError(_MISSING_VAE)
         vae = None if motion_vae is None else build_from_checkpoint(motion_vae, device, allowed_kinds=["motion_vae"])
         gen, result = train_denoiser(kind, train, val, text, config, device, runtime["seed"], vae)
         info = summary(gen.denoiser, result)
@@ -69,6 +75,8 @@ def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: d
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
     device = resolve_device(runtime["device"])
     text, (test,) = _inputs(text_embeddings, test_motions=test_motions)
+    if motion_vae is None:
+        raise ValueError(_MISSING_VAE)
     vae = build_from_checkpoint(motion_vae, device, allowed_kinds=["motion_vae"])
     stats = FeatureStats.from_arrays(feature_stats, source="feature_stats")
     errors = vae_reconstruction_errors(vae, test, text, stats, get_skeleton(dataset["skeleton"]), config, device)
@@ -78,14 +86,18 @@ def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: d
 def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrained_frame_denoiser: dict,
                      test_motions: dict, text_embeddings: dict, feature_stats: dict, pretrain: dict, dataset: dict,
                      runtime: dict) -> tuple[dict, dict]:
-    """Captions -> motions with both generators: (``pretrain_samples`` arrays, ``pretrain_sample_gifs``)."""
+    """Captions -> motions with the generators that exist (both after a full ``pretrain`` run):
+    (``pretrain_samples`` arrays, ``pretrain_sample_gifs``)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
     device = resolve_device(runtime["device"])
     text, (test,) = _inputs(text_embeddings, test_motions=test_motions)
-    generators = {
-        "mld": MotionGenerator.from_checkpoints(pretrained_latent_denoiser, motion_vae, device),
-        "mdm": MotionGenerator.from_checkpoints(pretrained_frame_denoiser, None, device),
-    }
+    generators = {}
+    if pretrained_latent_denoiser is not None and motion_vae is not None:
+        generators["mld"] = MotionGenerator.from_checkpoints(pretrained_latent_denoiser, motion_vae, device)
+    if pretrained_frame_denoiser is not None:
+        generators["mdm"] = MotionGenerator.from_checkpoints(pretrained_frame_denoiser, None, device)
+    if not generators:
+        raise ValueError("generate_samples: no pretrained generator exists yet: run `kedro run --pipeline pretrain`")
     stats = FeatureStats.from_arrays(feature_stats, source="feature_stats")
     return generate_motions(generators, test, text, stats, get_skeleton(dataset["skeleton"]), config, device)
 
