@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=1e-5, help="the pipeline default (finetune.common.lr)")
     ap.add_argument("--methods", default="easytune_step,draft_T", help="the first one defines the target")
     ap.add_argument("--budget-updates", type=int, default=200, help="EasyTune's updates to define the target")
     ap.add_argument("--gain", type=float, default=0.5)
