@@ -66,8 +66,8 @@ def build_from_checkpoint(
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{source}: weights do not match a {kind} built from its config; was it saved by an "
-                              f"older version of this project? Re-create it with the current code (a pipeline artifact: re-run "
-                              f"the pipeline that writes it). Details: {exc}") from exc
+                              f"older version of this project? Re-create it with the current code (a pipeline "
+                              f"artifact: re-run the pipeline that writes it). Details: {exc}") from exc
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{source}: non-finite values in {name}")

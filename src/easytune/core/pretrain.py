@@ -137,9 +137,9 @@ def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: Tex
         g = torch.Generator().manual_seed(seed)
         return _mean_over(val, lambda b: vae.loss(b.features, b.mask, g, joints_fn).total)
 
-    result = train(vae, lambda b: vae.loss(b.features, b.mask, joints_fn=joints_fn).total, batches, config.motion_vae.train, val_fn,
-                   config.resume_path("motion_vae"), resume_tag=[to_dict(config.data), len(train_split), seed],
-                   desc="motion_vae")
+    result = train(vae, lambda b: vae.loss(b.features, b.mask, joints_fn=joints_fn).total, batches,
+                   config.motion_vae.train, val_fn, config.resume_path("motion_vae"),
+                   resume_tag=[to_dict(config.data), len(train_split), seed], desc="motion_vae")
     return vae.eval(), result
 
 
@@ -207,13 +207,13 @@ def vae_reconstruction_errors(vae: MotionVAE, test_split: MotionSplit, text: Tex
                             shuffle=False, random_crop=False, drop_last=False)
     sums = {"vae_mpjpe_m": 0.0, "vae_global_mpjpe_m": 0.0, "vae_root_error_m": 0.0}
     count, latents = 0, []
+    joints_fn = joints_from_normalised(stats, skeleton)
     vae.eval()
     with torch.inference_mode():
         for b in batches(0):
             mu, _ = vae.encode(b.features, b.mask)
             rec = vae.decode(mu, b.mask)  # (B, T, D)
-            joints = recover_from_ric(stats.denormalise(b.features), skeleton.num_joints)  # (B, T, J, 3)
-            joints_rec = recover_from_ric(stats.denormalise(rec), skeleton.num_joints)
+            joints, joints_rec = joints_fn(b.features), joints_fn(rec)  # (B, T, J, 3) each
             local, local_rec = joints - joints[..., :1, :], joints_rec - joints_rec[..., :1, :]
             errors = {"vae_mpjpe_m": (local - local_rec).norm(dim=-1).mean(-1),  # (B, T)
                       "vae_global_mpjpe_m": (joints - joints_rec).norm(dim=-1).mean(-1),

@@ -445,7 +445,8 @@ def finetune(
                 state.last_val = state.updates
                 accountant.start_window()  # validation time is not an update's time
             state.wall_s = time.perf_counter() - t_start
-            if resume_path and config.save_every_updates > 0 and state.updates - state.last_save >= config.save_every_updates:
+            if (resume_path and config.save_every_updates > 0
+                    and state.updates - state.last_save >= config.save_every_updates):
                 _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
                              best_state)
                 state.last_save = state.updates
@@ -456,7 +457,8 @@ def finetune(
                 bar.close()
                 return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=True)
     bar.close()
-    if val_text is not None and (config.val_every > 0 or config.patience is not None) and state.last_val != state.updates:
+    if (val_text is not None and (config.val_every > 0 or config.patience is not None)
+            and state.last_val != state.updates):
         validate()
     if config.restore_best and best_state is not None:
         denoiser.load_state_dict(best_state)

@@ -15,8 +15,8 @@ global drift that the feature loss barely sees: 4 of 263 dims).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch

@@ -57,9 +57,9 @@ def spl_sensitivity(model_state: dict, model_config: RetrievalModelConfig, confi
     probe = RetrievalModel(model_config)
     probe.load_state_dict(model_state)
     probe.to(device)
-    out, control = {}, None
+    out, control, mined = {}, None, {}
     for k in config.k_sensitivity:
-        pairs = mine_preferences(probe, train, text, with_overrides(config.mining, k=k), device)
+        pairs = mined[k] = mine_preferences(probe, train, text, with_overrides(config.mining, k=k), device)
         entry = {"k": k, "failure_ratio": pairs.failure_ratio, "pairs": int(pairs.has_preference.sum()),
                  "spl_weight": config.spl.spl_weight, "shared_with_control": not pairs.has_preference.any()}
         if entry["shared_with_control"]:
@@ -69,7 +69,8 @@ def spl_sensitivity(model_state: dict, model_config: RetrievalModelConfig, confi
             entry["metrics"] = finetune_and_evaluate(pairs, config.spl)
         out[f"k={k}"] = entry
     if config.no_spl_control:
-        pairs = mine_preferences(probe, train, text, config.mining, device)
+        k = config.mining.k  # mined above when it is one of k_sensitivity (same mining config otherwise)
+        pairs = mined[k] if k in mined else mine_preferences(probe, train, text, config.mining, device)
         control = control or finetune_and_evaluate(pairs, with_overrides(config.spl, spl_weight=0.0))
         out["no_spl_control"] = {"k": config.mining.k, "failure_ratio": pairs.failure_ratio,
                                  "pairs": int(pairs.has_preference.sum()), "spl_weight": 0.0, "metrics": control}

@@ -111,7 +111,7 @@ def build_finetune_report(*summaries: dict) -> dict:
     present = [s for s in summaries if s]
     if len(present) < len(summaries):
         log.info("finetune_report: %d of %d methods have no summary yet (not run): left out",
-                    len(summaries) - len(present), len(summaries))
+                 len(summaries) - len(present), len(summaries))
     return {s["method"]: {k: v for k, v in s.items() if k != "curves"} for s in present}
 
 
