@@ -31,7 +31,7 @@ from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings  # n
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig  # noqa: E402
 from easytune.core.pretrain import (PretrainConfig, joints_from_normalised,  # noqa: E402
                                     vae_reconstruction_errors)
-from easytune.core.skeleton import get_skeleton  # noqa: E402
+from easytune.core.motion.skeleton import get_skeleton  # noqa: E402
 from easytune.core.training import MotionBatches, TrainConfig, train  # noqa: E402
 
 

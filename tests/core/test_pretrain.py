@@ -6,7 +6,7 @@ import torch
 
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.pretrain import PretrainConfig, PretrainData, VAEEvaluation, vae_reconstruction_errors
-from easytune.core.skeleton import HUMANML3D
+from easytune.core.motion.skeleton import HUMANML3D
 
 
 class _FeatureVAE(torch.nn.Module):

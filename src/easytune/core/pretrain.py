@@ -18,13 +18,13 @@ import torch
 from easytune.core.config import from_dict, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion, DiffusionConfig
-from easytune.core.features import recover_from_ric
+from easytune.core.motion.features import recover_from_ric
 from easytune.core.generator import DEFAULT_GUIDANCE, MotionGenerator
 from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig
 from easytune.core.runtime import count_parameters
-from easytune.core.skeleton import SkeletonSpec
+from easytune.core.motion.skeleton import SkeletonSpec
 from easytune.core.text import TextBatch
 from easytune.core.training import MotionBatch, MotionBatches, TrainConfig, TrainResult, train
 

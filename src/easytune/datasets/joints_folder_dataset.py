@@ -2,7 +2,7 @@
 
 Saved from ``{"joints": {id: (T, 22, 3) array}, "texts": {id: [lines]}, "index": pandas.DataFrame}``; loading
 returns the same dict (joints read with ``allow_pickle=False``). The data_processing pipeline reads the same
-layout through :mod:`easytune.core.sources`.
+layout through :mod:`easytune.core.motion.sources`.
 """
 
 from __future__ import annotations

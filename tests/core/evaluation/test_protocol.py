@@ -13,7 +13,7 @@ from easytune.core.evaluation.protocol import (METRIC_NAMES, ProtocolConfig, col
                                                results_table_rows, sanity_checks)
 from tests.core.evaluation.synthetic import make_split, make_stats, make_text
 
-pytest.importorskip("easytune.core.features")
+pytest.importorskip("easytune.core.motion.features")
 
 PROTOCOL = ProtocolConfig(replications=4, group_size=16, diversity_pairs=20, mm_captions=4, mm_samples=3,
                           mm_pairs=2, batch_size=16)

@@ -13,7 +13,7 @@ from easytune.core.checkpoint import make_checkpoint
 from easytune.core.evaluation.protocol import METRIC_NAMES
 from tests.core.evaluation.synthetic import make_split, make_stats, make_text
 
-pytest.importorskip("easytune.core.features")
+pytest.importorskip("easytune.core.motion.features")
 pytest.importorskip("easytune.core.generator")
 pytest.importorskip("easytune.core.render")
 

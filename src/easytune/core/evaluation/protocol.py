@@ -193,7 +193,7 @@ def embed_captions(evaluator: MotionTextEvaluator, text: TextEmbeddings, rows: n
 
 def recover_joints(raw: np.ndarray, lengths: np.ndarray, num_joints: int) -> np.ndarray:
     """RAW features (N, T, D) -> joints (N, T, J, 3) in metres, zero beyond each length."""
-    from easytune.core.features import recover_from_ric  # lazy: another module of the core
+    from easytune.core.motion.features import recover_from_ric  # lazy: another module of the core
 
     joints = np.asarray(recover_from_ric(raw.astype(np.float32), num_joints), np.float32)  # (N, T, J, 3)
     valid = np.arange(joints.shape[1])[None, :, None, None] < lengths[:, None, None, None]
@@ -432,7 +432,7 @@ def comparison_renders(generated: Mapping[str, Mapping[str, np.ndarray]], num_ca
     plus ``caption_<i>.mp4`` when ``mp4`` and an ``ffmpeg`` executable exist. At most ``max_frames`` frames.
     """
     from easytune.core.render import render_skeleton_gif  # lazy: matplotlib only when rendering
-    from easytune.core.skeleton import HUMANML3D
+    from easytune.core.motion.skeleton import HUMANML3D
 
     names = list(generated)
     if not names:

@@ -1,4 +1,4 @@
-"""Thin adapters around :mod:`easytune.core.ingest`."""
+"""Thin adapters around :mod:`easytune.core.motion.ingest`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from easytune.core.config import from_dict
-from easytune.core.ingest import BvhIngestConfig, ingest_bvh_files
+from easytune.core.motion.ingest import BvhIngestConfig, ingest_bvh_files
 
 
 def _input_folder(params: dict) -> Path:

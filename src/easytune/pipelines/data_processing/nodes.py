@@ -1,4 +1,4 @@
-"""Thin Kedro adapters over :mod:`easytune.core.sources` and :mod:`easytune.core.text_encoder`."""
+"""Thin Kedro adapters over :mod:`easytune.core.motion.sources` and :mod:`easytune.core.text_encoder`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from easytune.core.captions import SkipLog
+from easytune.core.motion.captions import SkipLog
 from easytune.core.config import from_dict
 from easytune.core.runtime import resolve_device
-from easytune.core.skeleton import get_skeleton
-from easytune.core.sources import DataProcessingConfig, build_dataset, ensure_source, open_source
+from easytune.core.motion.skeleton import get_skeleton
+from easytune.core.motion.sources import DataProcessingConfig, build_dataset, ensure_source, open_source
 from easytune.core.text_encoder import MiniLMEncoder
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from easytune.core.evaluation.protocol import (EvaluationConfig, collect_generat
                                                order_models, results_table_markdown, results_table_rows,
                                                sanity_checks)
 from easytune.core.runtime import resolve_device, seed_everything
-from easytune.core.skeleton import get_skeleton
+from easytune.core.motion.skeleton import get_skeleton
 from easytune.pipelines.evaluation.plots import metric_bars
 
 logger = logging.getLogger(__name__)

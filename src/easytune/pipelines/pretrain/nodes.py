@@ -11,7 +11,7 @@ from easytune.core.generator import MotionGenerator
 from easytune.core.pretrain import (PretrainConfig, generate_motions, summary, train_denoiser, train_motion_vae,
                                     vae_reconstruction_errors)
 from easytune.core.runtime import resolve_device, seed_everything
-from easytune.core.skeleton import get_skeleton
+from easytune.core.motion.skeleton import get_skeleton
 
 
 def _inputs(text_embeddings: dict, **splits: dict) -> tuple[TextEmbeddings, list[MotionSplit]]:

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from easytune.core.captions import (Caption, CaptionFormatError, SkipLog, format_caption_line, parse_caption_line,
+from easytune.core.motion.captions import (Caption, CaptionFormatError, SkipLog, format_caption_line, parse_caption_line,
                                     read_caption_file, simple_tokens)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from easytune.core.features import (
+from easytune.core.motion.features import (
     canonicalise,
     feature_group_std,
     fidelity_report,
@@ -15,8 +15,8 @@ from easytune.core.features import (
     recover_from_ric,
     retarget_to_template,
 )
-from easytune.core.quaternion import qrot, yaw_quat
-from easytune.core.skeleton import HUMANML3D
+from easytune.core.motion.quaternion import qrot, yaw_quat
+from easytune.core.motion.skeleton import HUMANML3D
 
 SK = HUMANML3D
 SL = SK.feature_slices()

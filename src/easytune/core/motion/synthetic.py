@@ -11,7 +11,7 @@ Every clip is built kinematically, never from noise:
   (inverted pendulum), so feet are grounded while in stance and the body bobs twice per stride;
 - standing actions (raise / wave hands, squat, jump, kick) keep both feet planted except the moving one.
 
-:func:`write_dataset` writes the joints-folder layout read by :class:`easytune.core.sources.JointsFolderSource`:
+:func:`write_dataset` writes the joints-folder layout read by :class:`easytune.core.motion.sources.JointsFolderSource`:
 ``joints/<id>.npy`` (T, 22, 3) float32, ``texts/<id>.txt`` (2-3 paraphrased captions, HumanML3D line format) and
 ``index.csv`` (``id,content,style,frames``). Same config -> byte-identical files.
 """
@@ -29,8 +29,8 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import gaussian_filter1d
 
-from easytune.core.captions import format_caption_line
-from easytune.core.skeleton import HUMANML3D
+from easytune.core.motion.captions import format_caption_line
+from easytune.core.motion.skeleton import HUMANML3D
 
 GRAVITY = 9.81
 ANKLE_HEIGHT = 0.06  # metres above the floor when the foot is planted
@@ -524,7 +524,7 @@ def write_dataset(root: str | Path, config: SyntheticConfig, progress: bool | No
     from tqdm.auto import tqdm
 
     root = Path(root)
-    manifest = {"generator": "easytune.core.synthetic", "version": 1, "config": asdict(config),
+    manifest = {"generator": "easytune.core.motion.synthetic", "version": 1, "config": asdict(config),
                 "clips": config.num_clips}
     tmp = root.with_name(root.name + f".tmp-{os.getpid()}")
     if tmp.exists():
@@ -559,7 +559,7 @@ def read_manifest(root: str | Path) -> dict | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("generator") == "easytune.core.synthetic" else None
+    return data if isinstance(data, dict) and data.get("generator") == "easytune.core.motion.synthetic" else None
 
 
 def ensure_dataset(root: str | Path, config: SyntheticConfig) -> tuple[dict, bool]:

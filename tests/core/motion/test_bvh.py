@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from easytune.core.bvh import (
+from easytune.core.motion.bvh import (
     BANDAI_TO_HML22,
     BvhError,
     bvh_to_hml22,
@@ -11,7 +11,7 @@ from easytune.core.bvh import (
     read_bvh,
     resample_linear,
 )
-from easytune.core.skeleton import HUMANML3D
+from easytune.core.motion.skeleton import HUMANML3D
 
 TWO_JOINTS = """HIERARCHY
 ROOT root

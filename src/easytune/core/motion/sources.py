@@ -27,11 +27,11 @@ from typing import Literal
 
 import numpy as np
 
-from easytune.core.captions import Caption, SkipLog, read_caption_file
+from easytune.core.motion.captions import Caption, SkipLog, read_caption_file
 from easytune.core.dataset import FeatureStats, MotionSplit
-from easytune.core.features import feature_group_std, fidelity_report, joints_to_features
-from easytune.core.skeleton import SkeletonSpec
-from easytune.core.synthetic import SyntheticConfig, ensure_dataset
+from easytune.core.motion.features import feature_group_std, fidelity_report, joints_to_features
+from easytune.core.motion.skeleton import SkeletonSpec
+from easytune.core.motion.synthetic import SyntheticConfig, ensure_dataset
 from easytune.core.text_encoder import TextEncoderConfig
 
 logger = logging.getLogger(__name__)

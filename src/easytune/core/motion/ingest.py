@@ -1,5 +1,5 @@
 """Folder-level BVH ingest: BVH files -> the joints-folder layout (``joints/<id>.npy``, ``texts/<id>.txt``,
-``index.csv``) that :mod:`easytune.core.sources` reads.
+``index.csv``) that :mod:`easytune.core.motion.sources` reads.
 
 Labels come from a label table (id -> content, style) or from a regular expression on the file stem (the Bandai
 Namco names ``dataset-1_walk_active_001`` by default). Captions are written from the labels with templates: one
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from easytune.core.bvh import BANDAI_TO_HML22, BvhError, bvh_to_hml22, read_bvh
+from easytune.core.motion.bvh import BANDAI_TO_HML22, BvhError, bvh_to_hml22, read_bvh
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from easytune.core.quaternion import (
+from easytune.core.motion.quaternion import (
     cont6d_to_matrix,
     cont6d_to_quat,
     matrix_to_cont6d,
