@@ -60,8 +60,8 @@ def random_models(preset: str, kind: str, device: torch.device, seed: int, max_f
     from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
     from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
     from easytune.core.models.vae import MotionVAE, MotionVAEConfig
-    from easytune.core.reward.reward import Reward
     from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
+    from easytune.core.reward.reward import Reward
 
     torch.manual_seed(seed)
     if kind == "mld":

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 import common  # noqa: F401  (checks diffusers first)
+import torch
 
 
 def main() -> None:

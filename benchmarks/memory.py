@@ -16,7 +16,6 @@ import functools
 import json
 
 import torch
-
 from common import METHODS, mib, nograd_sampling_cuda_peak, random_models, run_method, synthetic_captions
 
 

@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from common import ROOT, catalog_captions, catalog_models, random_models, run_method, synthetic_captions
 
 

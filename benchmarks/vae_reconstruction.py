@@ -29,9 +29,8 @@ import torch  # noqa: E402
 from easytune.core.config import from_dict  # noqa: E402
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings  # noqa: E402
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig  # noqa: E402
-from easytune.core.pretrain import (PretrainConfig, joints_from_normalised,  # noqa: E402
-                                    vae_reconstruction_errors)
 from easytune.core.motion.skeleton import get_skeleton  # noqa: E402
+from easytune.core.pretrain import PretrainConfig, joints_from_normalised, vae_reconstruction_errors  # noqa: E402
 from easytune.core.training import MotionBatches, TrainConfig, train  # noqa: E402
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
-from easytune.core.pretrain import PretrainConfig, PretrainData, VAEEvaluation, vae_reconstruction_errors
 from easytune.core.motion.skeleton import HUMANML3D
+from easytune.core.pretrain import PretrainConfig, PretrainData, VAEEvaluation, vae_reconstruction_errors
 
 
 class _FeatureVAE(torch.nn.Module):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from easytune.core.render import project, render_skeleton_gif
 from easytune.core.motion.skeleton import HUMANML3D
+from easytune.core.render import project, render_skeleton_gif
 
 
 def walking(t: int, shift: float = 0.0) -> np.ndarray:
@@ -63,8 +63,8 @@ def test_side_by_side_panels_get_their_own_width():
     import numpy as np
     from PIL import Image
 
-    from easytune.core.render import render_skeleton_gif
     from easytune.core.motion.skeleton import HUMANML3D
+    from easytune.core.render import render_skeleton_gif
 
     pose = HUMANML3D.template_offsets().cumsum(0)[None].repeat(3, 0)  # (3, 22, 3) arbitrary joint positions
     gif = render_skeleton_gif([pose] * 4, titles=list("abcd"), width=4 * 160, height=200)

@@ -59,8 +59,8 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
     saved = torch.load(tmp_path / "b.pt", weights_only=True)
     assert saved["state"]["step"] == 4
 
-    torch.manual_seed(12345)  # a restarted process: different RNG, fresh weights
-    model_c, loss_c, batches_c, val_c = make_problem(seed=7)
+    model_c, loss_c, batches_c, val_c = make_problem()  # a restarted process: the same seed, fresh weights ...
+    torch.manual_seed(12345)  # ... and another global RNG state, which the resume file restores
     result_c = train(model_c, loss_c, batches_c, CFG, val_c, tmp_path / "b.pt")
     assert result_c.resumed_from == 4 and result_c.steps == 11
     for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
@@ -70,16 +70,29 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
 
 
 def test_different_config_starts_fresh_with_warning(tmp_path, caplog):
-    model, loss_fn, batches, val_fn = make_problem()
     cfg = TrainConfig(max_steps=4, lr=1e-2, warmup_steps=0, resume_every=2, keep_resume=True)
-    train(model, loss_fn, batches, cfg, None, tmp_path / "r.pt")
+    train(*make_problem()[:3], config=cfg, resume_path=tmp_path / "r.pt")
     assert (tmp_path / "r.pt").exists()
+    assert train(*make_problem()[:3], config=cfg, resume_path=tmp_path / "r.pt").resumed_from == 4  # same run
     other = TrainConfig(max_steps=4, lr=5e-3, warmup_steps=0, resume_every=2)
     with caplog.at_level(logging.WARNING):
-        result = train(model, loss_fn, batches, other, None, tmp_path / "r.pt")
-    assert result.resumed_from == 0 and "different configuration" in caplog.text
+        result = train(*make_problem()[:3], config=other, resume_path=tmp_path / "r.pt")
+    assert result.resumed_from == 0 and "not resumed" in caplog.text and "train differ" in caplog.text
     same = train(*make_problem()[:3], config=cfg, resume_path=tmp_path / "r.pt")  # file rewritten by `other`
     assert same.resumed_from == 0
+
+
+@pytest.mark.parametrize("change", ["seed", "tag"])
+def test_another_seed_or_input_never_resumes(tmp_path, caplog, change):
+    """The initial weights (which carry the seed) and the caller's tag (data, frozen inputs) are in the key."""
+    cfg = TrainConfig(max_steps=4, lr=1e-2, warmup_steps=0, resume_every=2, keep_resume=True)
+    train(*make_problem()[:3], config=cfg, resume_path=tmp_path / "r.pt", resume_tag=["data-a"])
+    problem = make_problem(seed=7 if change == "seed" else 0)[:3]
+    with caplog.at_level(logging.WARNING):
+        result = train(*problem, config=cfg, resume_path=tmp_path / "r.pt",
+                       resume_tag=["data-a" if change == "seed" else "data-b"])
+    assert result.resumed_from == 0
+    assert ("initial_weights differ" if change == "seed" else "tag differ") in caplog.text
 
 
 def test_early_stopping_restores_best_weights():

@@ -18,13 +18,14 @@ import torch
 from easytune.core.config import from_dict, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion, DiffusionConfig
-from easytune.core.motion.features import recover_from_ric
 from easytune.core.generator import DEFAULT_GUIDANCE, MotionGenerator
 from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig
-from easytune.core.runtime import count_parameters
+from easytune.core.motion.features import recover_from_ric
 from easytune.core.motion.skeleton import SkeletonSpec
+from easytune.core.resume import fingerprint
+from easytune.core.runtime import count_parameters
 from easytune.core.text import TextBatch
 from easytune.core.training import MotionBatch, MotionBatches, TrainConfig, TrainResult, train
 
@@ -107,6 +108,11 @@ def _batches(split: MotionSplit, text: TextEmbeddings, data: PretrainData, seed:
                          random_crop=False, drop_last=False, max_batches=data.val_batches)
 
 
+def _data_fingerprint(train: MotionSplit, val: MotionSplit, text: TextEmbeddings) -> str:
+    """Fingerprint of the data a pretraining run reads (part of its resume key)."""
+    return fingerprint([train, val, text])
+
+
 def _mean_over(batches: MotionBatches, fn) -> float:
     values = [float(fn(b)) for b in batches(0)]
     return float(np.mean(values))
@@ -139,7 +145,9 @@ def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: Tex
 
     result = train(vae, lambda b: vae.loss(b.features, b.mask, joints_fn=joints_fn).total, batches,
                    config.motion_vae.train, val_fn, config.resume_path("motion_vae"),
-                   resume_tag=[to_dict(config.data), len(train_split), seed], desc="motion_vae")
+                   resume_tag=[to_dict(config.data), seed, _data_fingerprint(train_split, val_split, text),
+                               model_cfg.position_weight > 0 and fingerprint([stats, skeleton.name])],
+                   desc="motion_vae")
     return vae.eval(), result
 
 
@@ -183,10 +191,10 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
         g = torch.Generator().manual_seed(seed)
         return _mean_over(val, lambda b: gen.training_loss(b.features, b.mask, b.text, generator=g))
 
-    vae_tag = None if vae is None else float(sum(p.double().sum() for p in vae.parameters()))
     result = train(gen, loss_fn, batches, section.train, val_fn, config.resume_path(name),
                    params=gen.denoiser.parameters(),
-                   resume_tag=[to_dict(config.data), gen.checkpoint_metadata(), len(train_split), seed, vae_tag],
+                   resume_tag=[to_dict(config.data), gen.checkpoint_metadata(), seed,
+                               _data_fingerprint(train_split, val_split, text), vae is not None and fingerprint(vae)],
                    desc=name)
     return gen.eval(), result
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import logging
 import math
+import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.resume import ResumeKey
 from easytune.core.runtime import autocast_context
 from easytune.core.text import TextBatch, lengths_to_mask
 
@@ -102,12 +103,6 @@ class TrainResult:
         }
 
 
-def config_hash(*parts: Any) -> str:
-    """sha256 (16 hex) of JSON-serialised parts (dataclasses become dicts)."""
-    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def warmup_cosine(config: TrainConfig) -> Callable[[int], float]:
     """LR multiplier at step s: s/warmup during warm-up, then cosine from 1 to ``min_lr_ratio``."""
 
@@ -168,8 +163,9 @@ def train(
         batches: epoch -> iterable of batches, deterministic per epoch (the loop cycles epochs 0, 1, 2, ...).
         val_fn: () -> validation loss (called in eval mode under ``torch.no_grad`` in a forked RNG).
         resume_path: resumable checkpoint file (None = no resume); see the module docstring.
-        resume_tag: anything else that must match for a resume (e.g. data or model settings), hashed with the
-            train config, the model's ``config`` and its parameter shapes.
+        resume_tag: anything else that must match for a resume (the seed, fingerprints of the data and of frozen
+            inputs such as the VAE), keyed with the train config, the model's ``config``, its initial weights (which
+            carry the seed of their initialisation) and the device type (:class:`~easytune.core.resume.ResumeKey`).
     """
     start = time.perf_counter()
     params = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
@@ -179,15 +175,16 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
     model_config = getattr(model, "config", None)
-    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
-    chash = config_hash(config, model_config if dataclasses.is_dataclass(model_config) else None, shapes, resume_tag)
+    key = ResumeKey.of(train=config, model_config=model_config if dataclasses.is_dataclass(model_config) else None,
+                       initial_weights=model, trained=[n for n, p in model.named_parameters() if p.requires_grad],
+                       device=device.type, tag=resume_tag) if resume_path else None
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "history": [], "val_history": [], "best_val": None,
              "best_state": None, "bad_validations": 0, "stopped_early": False}
     resume_path = Path(resume_path) if resume_path else None
     resumed_from = 0
     if resume_path is not None and resume_path.exists():
-        saved = _load_resume(resume_path, chash)
+        saved = _load_resume(resume_path, key)
         if saved is not None:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -248,7 +245,7 @@ def train(
             if val_fn is not None and (state["step"] % config.val_every == 0 or last):
                 validate()
             if resume_path is not None and config.resume_every and state["step"] % config.resume_every == 0:
-                _save_resume(resume_path, chash, model, optimizer, scheduler, state)
+                _save_resume(resume_path, key, model, optimizer, scheduler, state)
             if last or state["stopped_early"]:
                 break
         else:
@@ -271,18 +268,45 @@ def train(
                        resumed_from=resumed_from)
 
 
-def _save_resume(path: Path, chash: str, model, optimizer, scheduler, state: dict) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file unique to this process and call, then an atomic rename: a reader never
+    sees a half-written file, and two runs writing the same path never share a temporary file. Temporary files of
+    the same target left by a killed process (its pid no longer runs) are removed."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": RESUME_FORMAT, "config_hash": chash,
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _save_resume(path: Path, key: ResumeKey, model, optimizer, scheduler, state: dict) -> None:
+    payload = {"format": RESUME_FORMAT, "resume_key": key.to_record(),
                "model": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": get_rng_states(),
                "state": copy.deepcopy(state)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_torch_save(payload, path)
 
 
-def _load_resume(path: Path, chash: str) -> dict | None:
+def _load_resume(path: Path, key: ResumeKey) -> dict | None:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt or unsafe file: never unpickle, start fresh
@@ -291,9 +315,9 @@ def _load_resume(path: Path, chash: str) -> dict | None:
     if not isinstance(saved, dict) or saved.get("format") != RESUME_FORMAT:
         log.warning("%s: not a resume checkpoint of this trainer; starting fresh", path)
         return None
-    if saved.get("config_hash") != chash:
-        log.warning("%s: saved with a different configuration (hash %s, now %s); starting fresh",
-                    path, saved.get("config_hash"), chash)
+    reason = key.mismatch(saved.get("resume_key"))
+    if reason is not None:
+        log.warning("%s: not resumed: %s; starting fresh", path, reason)
         return None
     return saved
 

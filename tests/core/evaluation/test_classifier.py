@@ -4,8 +4,12 @@ import numpy as np
 import torch
 
 from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.evaluation.classifier import (ClassifierConfig, ClassifierTrainConfig, predict_labels,
-                                                 train_content_classifier)
+from easytune.core.evaluation.classifier import (
+    ClassifierConfig,
+    ClassifierTrainConfig,
+    predict_labels,
+    train_content_classifier,
+)
 from easytune.core.evaluation.evaluator import denormalise_padded
 from easytune.core.evaluation.protocol import content_accuracy
 from tests.core.evaluation.synthetic import make_split, make_stats

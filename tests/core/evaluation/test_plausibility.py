@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
-from easytune.core.evaluation.plausibility import (PlausibilityConfig, motion_plausibility,
-                                                    plausibility_per_motion, plausibility_summary)
+from easytune.core.evaluation.plausibility import (
+    PlausibilityConfig,
+    motion_plausibility,
+    plausibility_per_motion,
+    plausibility_summary,
+)
 
 CFG = PlausibilityConfig(fps=20.0)
 

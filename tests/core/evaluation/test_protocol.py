@@ -7,10 +7,20 @@ import pytest
 import torch
 
 from easytune.core.evaluation.evaluator import EvaluatorConfig, EvaluatorTrainConfig, train_evaluator
-from easytune.core.evaluation.protocol import (METRIC_NAMES, ProtocolConfig, collect_generators, evaluate_source,
-                                               flatten_metrics, generated_arrays, generator_source,
-                                               metrics_json, real_source, results_table_markdown,
-                                               results_table_rows, sanity_checks)
+from easytune.core.evaluation.protocol import (
+    METRIC_NAMES,
+    ProtocolConfig,
+    collect_generators,
+    evaluate_source,
+    flatten_metrics,
+    generated_arrays,
+    generator_source,
+    metrics_json,
+    real_source,
+    results_table_markdown,
+    results_table_rows,
+    sanity_checks,
+)
 from tests.core.evaluation.synthetic import make_split, make_stats, make_text
 
 pytest.importorskip("easytune.core.motion.features")

@@ -1,5 +1,9 @@
 """Trainer: chain optimisation, resume, LoRA merge, KL term, early stopping, checkpoint allow-list."""
 
+import logging
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -79,10 +83,32 @@ def test_resume_after_interruption_reaches_the_uninterrupted_parameters(tmp_path
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     assert [r["value"] for r in whole.history["train_reward"]] == [r["value"] for r in resumed.history["train_reward"]]
-    # a different configuration does not resume from that file
-    other = finetune(make_mdm(steps=4), make_reward(), train, val, text, config(**{**cfg.__dict__, "lr": 2e-2,
-                     "lora": {}}), seed=0, device=CPU, stop_after_updates=1, progress=False)
-    assert other.summary["updates"] == 4
+
+
+@pytest.mark.parametrize("change", ["seed", "lr", "denoiser", "reward", "val_data"])
+def test_a_run_that_differs_in_anything_never_resumes_another(tmp_path, caplog, change):
+    """Reliability: a finished run's resume file is never continued by a run with another seed, lr, starting
+    checkpoint, reward or data (it used to be: a seed change resumed the first seed's finished state)."""
+    train, val, text = make_splits()
+    cfg = config(max_updates=8, val_every=4, val_captions=2, resume_path=str(tmp_path / "resume.pt"),
+                 save_every_updates=4)
+    finetune(make_mdm(steps=4), make_reward(), train, val, text, cfg, seed=0, device=CPU, progress=False)
+    with caplog.at_level(logging.INFO):
+        finetune(make_mdm(steps=4), make_reward(), train, val, text, cfg, seed=0, device=CPU, progress=False)
+    assert "resumed at update 8" in caplog.text  # the same run resumes (at its end: nothing more to do) ...
+    caplog.clear()
+    gen = make_mdm(steps=4, seed=5 if change == "denoiser" else 0)
+    reward = make_reward(seed=9 if change == "reward" else 1)
+    run_cfg = config(**{**cfg.__dict__, "lora": {}, "lr": 2e-2 if change == "lr" else cfg.lr})
+    run_val = val.subset(np.arange(len(val))[::-1]) if change == "val_data" else val
+    with caplog.at_level(logging.WARNING):
+        other = finetune(gen, reward, train, run_val, text, run_cfg, seed=999 if change == "seed" else 0,
+                         device=CPU, progress=False)
+    assert "not resumed" in caplog.text and "resumed at" not in caplog.text  # ... another run starts fresh
+    assert other.summary["updates"] == 8 and len(other.history["train_reward"]) == 8
+    expected = {"seed": "seed", "lr": "config", "denoiser": "denoiser", "reward": "reward", "val_data": "val_data"}
+    differing = re.search(r"written by another run \(([^)]*) differ\)", caplog.text).group(1).split(", ")
+    assert expected[change] in differing
 
 
 def test_lora_trains_adapters_only_and_merges_into_a_plain_denoiser():

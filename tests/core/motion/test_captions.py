@@ -4,8 +4,15 @@ import logging
 
 import pytest
 
-from easytune.core.motion.captions import (Caption, CaptionFormatError, SkipLog, format_caption_line, parse_caption_line,
-                                    read_caption_file, simple_tokens)
+from easytune.core.motion.captions import (
+    Caption,
+    CaptionFormatError,
+    SkipLog,
+    format_caption_line,
+    parse_caption_line,
+    read_caption_file,
+    simple_tokens,
+)
 
 
 def test_parse_humanml3d_line_and_plain_text():

@@ -6,13 +6,24 @@ import shutil
 import numpy as np
 import pytest
 
-from easytune.core.motion.captions import SkipLog
 from easytune.core.dataset import MotionSplit
+from easytune.core.motion.captions import SkipLog
 from easytune.core.motion.features import joints_to_features
 from easytune.core.motion.skeleton import HUMANML3D, KIT
-from easytune.core.motion.sources import (DataProcessingConfig, DataSourceError, HumanML3DSource, JointsFolderSource,
-                                   LengthFilterConfig, SourceConfig, SplitConfig, build_dataset, ensure_source,
-                                   open_source, resolve_root, stratified_split)
+from easytune.core.motion.sources import (
+    DataProcessingConfig,
+    DataSourceError,
+    HumanML3DSource,
+    JointsFolderSource,
+    LengthFilterConfig,
+    SourceConfig,
+    SplitConfig,
+    build_dataset,
+    ensure_source,
+    open_source,
+    resolve_root,
+    stratified_split,
+)
 from easytune.core.motion.synthetic import ACTIONS, SyntheticConfig, generate_clip
 
 LINE = "a person {}#a/X person/X#0.0#0.0\n"

@@ -11,8 +11,16 @@ import pytest
 from easytune.core.motion.captions import parse_caption_line
 from easytune.core.motion.features import joints_to_features
 from easytune.core.motion.skeleton import HUMANML3D
-from easytune.core.motion.synthetic import (ACTIONS, STYLES, SyntheticConfig, clip_plan, ensure_dataset, generate_clip,
-                                     read_manifest, write_dataset)
+from easytune.core.motion.synthetic import (
+    ACTIONS,
+    STYLES,
+    SyntheticConfig,
+    clip_plan,
+    ensure_dataset,
+    generate_clip,
+    read_manifest,
+    write_dataset,
+)
 
 PARENTS = np.array(HUMANML3D.parents[1:])
 TEMPLATE = np.array(HUMANML3D.bone_lengths[1:])

@@ -5,8 +5,14 @@ import math
 import numpy as np
 import torch
 
-from easytune.core.reward.losses import (caption_groups, info_nce_loss, kl_to_standard_normal,
-                                         near_duplicate_mask, normalise_caption, spl_loss)
+from easytune.core.reward.losses import (
+    caption_groups,
+    info_nce_loss,
+    kl_to_standard_normal,
+    near_duplicate_mask,
+    normalise_caption,
+    spl_loss,
+)
 
 
 def test_caption_normalisation_groups():

@@ -3,8 +3,15 @@
 import numpy as np
 import torch
 
-from easytune.core.reward.metrics import (RetrievalEvalConfig, batch_pools, evaluate_retrieval, mean_ci,
-                                          pool_ranks, ranks_from_similarity, summarise_ranks)
+from easytune.core.reward.metrics import (
+    RetrievalEvalConfig,
+    batch_pools,
+    evaluate_retrieval,
+    mean_ci,
+    pool_ranks,
+    ranks_from_similarity,
+    summarise_ranks,
+)
 
 
 def test_ranks_golden_and_duplicates():

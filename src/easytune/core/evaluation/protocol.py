@@ -431,8 +431,8 @@ def comparison_renders(generated: Mapping[str, Mapping[str, np.ndarray]], num_ca
     panels in the order given (put ``real`` and the base models first). Returns ``{"caption_<i>.gif": bytes}``
     plus ``caption_<i>.mp4`` when ``mp4`` and an ``ffmpeg`` executable exist. At most ``max_frames`` frames.
     """
-    from easytune.core.render import render_skeleton_gif  # lazy: matplotlib only when rendering
     from easytune.core.motion.skeleton import HUMANML3D
+    from easytune.core.render import render_skeleton_gif  # lazy: matplotlib only when rendering
 
     names = list(generated)
     if not names:

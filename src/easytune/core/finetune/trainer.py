@@ -12,7 +12,6 @@ counters; a different configuration starts fresh). Accounting per update: see :m
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -26,12 +25,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from easytune.core.config import from_dict, to_dict
+from easytune.core.config import to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune.accounting import UpdateAccountant
 from easytune.core.finetune.policies import Policy, make_policy
 from easytune.core.finetune.rollout import StepTrace, run_rollout
+from easytune.core.resume import ResumeKey
 from easytune.core.text import TextBatch
+from easytune.core.training import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +108,6 @@ class FinetuneConfig:
     def build_policy(self) -> Policy:
         return make_policy(self.method, self.policy)
 
-    def digest(self, extra: str = "") -> str:
-        """Hash of the configuration (+ ``extra``, e.g. a fingerprint of the starting weights): a resume file
-        written under another digest is not used."""
-        text = json.dumps(to_dict(self), sort_keys=True, default=str) + extra
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -244,20 +240,27 @@ class _State:
     last_save: int = 0
 
 
-def weights_fingerprint(*modules: torch.nn.Module) -> str:
-    """Short hash of the weights of ``modules`` (ties a resume file to the models it started from)."""
-    h = hashlib.sha256()
-    for module in modules:
-        for name, tensor in sorted(module.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+def finetune_resume_key(generator, reward, train: MotionSplit, val: MotionSplit | None, text: TextEmbeddings,
+                        config: FinetuneConfig, *, seed: int, device: torch.device, **extra) -> ResumeKey:
+    """Everything that determines a fine-tuning run: every config field, the seed, the device type, the starting
+    weights (denoiser, VAE, reward model), the captions and lengths it samples (train, val) and the text embeddings,
+    plus ``extra`` parts from the caller."""
+    def split_part(split: MotionSplit | None):
+        if split is None:
+            return None
+        return {"ids": split.ids, "lengths": split.lengths, "offsets": split.caption_offsets,
+                "caption_ids": split.caption_ids}
+
+    return ResumeKey.of(config=to_dict(config), seed=int(seed), device=torch.device(device).type,
+                        denoiser=generator.denoiser, vae=generator.vae, sampler=generator.checkpoint_metadata(),
+                        reward=getattr(reward, "model", reward), train_data=split_part(train),
+                        val_data=split_part(val), text=text, **extra)
 
 
-def _save_resume(path: Path, key: str, denoiser, optimizer, scheduler, noise: torch.Generator,
+def _save_resume(path: Path, key: ResumeKey, denoiser, optimizer, scheduler, noise: torch.Generator,
                  rng: np.random.Generator, state: _State, history: dict, best_state: dict | None) -> None:
     blob = {
-        "config_digest": key,
+        "resume_key": key.to_record(),
         "denoiser": {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -269,12 +272,10 @@ def _save_resume(path: Path, key: str, denoiser, optimizer, scheduler, noise: to
         "best_state": best_state,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    atomic_torch_save(blob, path)
 
 
-def _load_resume(path: Path, key: str) -> dict | None:
+def _load_resume(path: Path, key: ResumeKey) -> dict | None:
     if not path.exists():
         return None
     try:
@@ -282,8 +283,9 @@ def _load_resume(path: Path, key: str) -> dict | None:
     except Exception as exc:  # noqa: BLE001 - a corrupt or unsafe file: start fresh, say why
         logger.warning("%s: unreadable resume checkpoint (%s); starting fresh", path, exc)
         return None
-    if blob.get("config_digest") != key:
-        logger.warning("%s: written by another configuration; starting fresh", path)
+    reason = key.mismatch(blob.get("resume_key") if isinstance(blob, dict) else None)
+    if reason is not None:
+        logger.warning("%s: not resumed: %s; starting fresh", path, reason)
         return None
     return blob
 
@@ -304,7 +306,7 @@ def finetune(
     device: torch.device,
     stop_after_updates: int | None = None,
     progress: bool | None = None,
-    resume_key: str = "",
+    resume_parts: dict[str, Any] | None = None,
     on_validation: Callable[[int, float, float], bool] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``generator.denoiser`` (in place) to maximise ``reward`` with the method of ``config``.
@@ -318,8 +320,8 @@ def finetune(
         seed: seeds the caption sampling, policy randomness and sampler noise (explicit; nothing global is used).
         stop_after_updates: end after the first trajectory that reaches this many updates, saving the resume
             checkpoint (simulates an interruption; a later call with the same config resumes).
-        resume_key: extra text hashed with the config into the resume file's key (e.g. the fingerprint of the
-            pretrained weights and the reward, so a resume file never continues from other starting models).
+        resume_parts: extra named parts of the resume key (see :func:`finetune_resume_key`, which already covers
+            every config field, the seed, the device, the starting weights and the data).
         on_validation: ``on_validation(updates, val_reward, train_seconds) -> stop`` after every validation;
             ``train_seconds`` sums the update windows so far (validation excluded); benchmarks stop at a reward
             level with it.
@@ -327,6 +329,8 @@ def finetune(
         :class:`FinetuneResult`; ``denoiser`` is the plain (LoRA-merged) module to checkpoint.
     """
     policy = config.build_policy()
+    resume_key = (finetune_resume_key(generator, reward, train, val, text, config, seed=seed, device=device,
+                                      **(resume_parts or {})) if config.resume_path else None)  # before any change
     if config.reward_input == "noisy" and getattr(reward, "noise_aware", True) is False:
         raise ValueError("reward_input 'noisy' needs a noise-aware reward model (trained with noise_aware: true)")
     n_steps = config.num_steps or generator.diffusion.config.num_inference_steps
@@ -357,7 +361,6 @@ def finetune(
     history: dict[str, list[dict]] = {}
     best_state: dict | None = None
     resume_path = Path(config.resume_path) if config.resume_path else None
-    resume_key = config.digest(resume_key)
     blob = _load_resume(resume_path, resume_key) if resume_path else None
     if blob is not None:
         denoiser.load_state_dict(blob["denoiser"])

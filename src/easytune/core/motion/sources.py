@@ -27,8 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from easytune.core.motion.captions import Caption, SkipLog, read_caption_file
 from easytune.core.dataset import FeatureStats, MotionSplit
+from easytune.core.motion.captions import Caption, SkipLog, read_caption_file
 from easytune.core.motion.features import feature_group_std, fidelity_report, joints_to_features
 from easytune.core.motion.skeleton import SkeletonSpec
 from easytune.core.motion.synthetic import SyntheticConfig, ensure_dataset

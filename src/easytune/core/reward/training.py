@@ -20,8 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from easytune.core.dataset import MotionSplit, TextEmbeddings
-from easytune.core.reward.losses import (caption_groups, info_nce_loss, kl_to_standard_normal,
-                                         near_duplicate_mask, reconstruction_loss, spl_loss)
+from easytune.core.reward.losses import (
+    caption_groups,
+    info_nce_loss,
+    kl_to_standard_normal,
+    near_duplicate_mask,
+    reconstruction_loss,
+    spl_loss,
+)
 from easytune.core.reward.metrics import RetrievalEvalConfig, evaluate_retrieval
 from easytune.core.reward.noising import ForwardNoiser
 from easytune.core.reward.retrieval_model import RetrievalModel, reparameterise

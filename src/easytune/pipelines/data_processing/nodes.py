@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from easytune.core.motion.captions import SkipLog
 from easytune.core.config import from_dict
-from easytune.core.runtime import resolve_device
+from easytune.core.motion.captions import SkipLog
 from easytune.core.motion.skeleton import get_skeleton
 from easytune.core.motion.sources import DataProcessingConfig, build_dataset, ensure_source, open_source
+from easytune.core.runtime import resolve_device
 from easytune.core.text_encoder import MiniLMEncoder
 
 log = logging.getLogger(__name__)

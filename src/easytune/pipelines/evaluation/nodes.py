@@ -12,12 +12,21 @@ from easytune.core.config import from_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.classifier import train_content_classifier
 from easytune.core.evaluation.evaluator import train_evaluator
-from easytune.core.evaluation.protocol import (EvaluationConfig, collect_generators, comparison_renders,
-                                               evaluate_models, flatten_metrics, generated_arrays, metrics_json,
-                                               order_models, results_table_markdown, results_table_rows,
-                                               sanity_checks)
-from easytune.core.runtime import resolve_device, seed_everything
+from easytune.core.evaluation.protocol import (
+    EvaluationConfig,
+    collect_generators,
+    comparison_renders,
+    evaluate_models,
+    flatten_metrics,
+    generated_arrays,
+    metrics_json,
+    order_models,
+    results_table_markdown,
+    results_table_rows,
+    sanity_checks,
+)
 from easytune.core.motion.skeleton import get_skeleton
+from easytune.core.runtime import resolve_device, seed_everything
 from easytune.pipelines.evaluation.plots import metric_bars
 
 logger = logging.getLogger(__name__)

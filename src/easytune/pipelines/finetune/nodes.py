@@ -22,7 +22,6 @@ from easytune.core.finetune.trainer import (  # noqa: E402
     FinetuneConfig,
     finetune,
     validation_batch,
-    weights_fingerprint,
 )
 from easytune.core.runtime import resolve_device, seed_everything  # noqa: E402
 
@@ -91,9 +90,8 @@ def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser:
     ckpt, generator = _pick_generator(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
                                       device)
     reward = load_reward(reward_model, device)
-    key = weights_fingerprint(generator.denoiser, reward.model)
     result = finetune(generator, reward, splits["train_motions"], splits["val_motions"], text, config,
-                      seed=runtime["seed"], device=device, resume_key=key)
+                      seed=runtime["seed"], device=device)
     summary = {**result.summary, "generator": settings.generator, "device": str(device)}
     metadata = {**ckpt.get("metadata", {}), "method": config.method, "finetune": to_dict(config), "summary": summary}
     # the per-update curves a notebook plots from the catalog (the same series are MLflow metric histories)

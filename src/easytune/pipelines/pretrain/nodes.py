@@ -8,10 +8,16 @@ from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
 from easytune.core.config import from_dict, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.generator import MotionGenerator
-from easytune.core.pretrain import (PretrainConfig, generate_motions, summary, train_denoiser, train_motion_vae,
-                                    vae_reconstruction_errors)
-from easytune.core.runtime import resolve_device, seed_everything
 from easytune.core.motion.skeleton import get_skeleton
+from easytune.core.pretrain import (
+    PretrainConfig,
+    generate_motions,
+    summary,
+    train_denoiser,
+    train_motion_vae,
+    vae_reconstruction_errors,
+)
+from easytune.core.runtime import resolve_device, seed_everything
 
 
 def _inputs(text_embeddings: dict, **splits: dict) -> tuple[TextEmbeddings, list[MotionSplit]]:

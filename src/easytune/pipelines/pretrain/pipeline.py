@@ -5,8 +5,13 @@ Nodes are tagged ``mld`` / ``mdm``: ``kedro run --pipeline pretrain --tags mdm``
 
 from kedro.pipeline import Node, Pipeline
 
-from easytune.pipelines.pretrain.nodes import (evaluate_motion_vae, generate_samples, pretrain_report,
-                                               train_denoiser_node, train_motion_vae_node)
+from easytune.pipelines.pretrain.nodes import (
+    evaluate_motion_vae,
+    generate_samples,
+    pretrain_report,
+    train_denoiser_node,
+    train_motion_vae_node,
+)
 
 COMMON = ["train_motions", "val_motions", "text_embeddings", "params:pretrain", "params:runtime"]
 
