@@ -86,6 +86,19 @@ def test_drtune_detaches_every_denoiser_input_and_trains_k_spaced_steps():
         assert plan.grad_steps[0] == 0 and plan.grad_steps[-1] == s and len(plan.grad_steps) == 3
 
 
+def test_drtune_paper_setting_trains_only_steps_from_first_step():
+    """Table S1's DRTune trains steps [40, 50] of 50 (first_step 40); the release spreads them from step 0."""
+    r = rng()
+    for _ in range(50):
+        plan = DRTune(k=5, m=10, first_step=40).plan(50, r)
+        s = plan.stop_after
+        assert 40 <= s <= 49 and plan.update_steps == (s,)
+        assert plan.grad_steps[0] == 40 and plan.grad_steps[-1] == s and all(40 <= i <= s for i in plan.grad_steps)
+    assert DRTune(k=5, m=10, first_step=40).plan(50, rng()).grad_steps != DRTune(k=5, m=10).plan(50, rng()).grad_steps
+    with pytest.raises(ValueError, match="first_step must be in 0..40"):
+        DRTune(k=5, m=10, first_step=45).plan(50, rng())
+
+
 def test_make_policy_rejects_unknown_methods_and_options():
     assert make_policy("draft_k", {"k": 50}).k == 50
     with pytest.raises(ValueError, match="unknown fine-tuning method"):

@@ -43,10 +43,13 @@ def test_chain_trajectory_runs_on_frozen_parameters_and_swaps_at_the_end():
     train, val, text = make_splits()
     inputs = {}
 
+    def record(seen):  # the trajectory's (grad-enabled) denoiser inputs; the cost meter's no-grad FLOP probes aside
+        return lambda mod, args: seen.append(args[0].detach().clone()) if torch.is_grad_enabled() else None
+
     def run(method, tag):
         gen = make_mdm(steps=4)
         seen = inputs.setdefault(tag, [])
-        gen.denoiser.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+        gen.denoiser.register_forward_pre_hook(record(seen))
         before = state(gen.denoiser)
         res = finetune(gen, make_reward(), train, None, text, config(method=method, max_updates=4), seed=0,
                        device=CPU, progress=False)
@@ -57,9 +60,9 @@ def test_chain_trajectory_runs_on_frozen_parameters_and_swaps_at_the_end():
     _, frozen = run("easytune_step", "frozen_reference")  # recorded again below with lr 0
     gen0 = make_mdm(steps=4)
     ref_inputs = []
-    gen0.denoiser.register_forward_pre_hook(lambda mod, args: ref_inputs.append(args[0].detach().clone()))
-    finetune(gen0, make_reward(), train, None, text, config(max_updates=4, lr=0.0), seed=0, device=CPU,
-             progress=False)
+    gen0.denoiser.register_forward_pre_hook(record(ref_inputs))
+    finetune(gen0, make_reward(), train, None, text, config(max_updates=4, lr=1e-30), seed=0, device=CPU,
+             progress=False)  # lr ~ 0: the weights do not move
     assert len(inputs["chain"]) == len(ref_inputs) == 4
     for a, b in zip(inputs["chain"], ref_inputs):  # the whole trajectory ran on the initial weights
         torch.testing.assert_close(a, b)
@@ -161,15 +164,79 @@ def test_fine_tuning_can_never_load_the_evaluator():
     assert rebuilt.kind == "mdm" and rebuilt.diffusion.config.num_inference_steps == 4
 
 
-def test_wall_clock_budget_stops_between_trajectories(monkeypatch):
-    """max_wall_s gives every method the same cost budget: the run stops at the first trajectory boundary past it."""
+def _fake_clock(monkeypatch, validation_seconds: float):
+    """time.perf_counter advances 1 "second" per call; a validation costs ``validation_seconds`` more."""
     import easytune.core.finetune.trainer as trainer_module
 
-    clock = iter(range(0, 10_000, 10))  # every perf_counter() call advances 10 "seconds"
-    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    now = {"t": 0.0}
+
+    def perf_counter() -> float:
+        now["t"] += 1.0
+        return now["t"]
+
+    def slow_validation(*args, **kwargs) -> float:
+        now["t"] += validation_seconds
+        return 0.0
+
+    monkeypatch.setattr(trainer_module.time, "perf_counter", perf_counter)
+    monkeypatch.setattr(trainer_module, "validation_reward", slow_validation)
+
+
+@pytest.mark.parametrize("method", ["easytune_step", "draft_k"])
+def test_training_seconds_budget_excludes_validation_and_is_checked_per_update(monkeypatch, method):
+    """max_train_s counts the update windows only: a run with a slow validation after every trajectory makes
+    exactly as many updates as one without validation; the budget stops a run between two updates, inside a
+    trajectory for the per-step method."""
     train, val, text = make_splits()
-    res = finetune(make_mdm(steps=4), make_reward(), train, None, text,
-                   config(max_updates=1000, max_wall_s=25.0), seed=0, device=CPU, progress=False)
-    s = res.summary
-    assert s["wall_budget_spent"] is True
-    assert 0 < s["updates"] < 1000 and s["updates"] % 4 == 0  # whole trajectories of 4 per-step updates
+    runs = {}
+    for val_every in (0, 1):
+        _fake_clock(monkeypatch, validation_seconds=1000.0)
+        runs[val_every] = finetune(make_mdm(steps=4), make_reward(), train, val, text,
+                                   config(method=method, policy={"k": 2} if method == "draft_k" else {},
+                                          max_updates=1000, max_train_s=40.0, val_every=val_every, val_captions=2,
+                                          restore_best=False),
+                                   seed=0, device=CPU, progress=False).summary
+    fast, slow = runs[0], runs[1]
+    assert fast["budget_spent"] == slow["budget_spent"] == "train_s"
+    assert fast["updates"] == slow["updates"] and 0 < fast["updates"] < 1000
+    assert slow["val_s"] >= 1000.0 and fast["val_s"] == 0.0  # validation was slow, and timed apart
+    assert slow["wall_s"] > slow["train_s"] + 1000.0
+
+
+def test_cost_budget_and_snapshots_at_fractions_of_it():
+    """max_cost_gflops stops the run after the update that reaches it; snapshot_at hands over the weights at the
+    first update past each fraction, with the cost, seconds, updates and samples drawn at that point."""
+    train, val, text = make_splits()
+    probe = finetune(make_mdm(steps=4), make_reward(), train, None, text, config(max_updates=4, restore_best=False),
+                     seed=0, device=CPU, progress=False).summary
+    per_update = probe["cost_gflops"] / 4
+    budget = 10.5 * per_update
+    seen = []
+    result = finetune(make_mdm(steps=4), make_reward(), train, None, text,
+                      config(max_updates=1000, max_cost_gflops=budget, snapshot_at=[0.25, 0.5, 1.0],
+                             restore_best=False),
+                      seed=0, device=CPU, progress=False, on_snapshot=lambda rec, sd: seen.append((rec, sd)))
+    s = result.summary
+    assert s["budget_spent"] == "cost_gflops" and s["cost_gflops"] >= budget
+    assert s["updates"] == 11 and s["trajectories"] == 3  # stopped inside the third 4-step trajectory
+    assert [rec["at"] for rec, _ in seen] == [0.25, 0.5, 1.0]
+    assert [rec["updates"] for rec, _ in seen] == [3, 6, 11]  # first update at or past 2.6, 5.25, 10.5 updates
+    for rec, _ in seen:
+        assert rec["cost_gflops"] >= rec["at"] * budget - 1e-9
+        assert rec["samples_drawn"] == rec["trajectories"] * 3 and rec["train_s"] > 0
+    final = result.denoiser.state_dict()
+    for k, v in seen[-1][1].items():
+        torch.testing.assert_close(v, final[k], rtol=0, atol=0)
+    assert any(not torch.equal(seen[0][1][k], final[k]) for k in final)
+
+
+def test_final_reward_is_the_final_samples_reward_for_every_method():
+    """final_reward = held-out reward of final samples (the last validation) for every method; the per-update
+    training objective is reported apart."""
+    train, val, text = make_splits()
+    for method, policy in (("easytune_step", {}), ("refl", {"m": 2}), ("draft_k", {"k": 2})):
+        s = finetune(make_mdm(steps=4), make_reward(), train, val, text,
+                     config(method=method, policy=policy, max_updates=4, val_every=4, val_captions=2),
+                     seed=0, device=CPU, progress=False).summary
+        assert s["final_reward"] == s["final_val"] and s["final_reward"] is not None, method
+        assert s["train_objective_tail"] is not None

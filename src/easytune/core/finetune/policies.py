@@ -196,15 +196,23 @@ class AlignProp(Policy):
 @dataclass
 class DRTune(Policy):
     """DRTune: the denoiser input is detached at every step (x_t keeps its own chain through the sampler update);
-    k evenly spaced steps of [0, s] train, s is a random early stop in the last M steps; reward on x0_hat at s."""
+    k evenly spaced steps of [first_step, s] train, s is a random early stop in the last M steps; reward on x0_hat
+    at s. ``first_step`` 0 is the authors' release (5 steps spread from the noisiest step); the paper's Table S1
+    trains steps [40, 50] of 50, i.e. ``first_step: 40``."""
 
     k: int = 5
     m: int = 10
+    first_step: int = 0
     name: str = field(default="drtune", init=False)
 
     def plan(self, num_steps: int, rng: np.random.Generator) -> RolloutPlan:
-        stop = int(rng.integers(max(0, num_steps - self.m), num_steps))
-        trained = set(np.unique(np.linspace(0, stop, max(1, self.k)).round().astype(int)).tolist()) | {stop}
+        earliest_stop = max(0, num_steps - self.m)
+        if not 0 <= self.first_step <= earliest_stop:
+            raise ValueError(f"drtune: first_step must be in 0..{earliest_stop} (T - m) for T={num_steps}, "
+                             f"m={self.m}; got {self.first_step}")
+        stop = int(rng.integers(earliest_stop, num_steps))
+        spaced = np.linspace(self.first_step, stop, max(1, self.k)).round().astype(int)
+        trained = set(np.unique(spaced).tolist()) | {stop}
         return RolloutPlan(num_steps, tuple(
             StepDecision(grad=i in trained, detach_input=True, reward=i == stop, update=i == stop)
             for i in range(stop + 1)))

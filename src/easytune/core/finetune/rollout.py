@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from easytune.core.finetune.cost import CostMeter
 from easytune.core.finetune.policies import RolloutPlan
 from easytune.core.text import TextBatch
 
@@ -62,6 +63,11 @@ def _reward_features(generator, sample: torch.Tensor, mask: torch.Tensor) -> tor
     return generator.decode(sample, mask)
 
 
+def counted(meter: CostMeter | None, kind: str, fn: Callable[[], torch.Tensor], **count) -> torch.Tensor:
+    """``fn()``, counted by ``meter`` when one is given (see :meth:`CostMeter.call`)."""
+    return fn() if meter is None else meter.call(kind, fn, **count)
+
+
 def run_rollout(
     generator,
     reward: Callable[..., torch.Tensor],
@@ -79,6 +85,7 @@ def run_rollout(
     kl_weight: float = 0.0,
     x_T: torch.Tensor | None = None,
     observer: Callable[[int, dict], None] | None = None,
+    meter: CostMeter | None = None,
 ) -> RolloutResult:
     """Run one trajectory of ``generator`` under ``plan``.
 
@@ -97,6 +104,8 @@ def run_rollout(
         x_T: optional starting noise (B, ...) (default: drawn by ``generator.initial_noise``).
         observer: optional ``observer(step_index, tensors)`` called at every step with ``x_t``, ``denoiser_input``,
             ``x_prev``, ``x0_hat``, ``model_output`` (tests and analyses; tensors are not detached).
+        meter: optional :class:`~easytune.core.finetune.cost.CostMeter` counting every denoiser and reward-path
+            call (samples, FLOPs); ``on_update`` is expected to call ``meter.backward_done()`` after backward.
     """
     n = num_steps or generator.diffusion.config.num_inference_steps
     if plan.num_steps != n:
@@ -107,6 +116,12 @@ def run_rollout(
     timesteps = generator.diffusion.timesteps(n)  # (n,) descending
     x_noise, mask = generator.initial_noise(lengths, noise_generator)
     x_t = x_noise if x_T is None else x_T.to(x_noise.device, x_noise.dtype)  # (B, ...) latent or features
+    scale = generator.guidance_scale if guidance_scale is None else float(guidance_scale)
+    passes = 1 if scale == 1.0 else 2  # classifier-free guidance: conditional + unconditional pass per sample
+
+    def denoiser_signature(x: torch.Tensor) -> tuple:
+        return tuple(x.shape), passes, tuple(text.sentence.shape), None if mask is None else tuple(mask.shape)
+
     frame_mask = mask[..., None].to(x_t.dtype) if generator.vae is None else None  # (B, T, 1) for MDM
     result = RolloutResult(mask=mask)
     pending: torch.Tensor | None = None
@@ -121,11 +136,15 @@ def run_rollout(
             def denoise(inp: torch.Tensor) -> torch.Tensor:
                 return generator.denoise(inp, t, text, mask, guidance_scale=guidance_scale)
 
-            with torch.set_grad_enabled(decision.grad):
+            def run_denoiser() -> torch.Tensor:
                 if decision.grad and decision.checkpoint:
-                    model_output = checkpoint(denoise, x_in, use_reentrant=False)  # recomputed in backward
-                else:
-                    model_output = denoise(x_in)  # (B, ...) eps_hat or x0_hat
+                    return checkpoint(denoise, x_in, use_reentrant=False)  # recomputed in backward
+                return denoise(x_in)  # (B, ...) eps_hat or x0_hat
+
+            with torch.set_grad_enabled(decision.grad):
+                model_output = counted(meter, "denoiser", run_denoiser, signature=denoiser_signature(x_in),
+                                       samples=x_in.shape[0] * passes, grad=decision.grad, trained=True,
+                                       recomputed=decision.grad and decision.checkpoint)
             # the sampler update keeps whatever chain x_t has (no-op graph when nothing requires grad)
             x_prev, x0_hat = generator.diffusion.step(model_output, t, x_t, generator=noise_generator, num_steps=n)
             if frame_mask is not None:  # feature-space sampler: padded frames stay zero (as sample_steps)
@@ -135,17 +154,29 @@ def run_rollout(
                              "model_output": model_output})
             if decision.grad and kl_weight > 0 and reference is not None:
                 with torch.no_grad():
-                    ref_output = reference.denoise(x_in.detach(), t, text, mask, guidance_scale=guidance_scale)
+                    ref_output = counted(
+                        meter, "denoiser",
+                        lambda: reference.denoise(x_in.detach(), t, text, mask, guidance_scale=guidance_scale),
+                        signature=denoiser_signature(x_in), samples=x_in.shape[0] * passes, grad=False,
+                        trained=False)
                 kl = F.mse_loss(model_output, ref_output)  # Eq. S1 (Gaussian KL up to a constant factor)
                 pending = kl_weight * kl if pending is None else pending + kl_weight * kl
                 trace.kl = float(kl.detach())
             if decision.reward:
                 if reward_input == "x0_hat":
-                    r = reward(_reward_features(generator, x0_hat, mask), lengths, text, None)  # (B,)
+                    scored = x0_hat
+
+                    def score() -> torch.Tensor:
+                        return reward(_reward_features(generator, x0_hat, mask), lengths, text, None)  # (B,)
                 else:
+                    scored = x_prev
                     t_next = int(timesteps[i + 1]) if i + 1 < n else 0
                     t_vec = torch.full((x_prev.shape[0],), t_next, dtype=torch.int64, device=x_prev.device)
-                    r = reward(x_prev, lengths, text, t_vec)  # (B,)
+
+                    def score() -> torch.Tensor:
+                        return reward(x_prev, lengths, text, t_vec)  # (B,)
+                r = counted(meter, "reward", score, signature=(tuple(scored.shape), tuple(mask.shape)),
+                            samples=scored.shape[0], grad=scored.requires_grad, trained=False)
                 r_mean = r.mean()  # explicit batch mean of the per-sample reward
                 trace.reward = float(r_mean.detach())
                 term = -reward_weight * decision.weight * r_mean

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from easytune.core.config import to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune.accounting import UpdateAccountant
+from easytune.core.finetune.cost import CostCounters, CostMeter
 from easytune.core.finetune.policies import Policy, make_policy
 from easytune.core.finetune.rollout import StepTrace, run_rollout
 from easytune.core.resume import ResumeKey
@@ -58,9 +59,13 @@ class FinetuneConfig:
             the checkpoint's); reward_input: ``x0_hat`` (one-step prediction) or ``noisy`` (noise-aware reward,
             feature-space generators).
         batch_size: captions per trajectory; max_frames: cap on the sampled motion lengths (None: no cap).
-        max_updates: optimizer-update budget; max_trajectories: optional safety cap; max_wall_s: wall-clock
-            budget in seconds (checked between trajectories, validation included; None: off) -- give every method
-            the same one to compare them at equal cost.
+        max_updates: optimizer-update budget (also the length of the LR schedule); max_trajectories: optional
+            safety cap; max_train_s: budget in seconds of training (the update windows: validation excluded), checked
+            after every optimizer update; max_cost_gflops: budget in the machine-independent cost unit of
+            :mod:`.cost` (forward + backward GFLOPs of the rollout), checked after every update. Give every method
+            the same budget to compare them at equal cost. None: off.
+        snapshot_at: fractions of the primary budget (cost if set, else seconds, else updates) at which
+            :func:`finetune` hands a copy of the weights to ``on_snapshot`` (the first update at or past each point).
         lr, betas, weight_decay, warmup_updates, min_lr_ratio: AdamW with linear warm-up then cosine decay to
             ``min_lr_ratio * lr`` over ``max_updates``; grad_clip: max grad norm (None: off).
         reward_weight: multiplies the reward term; kl_weight: weight of the Eq. S1 term (0: off).
@@ -79,7 +84,9 @@ class FinetuneConfig:
     max_frames: int | None = None
     max_updates: int = 100
     max_trajectories: int | None = None
-    max_wall_s: float | None = None
+    max_train_s: float | None = None
+    max_cost_gflops: float | None = None
+    snapshot_at: list[float] = field(default_factory=list)
     lr: float = 1e-5
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
@@ -104,6 +111,25 @@ class FinetuneConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must have two values, got {self.betas}")
+        if self.num_steps is not None and self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1 (or null for the sampler's default), got {self.num_steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("max_train_s", "max_cost_gflops"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or null: off), got {value}")
+        if any(not 0 < f <= 1 for f in self.snapshot_at) or list(self.snapshot_at) != sorted(set(self.snapshot_at)):
+            raise ValueError(f"snapshot_at must be increasing fractions in (0, 1], got {self.snapshot_at}")
+
+    def budget(self) -> tuple[str, float]:
+        """The primary budget (``cost_gflops``, ``train_s`` or ``updates``) and its size (snapshots are fractions
+        of it)."""
+        if self.max_cost_gflops is not None:
+            return "cost_gflops", float(self.max_cost_gflops)
+        if self.max_train_s is not None:
+            return "train_s", float(self.max_train_s)
+        return "updates", float(self.max_updates)
 
     def build_policy(self) -> Policy:
         return make_policy(self.method, self.policy)
@@ -234,8 +260,12 @@ class _State:
     best_update: int = 0
     bad_rounds: int = 0
     wall_s: float = 0.0
+    train_s: float = 0.0
+    val_s: float = 0.0
+    cost: dict = field(default_factory=dict)
     stopped_early: bool = False
-    wall_budget_spent: bool = False
+    budget_spent: str | None = None
+    snapshots_taken: int = 0
     last_val: int = 0
     last_save: int = 0
 
@@ -308,6 +338,7 @@ def finetune(
     progress: bool | None = None,
     resume_parts: dict[str, Any] | None = None,
     on_validation: Callable[[int, float, float], bool] | None = None,
+    on_snapshot: Callable[[dict, dict], None] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``generator.denoiser`` (in place) to maximise ``reward`` with the method of ``config``.
 
@@ -325,6 +356,9 @@ def finetune(
         on_validation: ``on_validation(updates, val_reward, train_seconds) -> stop`` after every validation;
             ``train_seconds`` sums the update windows so far (validation excluded); benchmarks stop at a reward
             level with it.
+        on_snapshot: ``on_snapshot(record, state_dict)`` at every point of ``config.snapshot_at``; ``record`` has the
+            cost counters, training seconds, updates, trajectories, samples drawn and memory peaks at that point,
+            ``state_dict`` a CPU copy of the denoiser's weights (LoRA adapters included when LoRA is on).
     Returns:
         :class:`FinetuneResult`; ``denoiser`` is the plain (LoRA-merged) module to checkpoint.
     """
@@ -377,12 +411,47 @@ def finetune(
         logger.info("%s: resumed at update %d", resume_path, state.updates)
 
     accountant = UpdateAccountant(device=device, history=history)
+    accountant.update_seconds = state.train_s
+    meter = CostMeter()
+    if state.cost:
+        meter.counters = CostCounters(**{k: v for k, v in state.cost.items() if k != "cost_gflops"})
+    budget_name, budget_size = config.budget()
+
+    def spent() -> dict[str, float]:
+        return {"cost_gflops": meter.counters.gflops, "train_s": accountant.update_seconds,
+                "updates": float(state.updates)}
+
+    def budget_exhausted() -> str | None:
+        used = spent()
+        for name, limit in (("updates", config.max_updates), ("train_s", config.max_train_s),
+                            ("cost_gflops", config.max_cost_gflops)):
+            if limit is not None and used[name] >= limit:
+                return name
+        return None
+
+    def snapshot_record(point: float) -> dict:
+        saved = [r["value"] for r in history.get("peak_saved_bytes", [])]
+        cuda = [r["value"] for r in history.get("peak_cuda_bytes", [])]
+        return {"at": point, "budget": budget_name, **meter.counters.to_dict(),
+                "train_s": accountant.update_seconds, "updates": state.updates, "trajectories": state.trajectories,
+                "samples_drawn": state.trajectories * config.batch_size,
+                "peak_saved_bytes": int(max(saved)) if saved else 0, "peak_cuda_bytes": int(max(cuda)) if cuda else None}
+
+    def take_snapshots() -> None:
+        while (state.snapshots_taken < len(config.snapshot_at)
+               and spent()[budget_name] >= config.snapshot_at[state.snapshots_taken] * budget_size - 1e-9):
+            record = snapshot_record(config.snapshot_at[state.snapshots_taken])
+            if on_snapshot is not None:
+                on_snapshot(record, {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()})
+            history.setdefault("snapshots", []).append({"value": float(state.snapshots_taken), "step": state.updates})
+            state.snapshots_taken += 1
     max_frames = min(config.max_frames or generator.max_length, generator.max_length)
     val_text = val_len = None
     if val is not None and (config.val_every > 0 or config.patience is not None):
         val_text, val_len = validation_batch(val, text, config.val_captions, max_frames, device)
 
     def validate() -> None:
+        t0 = time.perf_counter()
         value = validation_reward(generator, reward, val_text, val_len, seed=seed + 1, num_steps=n_steps,
                                   guidance_scale=config.guidance_scale)
         accountant.log(state.updates, {"val_reward": value})
@@ -397,9 +466,11 @@ def finetune(
             state.stopped_early = True
         if on_validation is not None and on_validation(state.updates, value, accountant.update_seconds):
             state.stopped_early = True
+        state.val_s += time.perf_counter() - t0
 
     def on_update(loss: torch.Tensor, trace: StepTrace) -> bool:
         loss.backward()
+        meter.backward_done()
         accountant.meter.graph_released()
         if trajectory_gen is not generator:  # chain optimisation: the frozen copy's gradients update the policy
             for p_policy, p_traj in zip(params, traj_params, strict=True):
@@ -417,9 +488,12 @@ def finetune(
         if trace.kl is not None:
             metrics["kl"] = trace.kl
         accountant.end_update(state.updates, metrics)
+        accountant.log(state.updates, {"cost_gflops": meter.counters.gflops, "train_s": accountant.update_seconds})
         bar.update(1)
+        take_snapshots()
+        state.budget_spent = budget_exhausted()
         accountant.start_window()
-        return state.updates >= config.max_updates
+        return state.budget_spent is not None  # budgets are checked after every optimizer update
 
     t_start = time.perf_counter() - state.wall_s
     if val_text is not None and state.updates == 0 and not history.get("val_reward"):
@@ -428,18 +502,16 @@ def finetune(
                disable=None if progress is None else not progress)
     with accountant.meter:
         accountant.start_window()
-        while state.updates < config.max_updates and not state.stopped_early:
+        while not state.stopped_early and (state.budget_spent or budget_exhausted()) is None:
             if config.max_trajectories is not None and state.trajectories >= config.max_trajectories:
-                break
-            if config.max_wall_s is not None and time.perf_counter() - t_start >= config.max_wall_s:
-                state.wall_budget_spent = True
                 break
             batch_text, lengths = sample_train_batch(train, text, rng, config.batch_size, max_frames, device)
             plan = policy.plan(n_steps, rng)
             run_rollout(trajectory_gen, reward, plan, batch_text, lengths, noise_generator=noise,
                         on_update=on_update, num_steps=n_steps, guidance_scale=config.guidance_scale,
                         reward_input=config.reward_input, reward_weight=config.reward_weight,
-                        reference=reference, kl_weight=config.kl_weight)
+                        reference=reference, kl_weight=config.kl_weight, meter=meter)
+            meter.discard_pending()
             state.trajectories += 1
             if trajectory_gen is not generator:  # theta <- theta' at the end of the trajectory
                 trajectory_gen.denoiser.load_state_dict(denoiser.state_dict())
@@ -448,6 +520,7 @@ def finetune(
                 state.last_val = state.updates
                 accountant.start_window()  # validation time is not an update's time
             state.wall_s = time.perf_counter() - t_start
+            state.train_s, state.cost = accountant.update_seconds, meter.counters.to_dict()
             if (resume_path and config.save_every_updates > 0
                     and state.updates - state.last_save >= config.save_every_updates):
                 _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
@@ -466,12 +539,18 @@ def finetune(
     if config.restore_best and best_state is not None:
         denoiser.load_state_dict(best_state)
     state.wall_s = time.perf_counter() - t_start
+    state.train_s, state.cost = accountant.update_seconds, meter.counters.to_dict()
     if resume_path:
         _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history, best_state)
     return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=False)
 
 
 def _result(generator, denoiser, config, policy, state: _State, history, accountant, *, interrupted: bool):
+    """Summary of a run. ``final_reward`` is the mean reward R(x_0, c) of final samples of the no-grad sampler with
+    the final weights on the held-out val captions (the last validation; None without validation), the same
+    quantity for every method. ``train_objective_tail`` is the mean over the last 10% of updates of what each
+    update optimised (EasyTune: x0_hat reward of its step; DRaFT/AlignProp: final-sample reward; ReFL/DRTune:
+    x0_hat at the stop step): a training diagnostic, not comparable across methods."""
     train_rewards = [r["value"] for r in history.get("train_reward", [])]
     tail = train_rewards[-max(1, len(train_rewards) // 10):] if train_rewards else []
     val_rewards = history.get("val_reward", [])
@@ -486,14 +565,19 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
         "updates": state.updates,
         "trajectories": state.trajectories,
         "wall_s": round(state.wall_s, 3),
+        "train_s": round(state.train_s, 3),
+        "val_s": round(state.val_s, 3),
+        **{k: v for k, v in state.cost.items()},
+        "samples_drawn": state.trajectories * config.batch_size,
         "s_per_update": float(np.median(seconds)) if seconds else None,
-        "final_reward": float(np.mean(tail)) if tail else None,
+        "final_reward": val_rewards[-1]["value"] if val_rewards else None,
+        "train_objective_tail": float(np.mean(tail)) if tail else None,
         "initial_val": val_rewards[0]["value"] if val_rewards else None,
         "final_val": val_rewards[-1]["value"] if val_rewards else None,
         "best_val": state.best_val,
         "best_update": state.best_update if state.best_val is not None else None,
         "stopped_early": state.stopped_early,
-        "wall_budget_spent": state.wall_budget_spent,
+        "budget_spent": state.budget_spent,
         "peak_saved_bytes": int(max(saved)) if saved else 0,
         "peak_cuda_bytes": int(max(cuda)) if cuda else None,
         "num_steps": config.num_steps or generator.diffusion.config.num_inference_steps,
