@@ -435,7 +435,8 @@ def finetune(
         return {"at": point, "budget": budget_name, **meter.counters.to_dict(),
                 "train_s": accountant.update_seconds, "updates": state.updates, "trajectories": state.trajectories,
                 "samples_drawn": state.trajectories * config.batch_size,
-                "peak_saved_bytes": int(max(saved)) if saved else 0, "peak_cuda_bytes": int(max(cuda)) if cuda else None}
+                "peak_saved_bytes": int(max(saved)) if saved else 0,
+                "peak_cuda_bytes": int(max(cuda)) if cuda else None}
 
     def take_snapshots() -> None:
         while (state.snapshots_taken < len(config.snapshot_at)
