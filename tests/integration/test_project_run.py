@@ -145,3 +145,43 @@ def test_notebook_executes_headless(tiny_project, notebook, monkeypatch):
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+
+
+def test_finetune_study_on_the_tiny_project(tiny_project):
+    """`kedro run --pipeline finetune_study`: >= 3 seeds per variant, >= 4 snapshots per run, CIs in every view,
+    the figures, and one MLflow child run per variant x seed under the study's run."""
+    from mlflow.tracking import MlflowClient
+
+    from easytune.pipelines.finetune_study.pipeline import STUDY_VARIANTS
+
+    _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune_study")
+    reports = tiny_project / "data" / "08_reporting"
+    report = json.loads((reports / "study_report.json").read_text())
+    assert set(report["variants"]) == set(STUDY_VARIANTS)
+    for variant, rec in report["variants"].items():
+        assert len(rec["runs"]) >= 3, variant
+        assert all(len(run["snapshots"]) >= 5 for run in rec["runs"])  # base + 4 snapshots along the budget
+    views = report["views"]
+    final = views["equal_cost"]["easytune_all"][-1]
+    assert final["R@1"]["n"] == 3 and final["R@1"]["ci"] is not None and final["cost_gflops"]["mean"] > 0
+    assert views["equal_reward_gain"]["draft_10"][0]["R@1"]["n"] == views["equal_reward_gain"]["draft_10"][0][
+        "reached"]
+    assert views["equal_seconds"]["variants"]["refl_10"][0]["FID"]["ci"] is not None
+    assert views["pareto"]["front"] and views["admissible"]["variants"]["drtune_paper"]["R@1"]["ci"] is not None
+    assert report["conclusions"] and "95%" in report["ci"]
+    for name in ("study_pareto.png", "study_metrics_vs_cost.png", "study_metrics_vs_reward_gain.png",
+                 "study_tables.md"):
+        assert (reports / name).stat().st_size > 0, name
+    assert (tiny_project / "data" / "07_model_output" / "generated" / "easytune_all.npz").exists()
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("easytune")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("pipeline_name") == "finetune_study"
+               or r.data.tags.get("mlflow.runName") == "finetune_study"]
+    assert parents, [r.data.tags for r in runs][:3]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(children) == len(STUDY_VARIANTS) * 3
+    child = next(r for r in children if r.info.run_name == "drtune_paper.seed1")
+    assert child.data.params["policy.first_step"] == "2" and child.data.params["seed"] == "1"
+    assert len(client.get_metric_history(child.info.run_id, "R_at_1")) == 5

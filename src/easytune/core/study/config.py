@@ -1,0 +1,119 @@
+"""Study configuration: which variants, seeds, learning rates, budget, snapshots and views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from easytune.core.config import ConfigError, from_dict
+from easytune.core.finetune.policies import make_policy
+from easytune.core.finetune.trainer import FinetuneConfig
+from easytune.core.study.signals import SignalConfig
+
+#: FinetuneConfig fields the study sets itself (a variant or ``finetune`` may not override them)
+STUDY_OWNED = ("method", "policy", "lr", "max_cost_gflops", "max_train_s", "snapshot_at", "max_updates",
+               "val_every", "patience", "restore_best", "resume_path")
+
+
+@dataclass
+class VariantSpec:
+    """One fine-tuning variant: a method (``method`` + ``policy`` options), other :class:`FinetuneConfig` fields it
+    sets (``finetune``, e.g. ``kl_weight``), its learning-rate grid (None: the study's), and ``enabled``."""
+
+    method: str
+    policy: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    lr_grid: list[float] | None = None
+    enabled: bool = True
+
+
+@dataclass
+class StudyConfig:
+    """``params:finetune_study``.
+
+    Attributes:
+        variants: name -> :class:`VariantSpec`.
+        seeds: training seeds of every variant (each seed: captions, noise and policy randomness of one run).
+        selection_seed: the seed of the learning-rate selection runs (kept apart from ``seeds``, so the lr is not
+            chosen on the runs that are reported).
+        lr_grid: learning rates tried per variant; the one with the highest held-out reward at its admissible point
+            (val split, :mod:`.signals`) is used for the seeded runs.
+        budget_gflops: every run's budget in forward + backward GFLOPs (:mod:`easytune.core.finetune.cost`).
+        snapshot_at: fractions of the budget where weights are snapshotted (snapshot 0 is the base model).
+        finetune: :class:`FinetuneConfig` fields for every run (over ``finetune.common``; e.g. batch size, warm-up,
+            a constant learning rate via ``min_lr_ratio: 1``).
+        signals: validation signals and the admissibility guard (:class:`SignalConfig`).
+        reward_gains: held-out reward gains over the base where the equal-reward view reads the metrics.
+        protocol: overrides of ``evaluation.protocol`` for scoring snapshots on the test split
+            (``generation_replications`` >= 3 by default: the CIs then include generation noise).
+        metrics: test metrics tabulated in the views.
+        seconds_points: fractions of the shortest variant's mean training seconds for the equal-seconds view.
+        run_cache: folder of finished runs (and their resume files): a rerun with the same key loads them.
+    """
+
+    variants: dict[str, VariantSpec] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    selection_seed: int = 100
+    lr_grid: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
+    budget_gflops: float = 1000.0
+    snapshot_at: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    finetune: dict[str, Any] = field(default_factory=dict)
+    signals: SignalConfig = field(default_factory=SignalConfig)
+    reward_gains: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    protocol: dict[str, Any] = field(default_factory=lambda: {"generation_replications": 3})
+    metrics: list[str] = field(default_factory=lambda: [
+        "R@1", "R@3", "FID", "MM-Dist", "Diversity", "MultiModality", "content_accuracy", "foot_skating",
+        "jitter"])
+    seconds_points: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    run_cache: str | None = "data/06_models/study/runs"
+
+    def __post_init__(self) -> None:
+        self.variants = {name: spec if isinstance(spec, VariantSpec) else
+                         from_dict(VariantSpec, spec, where=f"finetune_study.variants.{name}")
+                         for name, spec in self.variants.items()}
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"finetune_study.seeds must be distinct and non-empty, got {self.seeds}")
+        if self.selection_seed in self.seeds:
+            raise ConfigError(f"finetune_study.selection_seed ({self.selection_seed}) must not be one of the study "
+                              f"seeds {self.seeds}: the learning rate would be chosen on runs that are reported")
+        if not self.budget_gflops > 0:
+            raise ConfigError(f"finetune_study.budget_gflops must be > 0, got {self.budget_gflops}")
+        if not self.snapshot_at or self.snapshot_at[-1] != 1.0:
+            raise ConfigError(f"finetune_study.snapshot_at must end at 1.0 (the whole budget), got {self.snapshot_at}")
+        for name, spec in self.variants.items():
+            grid = self.grid(name)
+            if not grid or any(not lr > 0 for lr in grid):
+                raise ConfigError(f"finetune_study: learning-rate grid of {name} must be positive values, got {grid}")
+            owned = sorted(set(spec.finetune) & set(STUDY_OWNED))
+            if owned:
+                raise ConfigError(f"finetune_study.variants.{name}.finetune sets {owned}, which the study sets itself")
+            make_policy(spec.method, spec.policy)  # unknown method or option: fail now, not after hours
+        owned = sorted(set(self.finetune) & set(STUDY_OWNED))
+        if owned:
+            raise ConfigError(f"finetune_study.finetune sets {owned}, which the study sets itself")
+        if int(self.protocol.get("generation_replications", 1)) < 1:
+            raise ConfigError("finetune_study.protocol.generation_replications must be >= 1")
+
+    @property
+    def enabled(self) -> list[str]:
+        return [name for name, spec in self.variants.items() if spec.enabled]
+
+    def grid(self, variant: str) -> list[float]:
+        spec = self.variants[variant]
+        return list(self.lr_grid if spec.lr_grid is None else spec.lr_grid)
+
+    def run_config(self, variant: str, lr: float, common: dict[str, Any] | None = None,
+                   resume_path: str | None = None) -> FinetuneConfig:
+        """The :class:`FinetuneConfig` of one run of ``variant`` at ``lr``: ``common`` (``finetune.common``), then
+        the study's ``finetune``, the variant's ``finetune``, and the fields the study owns (GFLOPs budget,
+        snapshots; no validation, early stopping or best-weight restore inside the run)."""
+        spec = self.variants[variant]
+        merged = {**(common or {}), **self.finetune, **spec.finetune,
+                  "method": spec.method, "policy": spec.policy, "lr": lr, "max_cost_gflops": self.budget_gflops,
+                  "max_train_s": None, "snapshot_at": list(self.snapshot_at), "max_updates": 10**9,
+                  "val_every": 0, "patience": None, "restore_best": False, "resume_path": resume_path}
+        config = from_dict(FinetuneConfig, merged, where=f"finetune_study run {variant}")
+        if config.lora.enabled:
+            raise ConfigError(f"finetune_study run {variant}: LoRA is not supported in the study (snapshots are full "
+                              f"denoiser weights); set lora.enabled: false")
+        return config

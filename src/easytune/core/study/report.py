@@ -1,0 +1,209 @@
+"""``study_report``: variants -> runs -> snapshots -> metrics, the four views with CIs, rankings and conclusions.
+
+The conclusions are generated from the numbers and claim only what the intervals support: a variant is "best" under
+a view by its mean, and every variant whose 95% interval overlaps the best's is named as not separated from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from easytune.core.study.config import StudyConfig
+from easytune.core.study.views import (
+    admissible_index,
+    at_equal_cost,
+    at_equal_reward_gain,
+    at_equal_seconds,
+    mean_ci,
+    pareto_front,
+    rank_variants,
+    snapshot_value,
+)
+
+#: metrics ranked in the conclusions, with their direction (True: higher is better)
+RANKED = {"R@1": True, "FID": False}
+
+CI_NOTE = ("95% Student-t intervals over training seeds; each seed's value is the evaluation protocol's mean over "
+           "its replications, which regenerate the test set generation_replications times (so generation noise is "
+           "inside the interval). The intervals do not cover retraining the base generator, the reward model or the "
+           "evaluator, nor other datasets.")
+
+
+def select_points(config: StudyConfig, records: Mapping[str, Mapping]) -> dict[str, Any]:
+    """The admissible snapshot of every run (view d), from validation signals only (no test metric is an input):
+    ``{variant: {"indices": [j per seed], "rule": ...}}``."""
+    out = {}
+    for variant, record in records.items():
+        if not record:
+            continue
+        out[variant] = {"indices": [admissible_index(run["snapshots"], config.signals.guard)
+                                    for run in record["runs"]],
+                        "seeds": [run["seed"] for run in record["runs"]]}
+    return {"rule": f"highest val_reward among snapshots with val_reward_fid <= {config.signals.guard} x the base's "
+                    f"(val split, reward-model embeddings); the base itself is always admissible",
+            "variants": out}
+
+
+def attach_scores(record: Mapping, scores: Sequence[Sequence[Mapping]], base_metrics: Mapping) -> list[list[dict]]:
+    """The runs of a variant record with test metrics attached to every snapshot (snapshot 0: the base's)."""
+    runs = []
+    for run, run_scores in zip(record["runs"], scores, strict=True):
+        snaps = [dict(run["snapshots"][0], metrics=dict(base_metrics))]
+        for snap, metrics in zip(run["snapshots"][1:], run_scores, strict=True):
+            snaps.append(dict(snap, metrics=dict(metrics)))
+        runs.append(snaps)
+    return runs
+
+
+def build_report(config: StudyConfig, base_metrics: Mapping, base_signals: Mapping, selection: Mapping,
+                 records: Mapping[str, Mapping], scores: Mapping[str, Sequence]) -> dict[str, Any]:
+    """The study report (see the module docstring); variants without a record or scores are left out."""
+    names = list(config.metrics)
+    variants = {v: attach_scores(records[v], scores[v], base_metrics)
+                for v in records if records.get(v) and scores.get(v)}
+    final_seconds = {v: mean_ci([snapshot_value(r[-1], "train_s") for r in runs])["mean"]
+                     for v, runs in variants.items()}
+    horizon = min(final_seconds.values()) if final_seconds else 0.0
+    seconds = [f * horizon for f in config.seconds_points]
+    views: dict[str, Any] = {
+        "equal_cost": {v: at_equal_cost(runs, [*names, "val_reward", "val_reward_fid"])
+                       for v, runs in variants.items()},
+        "equal_seconds": {"seconds": seconds,
+                          "variants": {v: at_equal_seconds(runs, names, seconds) for v, runs in variants.items()}},
+        "equal_reward_gain": {v: at_equal_reward_gain(runs, names, config.reward_gains) for v, runs in variants.items()},
+    }
+    points = [{"variant": "base", "index": 0, "at": 0.0, "FID": base_metrics["FID"]["mean"],
+               "R@1": base_metrics["R@1"]["mean"]}]
+    for v, rows in views["equal_cost"].items():
+        for row in rows[1:]:
+            points.append({"variant": v, "index": row["index"], "at": row["at"], "FID": row["FID"]["mean"],
+                           "FID_ci": row["FID"]["ci"], "R@1": row["R@1"]["mean"], "R@1_ci": row["R@1"]["ci"]})
+    views["pareto"] = {"points": points, "front": pareto_front(points)}
+    admissible = {}
+    for v, runs in variants.items():
+        idx = selection["variants"][v]["indices"]
+        chosen = [run[j] for run, j in zip(runs, idx, strict=True)]
+        admissible[v] = {"indices": idx, **{n: mean_ci([snapshot_value(p, n) for p in chosen])
+                                            for n in ("cost_gflops", "train_s", "val_reward", "val_reward_fid",
+                                                      *names)}}
+    views["admissible"] = {"rule": selection["rule"], "variants": admissible}
+    report = {
+        "config": {"seeds": config.seeds, "selection_seed": config.selection_seed, "budget_gflops":
+                   config.budget_gflops, "snapshot_at": config.snapshot_at, "lr_grid": config.lr_grid,
+                   "signals": vars(config.signals), "reward_gains": config.reward_gains, "protocol": config.protocol},
+        "ci": CI_NOTE,
+        "base": {"metrics": dict(base_metrics), "signals": dict(base_signals)},
+        "variants": {v: {"method": records[v]["method"], "policy": records[v]["policy"],
+                         "finetune": records[v]["finetune"], "lr": records[v]["lr_selection"]["lr"],
+                         "lr_selection": records[v]["lr_selection"],
+                         "runs": [{"seed": run["seed"], "lr": run["lr"], "summary": run["summary"], "snapshots": snaps}
+                                  for run, snaps in zip(records[v]["runs"], runs, strict=True)]}
+                     for v, runs in variants.items()},
+        "views": views,
+    }
+    report["rankings"] = rankings(report)
+    report["conclusions"] = conclusions(report)
+    return report
+
+
+def rankings(report: Mapping) -> dict[str, dict[str, Any]]:
+    """``{view: {metric: ranking}}``: best variant and the variants not separated from it, per view and ranked
+    metric (equal reward gains: among variants with >= 2 seeds reaching the gain)."""
+    views = report["views"]
+    out: dict[str, dict[str, Any]] = {}
+    for metric, higher in RANKED.items():
+        out.setdefault("equal_cost_final", {})[metric] = rank_variants(
+            {v: rows[-1][metric] for v, rows in views["equal_cost"].items()}, higher)
+        last = len(views["equal_seconds"]["seconds"]) - 1
+        if last >= 0:
+            out.setdefault("equal_seconds_final", {})[metric] = rank_variants(
+                {v: rows[last][metric] for v, rows in views["equal_seconds"]["variants"].items()}, higher)
+        for gi, gain in enumerate(report["config"]["reward_gains"]):
+            out.setdefault(f"equal_reward_gain_{gain:g}", {})[metric] = rank_variants(
+                {v: rows[gi][metric] for v, rows in views["equal_reward_gain"].items() if rows[gi]["reached"] >= 2},
+                higher)
+        out.setdefault("admissible", {})[metric] = rank_variants(
+            {v: row[metric] for v, row in views["admissible"]["variants"].items()}, higher)
+    return out
+
+
+def _cell(c: Mapping | None, digits: int = 3) -> str:
+    if not c or c.get("mean") is None:
+        return "-"
+    return f"{c['mean']:.{digits}f}" + ("" if c.get("ci") is None else f" ± {c['ci']:.{digits}f}")
+
+
+def conclusions(report: Mapping) -> list[str]:
+    """One sentence per view and ranked metric, stating the best mean and the variants not separated from it."""
+    base = report["base"]["metrics"]
+    budget = report["config"]["budget_gflops"]
+    labels = {"equal_cost_final": f"at equal cost (the whole budget, {budget:g} GFLOPs)",
+              "equal_seconds_final": "at equal training seconds (the shortest variant's mean, this machine)",
+              "admissible": "at each variant's best admissible point (chosen on val signals)"}
+    for gain in report["config"]["reward_gains"]:
+        labels[f"equal_reward_gain_{gain:g}"] = f"at equal held-out reward gain (+{gain:g} over the base; seeds that " \
+                                                f"reached it)"
+    lines = []
+    for view, by_metric in report["rankings"].items():
+        for metric, rank in by_metric.items():
+            lines.append(_conclusion(labels[view], metric, rank, base))
+    return lines
+
+
+def _conclusion(label: str, metric: str, rank: Mapping, base: Mapping) -> str:
+    if rank.get("best") is None:
+        return f"{label.capitalize()}: no variant has {metric} here (no gain reached by 2 seeds)."
+    tied = rank["tied_with"]
+    verdict = ("its interval is separated from every other variant's" if not tied else
+               f"not separated at 95% from {', '.join(tied)}")
+    return (f"{label.capitalize()}, {'highest' if RANKED[metric] else 'lowest'} {metric}: {rank['best']} "
+            f"({_cell({'mean': rank['mean'], 'ci': rank['ci']})}; base {base[metric]['mean']:.3f}); {verdict}.")
+
+
+def _gflops(c: Mapping | None) -> str:
+    if not c or c.get("mean") is None:
+        return "-"
+    return f"{c['mean']:.4g}" + ("" if c.get("ci") is None else f" ± {c['ci']:.2g}")
+
+
+def markdown_tables(report: Mapping) -> str:
+    """README/MLflow tables of the study: learning rates, equal cost (final), equal reward gain, admissible points,
+    and the conclusions."""
+    views, names = report["views"], ["R@1", "FID", "content_accuracy", "MultiModality", "jitter"]
+    out = ["**Learning rate per variant** (chosen on the selection seed, val signals only)", "",
+           "| variant | method | lr | grid | val reward at admissible point per lr |", "|---|---|---|---|---|"]
+    for v, rec in report["variants"].items():
+        cands = ", ".join(f"{c['lr']:g}: {c['val_reward']:.2f}" for c in rec["lr_selection"]["candidates"]) or "-"
+        out.append(f"| {v} | {rec['method']} | {rec['lr']:g} | {', '.join(f'{x:g}' for x in rec['lr_selection']['grid'])}"
+                   f" | {cands} |")
+    out += ["", f"**At equal cost** (the whole budget, {report['config']['budget_gflops']:g} GFLOPs; mean ± 95% CI over "
+            f"{len(report['config']['seeds'])} seeds)", "",
+            "| variant | updates | train s | val reward | val reward FID | " + " | ".join(names) + " |",
+            "|---" * (5 + len(names)) + "|"]
+    base = report["base"]
+    out.append(f"| base | 0 | 0 | {base['signals']['val_reward']:.3f} | {base['signals']['val_reward_fid']:.3f} | "
+               + " | ".join(_cell(base["metrics"].get(n)) for n in names) + " |")
+    for v, rows in views["equal_cost"].items():
+        r = rows[-1]
+        out.append(f"| {v} | {_cell(r['updates'], 0)} | {_cell(r['train_s'], 1)} | {_cell(r['val_reward'])} | "
+                   f"{_cell(r['val_reward_fid'])} | " + " | ".join(_cell(r[n]) for n in names) + " |")
+    for gi, gain in enumerate(report["config"]["reward_gains"]):
+        out += ["", f"**At equal held-out reward gain +{gain:g}** (interpolated between snapshots; seeds that reached "
+                f"it)", "", "| variant | reached | GFLOPs | " + " | ".join(names) + " |",
+                "|---" * (3 + len(names)) + "|"]
+        for v, rows in views["equal_reward_gain"].items():
+            r = rows[gi]
+            out.append(f"| {v} | {r['reached']}/{r['runs']} | {_gflops(r['cost_gflops'])} | "
+                       + " | ".join(_cell(r[n]) for n in names) + " |")
+    out += ["", "**Best admissible point** (" + views["admissible"]["rule"] + ")", "",
+            "| variant | snapshot per seed | GFLOPs | val reward | " + " | ".join(names) + " |",
+            "|---" * (4 + len(names)) + "|"]
+    for v, r in views["admissible"]["variants"].items():
+        out.append(f"| {v} | {r['indices']} | {_gflops(r['cost_gflops'])} | {_cell(r['val_reward'])} | "
+                   + " | ".join(_cell(r[n]) for n in names) + " |")
+    front = ", ".join(f"{p['variant']}@{p['at']:g}" for p in views["pareto"]["front"])
+    out += ["", f"**Pareto front** (R@1 up, FID down, snapshot means): {front}", "",
+            "**What the data supports**", ""] + [f"- {line}" for line in report["conclusions"]]
+    out += ["", f"_{report['ci']}_"]
+    return "\n".join(out) + "\n"
