@@ -177,7 +177,8 @@ def parse_prompt(line: str, where: str, *, fps: float, default_frames: int, max_
     else:
         frames, text = default_frames, line
     if frames > max_frames:
-        raise PromptError(f"{where}: length {frames} frames ({frames / fps:g} s) is longer than the model's "
+        which = "length" if "#" in line else "the default length (generate.default_length)"
+        raise PromptError(f"{where}: {which} {frames} frames ({frames / fps:g} s) is longer than the model's "
                           f"maximum of {max_frames} frames ({max_frames / fps:g} s)")
     return Prompt(text, frames, where)
 
@@ -186,9 +187,6 @@ def parse_prompts(lines: Sequence[str], *, fps: float, default_length: int | flo
                   source: str = "prompts") -> list[Prompt]:
     """Prompt lines -> prompts; blank lines at the end are ignored, any other blank line is an error."""
     default_frames = parse_length(default_length, fps, "generate.default_length")
-    if default_frames > max_frames:
-        raise PromptError(f"generate.default_length: {default_frames} frames is longer than the model's maximum "
-                          f"of {max_frames} frames ({max_frames / fps:g} s)")
     lines = list(lines)
     while lines and not str(lines[-1]).strip():
         lines.pop()
