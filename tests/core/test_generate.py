@@ -117,6 +117,7 @@ def test_default_length_is_checked():
     assert parse_prompts(["40#jump"], fps=20.0, default_length=12.0, max_frames=196)[0].frames == 40
     with pytest.raises(PromptError, match="generate.default_length: length -1 is not positive"):
         parse_prompts(["walk"], fps=20.0, default_length=-1, max_frames=196)
+    assert parse_prompts(["walk"], fps=20.0, default_length=None, max_frames=96)[0].frames == 96  # the model's max
 
 
 def test_prompt_file_utf8_bom_and_trailing_newlines(tmp_path):

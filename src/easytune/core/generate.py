@@ -105,15 +105,22 @@ class GenerateConfig:
     """Everything the ``generate`` pipeline reads from ``params:generate``.
 
     model: a base model name (``base_mld``, ``base_mdm``) or a fine-tuned method (``easytune_step``, ...).
+    base_models: base model name -> {"denoiser": checkpoint id, "vae": checkpoint id or None} (file stems in
+    ``data/06_models``); vae_checkpoint: the VAE paired with fine-tuned latent (MLD) denoisers.
     prompts_file: a UTF-8 text file, one prompt per line; prompts: prompt lines given directly (a list, or one
-    string); exactly one of the two. default_length: frames (an integer) or seconds (a decimal number or "6s").
+    string); exactly one of the two. default_length: frames (an integer) or seconds (a decimal number or "6s");
+    None = the model's maximum length.
     seed: motion k uses seed + k. num_steps, guidance_scale: None = the model's own.
     """
 
     model: str = "easytune_step"
+    base_models: dict = field(default_factory=lambda: {
+        "base_mld": {"denoiser": "pretrained_latent_denoiser", "vae": "motion_vae"},
+        "base_mdm": {"denoiser": "pretrained_frame_denoiser", "vae": None}})
+    vae_checkpoint: str = "motion_vae"
     prompts_file: str | None = None
     prompts: list[str] | str = field(default_factory=list)
-    default_length: int | float | str = 6.0
+    default_length: int | float | str | None = None
     seed: int = 0
     samples_per_prompt: int = 1
     num_steps: int | None = None
@@ -183,10 +190,12 @@ def parse_prompt(line: str, where: str, *, fps: float, default_frames: int, max_
     return Prompt(text, frames, where)
 
 
-def parse_prompts(lines: Sequence[str], *, fps: float, default_length: int | float | str, max_frames: int,
+def parse_prompts(lines: Sequence[str], *, fps: float, default_length: int | float | str | None, max_frames: int,
                   source: str = "prompts") -> list[Prompt]:
-    """Prompt lines -> prompts; blank lines at the end are ignored, any other blank line is an error."""
-    default_frames = parse_length(default_length, fps, "generate.default_length")
+    """Prompt lines -> prompts; blank lines at the end are ignored, any other blank line is an error.
+    ``default_length`` (None = ``max_frames``) applies to lines without a length prefix."""
+    default_frames = (max_frames if default_length is None
+                      else parse_length(default_length, fps, "generate.default_length"))
     lines = list(lines)
     while lines and not str(lines[-1]).strip():
         lines.pop()
@@ -240,11 +249,12 @@ class GeneratedMotion:
 def generate_from_prompts(generator, prompts: Sequence[Prompt | str], stats: FeatureStats, text_encoder, *,
                           skeleton: SkeletonSpec = HUMANML3D, seed: int = 0, samples_per_prompt: int = 1,
                           num_steps: int | None = None, guidance_scale: float | None = None,
-                          default_length: int | float | str = 6.0, device: torch.device | str = "cpu"
+                          default_length: int | float | str | None = None, device: torch.device | str = "cpu"
                           ) -> list[GeneratedMotion]:
     """Sample ``samples_per_prompt`` motions per prompt with a ``MotionGenerator``.
 
-    ``prompts``: :class:`Prompt` objects or prompt lines (parsed with ``default_length`` and the skeleton's fps).
+    ``prompts``: :class:`Prompt` objects or prompt lines (parsed with ``default_length``, None = the generator's
+    maximum length, and the skeleton's fps).
     ``text_encoder``: has ``encode(texts) -> TextEmbeddings`` (:class:`~easytune.core.text_encoder.MiniLMEncoder`).
     ``stats``: the dataset Mean/Std the generator was trained with. Motion k is sampled from seed ``seed + k``.
     """

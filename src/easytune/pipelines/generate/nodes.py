@@ -13,19 +13,18 @@ from easytune.core.text_encoder import MiniLMEncoder, TextEncoderConfig
 
 
 def generate_node(base_model_checkpoints: dict, finetuned_denoisers: dict, feature_stats: dict, generate: dict,
-                  base_models: dict, vae_checkpoint: str, text_encoder: dict, dataset: dict, runtime: dict
-                  ) -> tuple[dict[str, bytes], dict, dict]:
+                  text_encoder: dict, dataset: dict, runtime: dict) -> tuple[dict[str, bytes], dict, dict]:
     """-> (``prompt_motions`` files under ``<model>/``, ``generate_report``, MLflow metrics).
 
-    The model is resolved by name like the evaluation does (base models of ``params:evaluation.base_models``,
-    fine-tuned ``data/06_models/finetuned/<method>.pt``); prompts are encoded like the captions
+    The model is resolved by name as the evaluation resolves it (``generate.base_models``, fine-tuned
+    ``data/06_models/finetuned/<method>.pt``); prompts are encoded like the captions
     (``params:data_processing.text_encoder``). Every prompt is checked before anything is generated.
     """
     config = from_dict(GenerateConfig, generate, where="params:generate")
     encoder_config = from_dict(TextEncoderConfig, text_encoder, where="params:data_processing.text_encoder")
     device = resolve_device(runtime["device"])
-    denoiser, vae = generator_checkpoints(config.model, base_models, base_model_checkpoints, finetuned_denoisers,
-                                          vae_checkpoint, where="generate.model")
+    denoiser, vae = generator_checkpoints(config.model, config.base_models, base_model_checkpoints,
+                                          finetuned_denoisers, config.vae_checkpoint, where="generate.model")
     generator = MotionGenerator.from_checkpoints(denoiser, vae, device, source=config.model)
     encoder = MiniLMEncoder(encoder_config.model_path, device, encoder_config.max_tokens)
     result = generate_and_export(config, generator, FeatureStats.from_arrays(feature_stats), encoder,

@@ -10,7 +10,6 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(nodes.generate_node,
              ["base_model_checkpoints", "finetuned_denoisers", "feature_stats", "params:generate",
-              "params:evaluation.base_models", "params:evaluation.vae_checkpoint",
               "params:data_processing.text_encoder", "params:dataset", "params:runtime"],
              ["prompt_motions", "generate_report", "generate_mlflow_metrics"], name="generate_from_prompts"),
     ])
