@@ -208,7 +208,7 @@ def test_export_writes_every_listed_file(encoder, stats, one_torch_thread):
     index = list(csv.DictReader(io.StringIO(files["index.csv"].decode())))
     assert [r["file"] for r in index] == ["000_a_person_waves_s0", "001_a_person_kicks_s0"]
     assert json.loads(files["index.json"]) == rows
-    for row, m in zip(rows, motions):
+    for row, m in zip(rows, motions, strict=True):
         assert (row["prompt"], row["model"], row["seed"], row["frames"]) == (m.prompt.text, "base_mdm", m.seed,
                                                                             len(m.joints))
         with np.load(io.BytesIO(files[row["joints"]]), allow_pickle=False) as npz:

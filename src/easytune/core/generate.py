@@ -222,7 +222,7 @@ def read_prompts_file(path: str | Path, **kwargs) -> list[Prompt]:
 
 def load_prompts(config: GenerateConfig, *, fps: float, max_frames: int) -> list[Prompt]:
     """The prompts of ``config``: from ``prompts_file`` or ``prompts`` (exactly one of them)."""
-    given = config.prompts if isinstance(config.prompts, list) else [config.prompts]
+    given = config.prompts if isinstance(config.prompts, list) else [config.prompts] if config.prompts else []
     if bool(config.prompts_file) == bool(given):
         raise PromptError("generate: give exactly one of prompts_file (a text file, one prompt per line) and "
                           f"prompts (a list of prompt lines); got prompts_file={config.prompts_file!r} and "

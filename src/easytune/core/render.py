@@ -114,7 +114,7 @@ def render_skeleton_frames(
     for f in frames:
         for screen, lines in panels:
             pose = screen[min(f, len(screen) - 1)]  # (J, 2); a shorter motion holds its last frame
-            for line, chain in zip(lines, chains):
+            for line, chain in zip(lines, chains, strict=True):
                 line.set_data(pose[list(chain), 0], pose[list(chain), 1])
         canvas.draw()
         out.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())  # (H, W, 3)

@@ -99,7 +99,7 @@ class BvhMotion:
         rotations = np.empty((f, j, 3, 3))  # global rotation per joint
         positions = np.empty((f, j, 3))
         column = 0
-        for k, (names, parent) in enumerate(zip(self.channels, self.parents)):
+        for k, (names, parent) in enumerate(zip(self.channels, self.parents, strict=True)):
             values = self.motion[:, column : column + len(names)]  # (F, n_channels)
             column += len(names)
             translation = np.broadcast_to(self.offsets[k], (f, 3)).copy()  # (F, 3)
