@@ -243,6 +243,22 @@ def test_export_gif_or_no_video():
     assert sorted(files) == ["000_walk_s0.bvh", "000_walk_s0.npy", "000_walk_s0.npz", "index.csv", "index.json"]
 
 
+def test_export_falls_back_to_gif_when_mp4_cannot_be_encoded(monkeypatch):
+    from easytune.core import render
+    from easytune.core.generate import GeneratedMotion
+    from tests.core.motion.test_bvh import _generated_like
+
+    def no_ffmpeg():
+        raise RuntimeError("no ffmpeg binary for this platform")
+
+    monkeypatch.setattr(render, "ffmpeg_executable", no_ffmpeg)
+    joints = _generated_like()[:4].astype(np.float32)
+    motion = GeneratedMotion(Prompt("walk", 4, "x"), 0, 0, 0, np.zeros((4, 263), np.float32), joints)
+    files, rows = export_motions([motion], "m", video=VideoConfig(format="mp4", width=32, height=32,
+                                                                   strip_frames=0))
+    assert rows[0]["video"] == "000_walk_s0.gif" and files["000_walk_s0.gif"][:3] == b"GIF"
+
+
 def test_bad_prompt_stops_before_anything_is_generated(encoder, stats, tmp_path):
     gen = tiny_generator()
     calls = []

@@ -206,5 +206,7 @@ def test_generator_checkpoints_resolves_one_model_by_name():
         generator_checkpoints("easytune", base_models, base, finetuned, where="generate.model")
     with pytest.raises(ValueError, match=r"base_mdm: checkpoint\(s\) \['pretrained_frame_denoiser'\] not found"):
         generator_checkpoints("base_mdm", base_models, base, finetuned)
+    with pytest.raises(ValueError, match=r"available: none yet \(run `kedro run` first\)"):
+        generator_checkpoints("easytune_step", base_models, {}, {})
     with pytest.raises(ValueError, match="needs the motion_vae checkpoint"):
         generator_checkpoints("easytune_step", base_models, {"pretrained_latent_denoiser": loader("p")}, finetuned)

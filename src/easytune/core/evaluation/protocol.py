@@ -370,7 +370,8 @@ def generator_checkpoints(name: str, base_models: Mapping[str, Mapping[str, str 
             raise ValueError(f"{where}={name}: a fine-tuned MLD denoiser needs the {vae_id} checkpoint, not found")
         return ckpt, base_checkpoints[vae_id]() if _needs_vae(ckpt) else None
     available = [n for n, spec in base_models.items() if spec.get("denoiser") in base_checkpoints] + sorted(finetuned)
-    raise ValueError(f"{where}: unknown model {name!r}; available: {', '.join(available) or 'none'} (base models "
+    raise ValueError(f"{where}: unknown model {name!r}; available: "
+                     f"{', '.join(available) or 'none yet (run `kedro run` first)'} (base models "
                      f"{sorted(base_models)} need their pretrained checkpoints, fine-tuned ones are "
                      "data/06_models/finetuned/<method>.pt)")
 
