@@ -74,3 +74,65 @@ def test_side_by_side_panels_get_their_own_width():
     with pytest.raises(ValueError, match="per panel"):
         render_skeleton_gif([pose], width=400)
     assert np.isfinite(pose).all()
+
+
+def _no_system_ffmpeg(monkeypatch, tmp_path):
+    """PATH without any ffmpeg and no IMAGEIO_FFMPEG_EXE: only the binary inside imageio-ffmpeg's wheel is left."""
+    import shutil
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
+    assert shutil.which("ffmpeg") is None
+
+
+def test_mp4_without_a_system_ffmpeg(monkeypatch, tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    from pathlib import Path
+
+    from easytune.core.render import encode_mp4, ffmpeg_executable, render_skeleton_frames
+
+    _no_system_ffmpeg(monkeypatch, tmp_path)
+    assert Path(ffmpeg_executable()).resolve().is_relative_to(Path(imageio_ffmpeg.__file__).parent.resolve())
+    frames = render_skeleton_frames(walking(12), titles=["walk"], width=160, height=120)
+    assert len(frames) == 12 and frames[0].shape == (120, 160, 3) and frames[0].dtype == np.uint8
+    video = encode_mp4(frames, fps=20.0)
+    assert video is not None and video[4:8] == b"ftyp"
+    path = tmp_path / "walk.mp4"
+    path.write_bytes(video)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    decoded = [np.frombuffer(f, np.uint8).reshape(120, 160, 3) for f in reader]
+    assert meta["codec"] == "h264" and meta["size"] == (160, 120) and meta["fps"] == pytest.approx(20.0)
+    assert len(decoded) == 12
+    # lossy, but the picture is the rendered one: mostly white, the same skeleton pixels within a small error
+    assert np.abs(decoded[5].astype(int) - frames[5].astype(int)).mean() < 8.0
+
+
+def test_mp4_pads_odd_sizes_and_falls_back_to_none_without_ffmpeg(monkeypatch, tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    from easytune.core import render
+
+    frames = [np.full((35, 41, 3), 255, np.uint8) for _ in range(3)]
+    video = render.encode_mp4(frames, fps=10.0)
+    assert video is not None and video[4:8] == b"ftyp"
+    (tmp_path / "odd.mp4").write_bytes(video)
+    assert next(imageio_ffmpeg.read_frames(str(tmp_path / "odd.mp4")))["size"] == (42, 36)  # padded, not scaled
+
+    def missing():
+        raise RuntimeError("no ffmpeg binary for this platform")
+
+    monkeypatch.setattr(render, "ffmpeg_executable", missing)
+    assert render.encode_mp4(frames, fps=10.0) is None
+
+
+def test_frame_strip_and_selected_frames():
+    from easytune.core.render import encode_png_strip, render_skeleton_frames, strip_frames
+
+    assert strip_frames(10, 4) == [0, 3, 6, 9] and strip_frames(3, 6) == [0, 1, 2] and strip_frames(5, 1) == [0]
+    frames = render_skeleton_frames(walking(10), width=64, height=48, frames=[0, 9])
+    every = render_skeleton_frames(walking(10), width=64, height=48)
+    assert len(frames) == 2 and np.array_equal(frames[1], every[9])  # same camera whatever frames are drawn
+    strip = Image.open(io.BytesIO(encode_png_strip(frames)))
+    assert strip.format == "PNG" and strip.size == (128, 48)
+    with pytest.raises(ValueError, match="frames must be"):
+        render_skeleton_frames(walking(10), frames=[10])

@@ -55,3 +55,23 @@ def test_file_bundle_roundtrip(tmp_path):
     assert ds.load() == {"a.gif": b"GIF89a", "b.txt": b"x"}
     with pytest.raises(DatasetError, match="bad file name"):
         ds.save({"../x": b""})
+
+
+def test_file_bundle_subfolders_replace_only_their_own_folder(tmp_path):
+    ds = FileBundleDataset(str(tmp_path / "bundle"), subfolders=True)
+    ds.save({"base_mld/a.bvh": b"1", "base_mld/index.csv": b"x", "easytune_step/a.bvh": b"2"})
+    ds.save({"easytune_step/b.bvh": b"3"})  # a second run of one model
+    assert ds.load() == {"base_mld/a.bvh": b"1", "base_mld/index.csv": b"x", "easytune_step/b.bvh": b"3"}
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["base_mld", "easytune_step"]  # no temp left
+    for bad in ({"a.bvh": b"1"}, {"m/../x": b"1"}, {".hidden/a": b"1"}, {"m/": b"1"}):
+        with pytest.raises(DatasetError, match="bad file name"):
+            ds.save(bad)
+
+
+def test_file_bundle_subfolder_failed_save_keeps_the_previous_files(tmp_path):
+    ds = FileBundleDataset(str(tmp_path / "bundle"), subfolders=True)
+    ds.save({"m/a.bvh": b"old"})
+    with pytest.raises(DatasetError, match="Failed while saving"):  # kedro wraps the TypeError of the bad payload
+        ds.save({"m/a.bvh": b"new", "m/b.bvh": "not bytes"})
+    assert ds.load() == {"m/a.bvh": b"old"}
+    assert [p.name for p in (tmp_path / "bundle").iterdir()] == ["m"]

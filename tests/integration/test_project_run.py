@@ -97,6 +97,7 @@ def test_mlflow_recorded_parameters_metric_histories_and_artifacts(tiny_project)
 
     artifacts = walk()
     assert any(a.endswith(".gif") for a in artifacts), artifacts
+    assert any(a.startswith("evaluation/renders/") and a.endswith(".mp4") for a in artifacts), artifacts
     assert "reward/preference_pairs.parquet" in artifacts
     assert "data_processing/clip_length_histogram.png" in artifacts
 
@@ -130,6 +131,50 @@ def test_finetune_on_a_fresh_project_names_the_pipeline_to_run_first(tmp_path, p
     output = result.stdout + result.stderr
     assert "run first: `kedro run --pipeline data_processing`" in output.replace("\n", " ") or \
         "kedro run --pipeline data_processing" in output
+
+
+def test_generate_from_a_prompt_file_then_read_the_bvh_back(tiny_project):
+    """README command on the trained tiny models: every listed file for every prompt; each BVH, read back by
+    the ingest reader, reproduces the generated joints within 1 cm; the BVHs re-enter through `bvh_ingest`."""
+    bvh = pytest.importorskip("bvh")
+    import numpy as np
+
+    from easytune.core.motion.bvh import HML22_IDENTITY, bvh_to_hml22, read_bvh
+
+    prompts = tiny_project / "my_prompts.txt"
+    prompts.write_text("16#a person walks forward\n0.5s#a person jumps\na person waves the right hand\n")
+    _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "generate", "--params",
+           f"generate.prompts_file={prompts},generate.model=easytune_step")
+    folder = tiny_project / "data" / "07_model_output" / "prompt_motions" / "easytune_step"
+    rows = json.loads((folder / "index.json").read_text())
+    assert [(r["prompt"], r["frames"]) for r in rows] == [
+        ("a person walks forward", 16), ("a person jumps", 10), ("a person waves the right hand", 16)]
+    errors = {}
+    for row in rows:
+        for key in ("joints", "features", "bvh", "video", "strip"):
+            assert (folder / row[key]).stat().st_size > 0, (row["file"], key)
+        assert row["video"].endswith(".mp4")
+        with np.load(folder / row["joints"], allow_pickle=False) as npz:
+            joints = npz["joints"]
+        back = bvh_to_hml22(read_bvh(folder / row["bvh"]), HML22_IDENTITY, target_fps=20.0, scale=0.01,
+                            canonical=False)
+        errors[row["file"]] = float(np.linalg.norm(back - joints, axis=-1).mean())
+        theirs = bvh.Bvh((folder / row["bvh"]).read_text())
+        assert len(theirs.get_joints_names()) == 22 and theirs.nframes == len(joints) == row["frames"]
+    print("BVH round trip, mean per-joint error (m):", errors)
+    assert max(errors.values()) <= 0.01
+    report = json.loads((tiny_project / "data" / "08_reporting" / "generate_report.json").read_text())
+    assert report["motions"] == 3 and report["videos"] == ["mp4"]
+
+    env_root = str(folder)
+    result = subprocess.run([KEDRO, "run", "--env", "tiny", "--pipeline", "bvh_ingest", "--params",
+                             "bvh_ingest.conversion.mapping=hml22,bvh_ingest.conversion.write_captions=false"],
+                            cwd=tiny_project, env={**_env(tiny_project), "EASYTUNE_BVH_DIR": env_root},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    ingested = tiny_project / "data" / "01_raw" / "bvh_ingested" / "joints"
+    assert sorted(p.stem for p in ingested.glob("*.npy")) == [r["file"] for r in rows]
+    assert all(np.load(ingested / f"{r['file']}.npy").shape == (r["frames"], 22, 3) for r in rows)
 
 
 @pytest.mark.parametrize("notebook", ["01_core_walkthrough.ipynb", "02_kedro_session.ipynb"])

@@ -148,18 +148,65 @@ def test_metrics_json_is_plain(setup):
 
 def test_comparison_renders_put_models_side_by_side(monkeypatch):
     pytest.importorskip("easytune.core.render")
-    import shutil
-
     from easytune.core.evaluation.protocol import comparison_renders, order_models
 
-    monkeypatch.setattr(shutil, "which", lambda name: None)  # no ffmpeg: GIF only
     rng = np.random.default_rng(0)
     arrays = {name: {"ids": np.array(["a", "b"]), "captions": np.array(["walk", "run"]), "lengths": np.array([6, 4]),
                      "joints": rng.normal(size=(2, 6, 22, 3)).astype(np.float32)}
               for name in ("easytune_step", "base_mdm", "real")}
     order = order_models(arrays, ["base_mld", "base_mdm"])
     assert order == ["real", "base_mdm", "easytune_step"]
-    out = comparison_renders({n: arrays[n] for n in order}, num_captions=1, fps=20.0, mp4=True)
+    out = comparison_renders({n: arrays[n] for n in order}, num_captions=1, fps=20.0, mp4=False)
     assert sorted(out) == ["caption_0.gif", "captions.txt"]
     assert out["caption_0.gif"][:3] == b"GIF"
     assert b"panels: real, base_mdm, easytune_step" in out["captions.txt"]
+
+
+def test_comparison_renders_write_mp4_without_a_system_ffmpeg(monkeypatch, tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    import shutil
+
+    from easytune.core.evaluation.protocol import comparison_renders
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg on PATH: imageio-ffmpeg's own binary encodes
+    monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
+    assert shutil.which("ffmpeg") is None
+    rng = np.random.default_rng(1)
+    arrays = {name: {"ids": np.array(["a"]), "captions": np.array(["walk"]), "lengths": np.array([5]),
+                     "joints": rng.normal(size=(1, 5, 22, 3)).astype(np.float32)} for name in ("real", "base_mld")}
+    out = comparison_renders(arrays, num_captions=1, fps=20.0, mp4=True)
+    assert sorted(out) == ["caption_0.gif", "caption_0.mp4", "captions.txt"]
+    assert out["caption_0.mp4"][4:8] == b"ftyp"
+
+
+def test_generator_checkpoints_resolves_one_model_by_name():
+    from easytune.core.evaluation.protocol import generator_checkpoints
+
+    base_models = {"base_mld": {"denoiser": "pretrained_latent_denoiser", "vae": "motion_vae"},
+                   "base_mdm": {"denoiser": "pretrained_frame_denoiser", "vae": None}}
+    loaded = []
+
+    def loader(name, kind=None):
+        def load():
+            loaded.append(name)
+            return {"name": name, "metadata": {"generator": {"kind": kind}} if kind else {}}
+        return load
+
+    base = {"pretrained_latent_denoiser": loader("pld"), "motion_vae": loader("vae")}
+    finetuned = {"easytune_step": loader("et", "mld"), "draft_k": loader("dk", "mdm")}
+    den, vae = generator_checkpoints("base_mld", base_models, base, finetuned)
+    assert (den["name"], vae["name"]) == ("pld", "vae")
+    den, vae = generator_checkpoints("easytune_step", base_models, base, finetuned)
+    assert (den["name"], vae["name"]) == ("et", "vae")
+    den, vae = generator_checkpoints("draft_k", base_models, base, finetuned)
+    assert den["name"] == "dk" and vae is None
+    assert loaded == ["pld", "vae", "et", "vae", "dk"]  # only the chosen model's files are read
+    with pytest.raises(ValueError, match=r"generate.model: unknown model 'easytune'; available: base_mld, "
+                                         r"draft_k, easytune_step"):
+        generator_checkpoints("easytune", base_models, base, finetuned, where="generate.model")
+    with pytest.raises(ValueError, match=r"base_mdm: checkpoint\(s\) \['pretrained_frame_denoiser'\] not found"):
+        generator_checkpoints("base_mdm", base_models, base, finetuned)
+    with pytest.raises(ValueError, match=r"available: none yet \(run `kedro run` first\)"):
+        generator_checkpoints("easytune_step", base_models, {}, {})
+    with pytest.raises(ValueError, match="needs the motion_vae checkpoint"):
+        generator_checkpoints("easytune_step", base_models, {"pretrained_latent_denoiser": loader("p")}, finetuned)

@@ -334,15 +334,46 @@ def collect_generators(base_models: Mapping[str, Mapping[str, str | None]],
         found[name] = (base_checkpoints[den_id](), base_checkpoints[vae]() if vae else None)
     for name in sorted(finetuned):
         ckpt = finetuned[name]()
-        kind = ckpt.get("metadata", {}).get("generator", {}).get("kind")
-        vae = None
-        if kind == "mld":
-            if vae_id not in base_checkpoints:
-                logger.warning("evaluation: skipping %s (needs %s, not found)", name, vae_id)
-                continue
-            vae = base_checkpoints[vae_id]()
-        found[name] = (ckpt, vae)
+        if _needs_vae(ckpt) and vae_id not in base_checkpoints:
+            logger.warning("evaluation: skipping %s (needs %s, not found)", name, vae_id)
+            continue
+        found[name] = (ckpt, base_checkpoints[vae_id]() if _needs_vae(ckpt) else None)
     return found
+
+
+def _needs_vae(denoiser_ckpt: dict) -> bool:
+    """A fine-tuned latent (MLD) denoiser decodes through the motion VAE."""
+    return denoiser_ckpt.get("metadata", {}).get("generator", {}).get("kind") == "mld"
+
+
+def generator_checkpoints(name: str, base_models: Mapping[str, Mapping[str, str | None]],
+                          base_checkpoints: Mapping[str, Callable[[], dict]],
+                          finetuned: Mapping[str, Callable[[], dict]], vae_id: str = "motion_vae",
+                          where: str = "model") -> tuple[dict, dict | None]:
+    """(denoiser checkpoint, VAE checkpoint or None) of ONE model by name, as :func:`collect_generators` pairs
+    them: a name of ``base_models`` or a fine-tuned method (file stem). Only that model's files are read.
+
+    Raises ValueError (prefixed by ``where``) naming the available models for an unknown name, and the missing
+    checkpoint for a known model whose files are not there yet.
+    """
+    if name in base_models:
+        spec = base_models[name]
+        missing = [i for i in (spec.get("denoiser"), spec.get("vae")) if i is not None and i not in base_checkpoints]
+        if missing:
+            raise ValueError(f"{where}={name}: checkpoint(s) {missing} not found in data/06_models "
+                             "(run `kedro run --pipeline pretrain` first)")
+        vae = spec.get("vae")
+        return base_checkpoints[spec["denoiser"]](), base_checkpoints[vae]() if vae else None
+    if name in finetuned:
+        ckpt = finetuned[name]()
+        if _needs_vae(ckpt) and vae_id not in base_checkpoints:
+            raise ValueError(f"{where}={name}: a fine-tuned MLD denoiser needs the {vae_id} checkpoint, not found")
+        return ckpt, base_checkpoints[vae_id]() if _needs_vae(ckpt) else None
+    available = [n for n, spec in base_models.items() if spec.get("denoiser") in base_checkpoints] + sorted(finetuned)
+    raise ValueError(f"{where}: unknown model {name!r}; available: "
+                     f"{', '.join(available) or 'none yet (run `kedro run` first)'} (base models "
+                     f"{sorted(base_models)} need their pretrained checkpoints, fine-tuned ones are "
+                     "data/06_models/finetuned/<method>.pt)")
 
 
 def evaluate_models(generators: Mapping[str, tuple[dict, dict | None]], test: MotionSplit, text: TextEmbeddings,
@@ -429,10 +460,11 @@ def comparison_renders(generated: Mapping[str, Mapping[str, np.ndarray]], num_ca
 
     ``generated``: model name -> arrays of :func:`generated_arrays` (same test samples in the same order);
     panels in the order given (put ``real`` and the base models first). Returns ``{"caption_<i>.gif": bytes}``
-    plus ``caption_<i>.mp4`` when ``mp4`` and an ``ffmpeg`` executable exist. At most ``max_frames`` frames.
+    plus ``caption_<i>.mp4`` when ``mp4`` (encoded by imageio-ffmpeg's bundled ffmpeg: no system ffmpeg needed;
+    skipped with a warning where it cannot run). At most ``max_frames`` frames.
     """
     from easytune.core.motion.skeleton import HUMANML3D
-    from easytune.core.render import render_skeleton_gif  # lazy: matplotlib only when rendering
+    from easytune.core.render import encode_gif, encode_mp4, render_skeleton_frames  # lazy: matplotlib
 
     names = list(generated)
     if not names:
@@ -441,35 +473,13 @@ def comparison_renders(generated: Mapping[str, Mapping[str, np.ndarray]], num_ca
     out: dict[str, bytes] = {}
     for i in range(min(num_captions, len(first["ids"]))):
         motions = [generated[n]["joints"][i, : min(int(generated[n]["lengths"][i]), max_frames)] for n in names]
-        gif = render_skeleton_gif(motions, titles=names, fps=fps, width=min(160 * len(motions), 1280),
-                                  chains=chains if chains is not None else HUMANML3D.kinematic_chains)
-        out[f"caption_{i}.gif"] = gif
-        video = gif_to_mp4(gif) if mp4 else None
+        frames = render_skeleton_frames(motions, titles=names, width=min(160 * len(motions), 1280),
+                                        chains=chains if chains is not None else HUMANML3D.kinematic_chains)
+        out[f"caption_{i}.gif"] = encode_gif(frames, fps)
+        video = encode_mp4(frames, fps) if mp4 else None
         if video is not None:
             out[f"caption_{i}.mp4"] = video
     captions = "\n".join(f"caption_{i}: {first['captions'][i]} ({first['ids'][i]}); panels: {', '.join(names)}"
                          for i in range(min(num_captions, len(first["ids"]))))
     out["captions.txt"] = (captions + "\n").encode()
     return out
-
-
-def gif_to_mp4(gif: bytes) -> bytes | None:
-    """GIF bytes -> H.264 MP4 bytes with ffmpeg, or None when ffmpeg is absent or fails."""
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "in.gif", Path(tmp) / "out.mp4"
-        src.write_bytes(gif)
-        cmd = [exe, "-loglevel", "error", "-y", "-i", str(src), "-movflags", "faststart", "-pix_fmt", "yuv420p",
-               "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", str(dst)]
-        result = subprocess.run(cmd, capture_output=True, timeout=120)
-        if result.returncode != 0 or not dst.exists():
-            logger.warning("ffmpeg could not convert a render to mp4: %s", result.stderr[-300:])
-            return None
-        return dst.read_bytes()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from easytune.core.motion.bvh import BANDAI_TO_HML22, BvhError, bvh_to_hml22, read_bvh
+from easytune.core.motion.bvh import BANDAI_TO_HML22, HML22_IDENTITY, BvhError, bvh_to_hml22, read_bvh
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ BANDAI_STYLE_ADVERBS: dict[str, str] = {
 class BvhIngestConfig:
     """How to turn BVH files into the joints-folder layout.
 
-    mapping: ``"bandai"`` (built in) or ``"table"`` with ``mapping_table`` {HumanML3D joint: [BVH joints]}.
+    mapping: ``"bandai"`` (built in), ``"hml22"`` (joints named as HumanML3D's, e.g. exported by ``generate``) or
+    ``"table"`` with ``mapping_table`` {HumanML3D joint: [BVH joints]}.
     id_pattern: regex with named groups ``content`` (and optionally ``style``) applied to the file stem when
     ``labels`` has no row for a file; ``content_phrases``/``style_adverbs`` extend or override the built-in tables.
     """
@@ -79,8 +80,8 @@ class BvhIngestConfig:
     write_captions: bool = True
 
     def __post_init__(self) -> None:
-        if self.mapping not in ("bandai", "table"):
-            raise ValueError(f"mapping must be 'bandai' or 'table', got {self.mapping!r}")
+        if self.mapping not in ("bandai", "hml22", "table"):
+            raise ValueError(f"mapping must be 'bandai', 'hml22' or 'table', got {self.mapping!r}")
         if self.mapping == "table" and not self.mapping_table:
             raise ValueError("mapping 'table' needs mapping_table {HumanML3D joint: [BVH joint, ...]}")
         re.compile(self.id_pattern)
@@ -88,6 +89,8 @@ class BvhIngestConfig:
     def joint_mapping(self) -> dict[str, tuple[str, ...]]:
         if self.mapping == "bandai":
             return BANDAI_TO_HML22
+        if self.mapping == "hml22":  # files with the 22 HumanML3D joint names (the generate pipeline's BVHs)
+            return HML22_IDENTITY
         return {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in self.mapping_table.items()}
 
 

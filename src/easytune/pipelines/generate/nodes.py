@@ -1,0 +1,37 @@
+"""Thin Kedro adapter over :mod:`easytune.core.generate` (parameters -> config, model by name, one core call)."""
+
+from __future__ import annotations
+
+from easytune.core.config import from_dict
+from easytune.core.dataset import FeatureStats
+from easytune.core.evaluation.protocol import generator_checkpoints
+from easytune.core.generate import GenerateConfig, generate_and_export
+from easytune.core.generator import MotionGenerator
+from easytune.core.motion.skeleton import get_skeleton
+from easytune.core.runtime import resolve_device
+from easytune.core.text_encoder import MiniLMEncoder, TextEncoderConfig
+
+
+def generate_node(base_model_checkpoints: dict, finetuned_denoisers: dict, feature_stats: dict, generate: dict,
+                  text_encoder: dict, dataset: dict, runtime: dict) -> tuple[dict[str, bytes], dict, dict]:
+    """-> (``prompt_motions`` files under ``<model>/``, ``generate_report``, MLflow metrics).
+
+    The model is resolved by name as the evaluation resolves it (``generate.base_models``, fine-tuned
+    ``data/06_models/finetuned/<method>.pt``); prompts are encoded like the captions
+    (``params:data_processing.text_encoder``). Every prompt is checked before anything is generated.
+    """
+    config = from_dict(GenerateConfig, generate, where="params:generate")
+    encoder_config = from_dict(TextEncoderConfig, text_encoder, where="params:data_processing.text_encoder")
+    device = resolve_device(runtime["device"])
+    denoiser, vae = generator_checkpoints(config.model, config.base_models, base_model_checkpoints,
+                                          finetuned_denoisers, config.vae_checkpoint, where="generate.model")
+    generator = MotionGenerator.from_checkpoints(denoiser, vae, device, source=config.model)
+    encoder = MiniLMEncoder(encoder_config.model_path, device, encoder_config.max_tokens)
+    result = generate_and_export(config, generator, FeatureStats.from_arrays(feature_stats), encoder,
+                                 skeleton=get_skeleton(dataset["skeleton"]), fps=float(dataset["fps"]),
+                                 device=device)
+    report = result.report
+    metrics = {f"{config.model}.{name}": [{"value": float(value), "step": 0}] for name, value in (
+        ("motions", report["motions"]), ("generate_s", report["generate_s"]),
+        ("bvh_mean_error_cm", report["bvh"]["mean_error_cm"]))}
+    return {f"{config.model}/{name}": data for name, data in result.files.items()}, report, metrics
