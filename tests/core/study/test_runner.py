@@ -1,72 +1,73 @@
-"""Study runs on tiny models: snapshots with val signals, the run cache and its key, lr selection on val only."""
+"""Study runs on tiny models: snapshots with val signals, the run cache and its key, lr selection on val only,
+and results that do not depend on the number of worker processes."""
 
 import logging
 
 import torch
 
+from easytune.core.checkpoint import make_checkpoint
 from easytune.core.config import from_dict
 from easytune.core.study.config import StudyConfig
-from easytune.core.study.runner import RunOutput, base_signals, run_once, run_variant, select_lr
+from easytune.core.study.runner import (RunOutput, RunTask, StudyInputs, base_signals, choose_lr, light_splits,
+                                        run_task, select_learning_rates, train_study)
 from tests.core.finetune.tiny import make_mdm, make_reward, make_splits
 
-CPU = torch.device("cpu")
 
-
-def tiny_study(tmp_path, **kw) -> StudyConfig:
-    params = {"variants": {"easytune_all": {"method": "easytune_step"}, "draft_2": {"method": "draft_k",
-                                                                                     "policy": {"k": 2}}},
+def tiny_inputs(tmp_path, **kw) -> StudyInputs:
+    params = {"variants": {"easytune_all": {"method": "easytune_step"},
+                           "draft_2": {"method": "draft_k", "policy": {"k": 2}}},
               "seeds": [1, 2], "lr_grid": [1e-2], "budget_gflops": 0.004, "snapshot_at": [0.5, 1.0],
               "signals": {"captions": 3, "batch_size": 3}, "run_cache": str(tmp_path / "runs"),
               "finetune": {"batch_size": 2, "num_steps": 4}}
     params.update(kw)
-    return from_dict(StudyConfig, params)
+    config = from_dict(StudyConfig, params)
+    gen = make_mdm(steps=4)
+    train, val, text = make_splits()
+    train, val = light_splits(train, val, config.signals.captions)
+    inputs = StudyInputs(config, make_checkpoint("frame_denoiser", gen.denoiser, gen.checkpoint_metadata()), None,
+                         make_checkpoint("retrieval_model", make_reward().model), train, val, text, {})
+    inputs.base = base_signals(inputs)
+    return inputs
 
 
 def test_a_run_has_base_then_budget_snapshots_with_signals_and_is_cached(tmp_path, caplog, one_torch_thread):
-    cfg = tiny_study(tmp_path)
-    train, val, text = make_splits()
-    reward = make_reward()
-    base = base_signals(lambda: make_mdm(steps=4), reward, val, text, cfg.signals, CPU)
-    out = run_once("easytune_all", 1e-2, 1, cfg, lambda: make_mdm(steps=4), reward, train, val, text, base,
-                   common={}, device=CPU)
+    inputs = tiny_inputs(tmp_path)
+    out = run_task(inputs, RunTask("easytune_all", 1e-2, 1))
     snaps = out.record["snapshots"]
     assert [s["at"] for s in snaps] == [0.0, 0.5, 1.0] and len(out.weights) == 2
-    assert snaps[0]["val_reward"] == base["val_reward"] and snaps[0]["cost_gflops"] == 0.0
+    assert snaps[0]["val_reward"] == inputs.base["val_reward"] and snaps[0]["cost_gflops"] == 0.0
     assert snaps[1]["cost_gflops"] >= 0.002 and snaps[2]["cost_gflops"] >= 0.004
     assert snaps[2]["val_reward"] != snaps[0]["val_reward"]
     with caplog.at_level(logging.INFO):
-        again = run_once("easytune_all", 1e-2, 1, cfg, lambda: make_mdm(steps=4), reward, train, val, text, base,
-                         common={}, device=CPU)
+        again = run_task(inputs, RunTask("easytune_all", 1e-2, 1))
     assert "loaded from" in caplog.text and again.record == out.record
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        other = run_once("easytune_all", 1e-2, 2, cfg, lambda: make_mdm(steps=4), reward, train, val, text, base,
-                         common={}, device=CPU)  # another seed is another run: never the cached one
+        other = run_task(inputs, RunTask("easytune_all", 1e-2, 2))  # another seed is another run
     assert "loaded from" not in caplog.text and other.record["snapshots"] != out.record["snapshots"]
 
 
-def test_lr_selection_uses_the_selection_seed_and_the_admissible_val_reward(tmp_path):
-    cfg = tiny_study(tmp_path, lr_grid=[1e-3, 1e-2, 1e-1], selection_seed=100)
-    calls = []
-
-    def fake_run(lr, seed):
-        calls.append((lr, seed))
-        reward = {1e-3: 4.5, 1e-2: 5.5, 1e-1: 9.0}[lr]
-        fid = {1e-3: 1.0, 1e-2: 1.1, 1e-1: 5.0}[lr]  # the highest reward is inadmissible (hacked)
-        snaps = [{"val_reward": 4.0, "val_reward_fid": 1.0}, {"val_reward": reward, "val_reward_fid": fid}]
-        return RunOutput({"snapshots": snaps}, [])
-
-    chosen = select_lr("easytune_all", cfg, fake_run)
-    assert chosen["lr"] == 1e-2 and {s for _, s in calls} == {100}
-    assert [c["admissible_index"] for c in chosen["candidates"]] == [1, 1, 0]
+def test_lr_choice_reads_the_admissible_val_reward_of_the_selection_runs(tmp_path):
+    config = tiny_inputs(tmp_path, lr_grid=[1e-3, 1e-2, 1e-1]).config
+    outputs = {}
+    for lr, reward, fid in ((1e-3, 4.5, 1.0), (1e-2, 5.5, 1.1), (1e-1, 9.0, 5.0)):  # the best reward is hacked
+        outputs[lr] = RunOutput({"snapshots": [{"val_reward": 4.0, "val_reward_fid": 1.0},
+                                               {"val_reward": reward, "val_reward_fid": fid}]}, [])
+    chosen = choose_lr(config, "easytune_all", outputs)
+    assert chosen["lr"] == 1e-2 and [c["admissible_index"] for c in chosen["candidates"]] == [1, 1, 0]
 
 
-def test_run_variant_trains_every_seed_at_the_chosen_lr(tmp_path, one_torch_thread):
-    cfg = tiny_study(tmp_path)
-    train, val, text = make_splits()
-    reward = make_reward()
-    base = base_signals(lambda: make_mdm(steps=4), reward, val, text, cfg.signals, CPU)
-    record, weights = run_variant("draft_2", cfg, lambda: make_mdm(steps=4), reward, train, val, text, base,
-                                  common={}, device=CPU)
-    assert [r["seed"] for r in record["runs"]] == [1, 2] and all(r["lr"] == 1e-2 for r in record["runs"])
-    assert record["lr_selection"]["rule"] == "single learning rate" and len(weights) == 2
+def test_selection_then_seeded_runs_and_workers_give_the_same_results(tmp_path, one_torch_thread):
+    inputs = tiny_inputs(tmp_path, lr_grid=[1e-3, 1e-2], run_cache=None)
+    lrs = select_learning_rates(inputs)
+    assert set(lrs) == {"easytune_all", "draft_2"} and all(c["seed"] == 100 for c in lrs.values())
+    records, weights = train_study(inputs, lrs)
+    assert [r["seed"] for r in records["draft_2"]["runs"]] == [1, 2] and len(weights["draft_2"]) == 2
+    parallel = tiny_inputs(tmp_path, lr_grid=[1e-3, 1e-2], run_cache=None, workers=2)
+    records2, weights2 = train_study(parallel, lrs)
+    for v in records:
+        for a, b in zip(records[v]["runs"], records2[v]["runs"], strict=True):
+            assert [s["val_reward"] for s in a["snapshots"]] == [s["val_reward"] for s in b["snapshots"]]
+        for wa, wb in zip(weights[v], weights2[v], strict=True):
+            for sa, sb in zip(wa, wb, strict=True):
+                assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -49,6 +49,9 @@ class StudyConfig:
         metrics: test metrics tabulated in the views.
         seconds_points: fractions of the shortest variant's mean training seconds for the equal-seconds view.
         run_cache: folder of finished runs (and their resume files): a rerun with the same key loads them.
+        workers: runs and snapshot scorings executed side by side in this many processes (CPU: one per core);
+        threads: torch intra-op threads of each run or scoring, whatever ``workers`` is (results do not depend
+            on ``workers``; they may differ in the last bits between thread counts).
     """
 
     variants: dict[str, VariantSpec] = field(default_factory=dict)
@@ -66,6 +69,8 @@ class StudyConfig:
         "jitter"])
     seconds_points: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     run_cache: str | None = "data/06_models/study/runs"
+    workers: int = 1
+    threads: int = 1
 
     def __post_init__(self) -> None:
         self.variants = {name: spec if isinstance(spec, VariantSpec) else
@@ -91,6 +96,8 @@ class StudyConfig:
         owned = sorted(set(self.finetune) & set(STUDY_OWNED))
         if owned:
             raise ConfigError(f"finetune_study.finetune sets {owned}, which the study sets itself")
+        if self.workers < 1 or self.threads < 1:
+            raise ConfigError(f"finetune_study.workers and threads must be >= 1, got {self.workers}, {self.threads}")
         if int(self.protocol.get("generation_replications", 1)) < 1:
             raise ConfigError("finetune_study.protocol.generation_replications must be >= 1")
 

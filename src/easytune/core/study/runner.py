@@ -1,8 +1,9 @@
-"""Runs of one study variant: learning-rate selection on the selection seed, then one run per study seed.
+"""The study's runs: learning-rate selection on the selection seed, then one run per variant x study seed.
 
 Every run starts from the same pretrained generator, fine-tunes under the shared GFLOPs budget and hands over its
 weights at the snapshot points; after the run (outside its timed update windows) each snapshot gets its validation
-signals (:mod:`.signals`). Nothing here reads the test split or the evaluator.
+signals (:mod:`.signals`). Nothing here reads the test split or the evaluator. Runs are independent tasks
+(:func:`easytune.core.parallel.map_tasks`): ``workers`` processes run them side by side with the same results.
 
 Finished runs are cached under ``run_cache/<variant>/`` with a resume key covering the run's configuration, seed,
 device, starting weights, reward, data and signal settings (a changed setting never reuses a cached run); an
@@ -14,35 +15,57 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from easytune.core.config import to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.finetune import load_generator, load_reward
 from easytune.core.finetune.trainer import finetune, finetune_resume_key
+from easytune.core.parallel import map_tasks, torch_threads
 from easytune.core.resume import ResumeKey
 from easytune.core.study.config import StudyConfig
-from easytune.core.study.signals import SignalConfig, real_embeddings, validation_signals
+from easytune.core.study.signals import real_embeddings, validation_signals
 from easytune.core.study.views import admissible_index
 from easytune.core.training import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
-#: rebuilds a fresh pretrained generator on a device (each run starts from the same weights)
-GeneratorFactory = Callable[[], Any]
-
 
 @dataclass
-class RunOutput:
-    """One run: ``record`` (seed, lr, summary, snapshots with cost/seconds/signals; JSON-ready) and the snapshot
-    weights (CPU state dicts, one per snapshot point after the base)."""
+class StudyInputs:
+    """What every run shares (picklable, sent once to each worker).
 
-    record: dict[str, Any]
-    weights: list[dict[str, torch.Tensor]]
+    denoiser / vae / reward: checkpoint dicts (the pretrained generator, its VAE or None, the reward model);
+    train: the train split reduced to what fine-tuning samples (ids, lengths, captions; see :func:`light_splits`);
+    val: the val samples the signals score; base: the base model's signals; common: ``finetune.common``.
+    """
+
+    config: StudyConfig
+    denoiser: dict
+    vae: dict | None
+    reward: dict
+    train: MotionSplit
+    val: MotionSplit
+    text: TextEmbeddings
+    common: dict
+    device: str = "cpu"
+    base: dict | None = None
+
+    def generator(self):
+        return load_generator(self.denoiser, self.vae, self.device)
+
+
+def light_splits(train: MotionSplit, val: MotionSplit, captions: int) -> tuple[MotionSplit, MotionSplit]:
+    """Fine-tuning samples only captions and lengths from ``train`` (its features are replaced by a (N, T, 1) zero
+    array, so workers do not receive them); the signals score the first ``captions`` val samples."""
+    light = MotionSplit(train.ids, np.zeros((len(train), train.max_length, 1), np.float32), train.lengths,
+                        train.caption_offsets, train.caption_ids, train.labels)
+    return light, val.subset(np.arange(min(captions, len(val))))
 
 
 def base_snapshot(signals: dict[str, float]) -> dict[str, Any]:
@@ -51,27 +74,52 @@ def base_snapshot(signals: dict[str, float]) -> dict[str, Any]:
             "samples_drawn": 0, **signals}
 
 
-def base_signals(make_generator: GeneratorFactory, reward, val: MotionSplit, text: TextEmbeddings,
-                 signals: SignalConfig, device: torch.device, num_steps: int | None = None,
-                 guidance_scale: float | None = None) -> dict[str, float]:
+def base_signals(inputs: StudyInputs) -> dict[str, float]:
     """Validation signals of the pretrained generator (shared by every run: snapshot 0)."""
-    return validation_signals(make_generator(), reward, val, text, signals, device, num_steps=num_steps,
-                              guidance_scale=guidance_scale)
+    cfg = inputs.config
+    first = cfg.enabled[0]
+    run_cfg = cfg.run_config(first, cfg.grid(first)[0], inputs.common)
+    reward = load_reward(inputs.reward, inputs.device)
+    with torch_threads(cfg.threads):
+        return validation_signals(inputs.generator(), reward, inputs.val, inputs.text, cfg.signals, inputs.device,
+                                  num_steps=run_cfg.num_steps, guidance_scale=run_cfg.guidance_scale)
 
 
-def run_once(variant: str, lr: float, seed: int, config: StudyConfig, make_generator: GeneratorFactory, reward,
-             train: MotionSplit, val: MotionSplit, text: TextEmbeddings, base: dict[str, float], *,
-             common: dict[str, Any], device: torch.device, progress: bool | None = None) -> RunOutput:
-    """Fine-tune ``variant`` at ``lr`` with ``seed`` under the study budget; signals at every snapshot."""
-    cache = Path(config.run_cache) / variant if config.run_cache else None
-    tag = f"lr{lr:g}_seed{seed}"
-    run_cfg = config.run_config(variant, lr, common, str(cache / f"{tag}.resume.pt") if cache else None)
-    generator = make_generator()
-    key = finetune_resume_key(generator, reward, train, val, text, run_cfg, seed=seed, device=device,
-                              signals=to_dict(config.signals), base=base) if cache else None
-    cached = _load_run(cache / f"{tag}.pt", key) if cache else None
+@dataclass(frozen=True)
+class RunTask:
+    variant: str
+    lr: float
+    seed: int
+    keep_weights: bool = True
+
+    @property
+    def tag(self) -> str:
+        return f"lr{self.lr:g}_seed{self.seed}"
+
+
+@dataclass
+class RunOutput:
+    """One run: ``record`` (seed, lr, summary, snapshots with cost/seconds/signals; JSON-ready) and the snapshot
+    weights (CPU state dicts, one per snapshot point after the base; empty when not kept)."""
+
+    record: dict[str, Any]
+    weights: list[dict[str, torch.Tensor]]
+
+
+def run_task(inputs: StudyInputs, task: RunTask) -> RunOutput:
+    """Fine-tune ``task.variant`` at ``task.lr`` with ``task.seed`` under the study budget; signals at every
+    snapshot. Cached: a finished run with the same key is loaded instead."""
+    config, device = inputs.config, torch.device(inputs.device)
+    cache = Path(config.run_cache) / task.variant if config.run_cache else None
+    run_cfg = config.run_config(task.variant, task.lr, inputs.common,
+                                str(cache / f"{task.tag}.resume.pt") if cache else None)
+    generator, reward = inputs.generator(), load_reward(inputs.reward, device)
+    key = finetune_resume_key(generator, reward, inputs.train, inputs.val, inputs.text, run_cfg, seed=task.seed,
+                              device=device, signals=to_dict(config.signals), base=inputs.base,
+                              keep_weights=task.keep_weights) if cache else None
+    cached = _load_run(cache / f"{task.tag}.pt", key) if cache else None
     if cached is not None:
-        logger.info("study %s: %s loaded from %s", variant, tag, cache / f"{tag}.pt")
+        logger.info("study %s %s: loaded from %s", task.variant, task.tag, cache / f"{task.tag}.pt")
         return cached
     weights, records = [], []
 
@@ -80,64 +128,81 @@ def run_once(variant: str, lr: float, seed: int, config: StudyConfig, make_gener
         weights.append(state_dict)
 
     started = time.perf_counter()
-    result = finetune(generator, reward, train, None, text, run_cfg, seed=seed, device=device, progress=progress,
-                      on_snapshot=on_snapshot)
-    signal_s = time.perf_counter()
-    real_emb = real_embeddings(reward, val, config.signals, device)
-    snapshots = [base_snapshot(base)]
+    result = finetune(generator, reward, inputs.train, None, inputs.text, run_cfg, seed=task.seed, device=device,
+                      progress=False, on_snapshot=on_snapshot)
+    signal_start = time.perf_counter()
+    real_emb = real_embeddings(reward, inputs.val, config.signals, device)
+    snapshots = [base_snapshot(inputs.base)]
     for j, (record, state_dict) in enumerate(zip(records, weights, strict=True), start=1):
         generator.denoiser.load_state_dict(state_dict)
-        signals = validation_signals(generator, reward, val, text, config.signals, device, real_emb=real_emb,
-                                     num_steps=run_cfg.num_steps, guidance_scale=run_cfg.guidance_scale)
+        signals = validation_signals(generator, reward, inputs.val, inputs.text, config.signals, device,
+                                     real_emb=real_emb, num_steps=run_cfg.num_steps,
+                                     guidance_scale=run_cfg.guidance_scale)
         snapshots.append({"index": j, **record, **signals})
     summary = {k: v for k, v in result.summary.items() if k != "policy"}
-    record = {"variant": variant, "seed": seed, "lr": lr, "summary": summary, "snapshots": snapshots,
-              "wall_s": time.perf_counter() - started, "signals_s": time.perf_counter() - signal_s}
-    logger.info("study %s %s: %d updates, %.1f GFLOPs, %.1f s training; val reward %s", variant, tag,
+    record = {"variant": task.variant, "seed": task.seed, "lr": task.lr, "summary": summary, "snapshots": snapshots,
+              "wall_s": time.perf_counter() - started, "signals_s": time.perf_counter() - signal_start}
+    logger.info("study %s %s: %d updates, %.1f GFLOPs, %.1f s training; val reward %s", task.variant, task.tag,
                 summary["updates"], summary.get("cost_gflops", 0.0), summary["train_s"],
                 [round(s["val_reward"], 3) for s in snapshots])
-    output = RunOutput(record, weights)
+    output = RunOutput(record, weights if task.keep_weights else [])
     if cache:
-        _save_run(cache / f"{tag}.pt", key, output)
-        resume = Path(run_cfg.resume_path)
-        resume.unlink(missing_ok=True)  # the finished run is cached; its resume file is no longer needed
+        _save_run(cache / f"{task.tag}.pt", key, output)
+        Path(run_cfg.resume_path).unlink(missing_ok=True)  # the finished run is cached; its resume file is done
     return output
 
 
-def select_lr(variant: str, config: StudyConfig, run: Callable[[float, int], RunOutput]) -> dict[str, Any]:
-    """Learning-rate selection on the selection seed: per lr, the held-out reward at the run's admissible point
-    (val signals only); the highest wins (ties: the smaller lr). One lr in the grid: no selection run."""
+def workers_for(inputs) -> int:
+    """``config.workers`` on CPU; one process on an accelerator (it already runs a run's batch in parallel)."""
+    return 1 if torch.device(inputs.device).type != "cpu" else inputs.config.workers
+
+
+def choose_lr(config: StudyConfig, variant: str, outputs: dict[float, RunOutput]) -> dict[str, Any]:
+    """The learning rate of ``variant``: per lr of its grid, the held-out reward at the selection run's admissible
+    point (val signals only); the highest wins (ties: the smaller lr). One lr in the grid: no selection run."""
     grid = config.grid(variant)
     if len(grid) == 1:
         return {"lr": grid[0], "grid": grid, "candidates": [], "rule": "single learning rate"}
     candidates = []
     for lr in grid:
-        out = run(lr, config.selection_seed)
-        snaps = out.record["snapshots"]
+        snaps = outputs[lr].record["snapshots"]
         j = admissible_index(snaps, config.signals.guard)
         candidates.append({"lr": lr, "admissible_index": j, "val_reward": snaps[j]["val_reward"],
-                           "val_reward_fid": snaps[j]["val_reward_fid"],
-                           "final_val_reward": snaps[-1]["val_reward"], "final_val_reward_fid": snaps[-1][
-                               "val_reward_fid"]})
+                           "val_reward_fid": snaps[j]["val_reward_fid"], "final_val_reward": snaps[-1]["val_reward"],
+                           "final_val_reward_fid": snaps[-1]["val_reward_fid"]})
     best = max(candidates, key=lambda c: (c["val_reward"], -c["lr"]))
     return {"lr": best["lr"], "grid": grid, "candidates": candidates, "seed": config.selection_seed,
             "rule": f"highest val_reward at the admissible point (val_reward_fid <= {config.signals.guard} x base)"}
 
 
-def run_variant(variant: str, config: StudyConfig, make_generator: GeneratorFactory, reward, train: MotionSplit,
-                val: MotionSplit, text: TextEmbeddings, base: dict[str, float], *, common: dict[str, Any],
-                device: torch.device, progress: bool | None = None) -> tuple[dict[str, Any], list[list[dict]]]:
-    """-> (variant record: ``lr_selection`` and ``runs`` (one per study seed), snapshot weights per run)."""
-    def run(lr: float, seed: int) -> RunOutput:
-        return run_once(variant, lr, seed, config, make_generator, reward, train, val, text, base, common=common,
-                        device=device, progress=progress)
+def select_learning_rates(inputs: StudyInputs) -> dict[str, dict]:
+    """Selection runs of every enabled variant (grid x selection seed, weights not kept) -> ``{variant: choice}``."""
+    config = inputs.config
+    tasks = [RunTask(v, lr, config.selection_seed, keep_weights=False)
+             for v in config.enabled if len(config.grid(v)) > 1 for lr in config.grid(v)]
+    outputs = map_tasks(run_task, tasks, inputs, workers=workers_for(inputs), threads=config.threads)
+    by_variant: dict[str, dict[float, RunOutput]] = {}
+    for task, out in zip(tasks, outputs, strict=True):
+        by_variant.setdefault(task.variant, {})[task.lr] = out
+    return {v: choose_lr(config, v, by_variant.get(v, {})) for v in config.enabled}
 
-    selection = select_lr(variant, config, run)
-    outputs = [run(selection["lr"], seed) for seed in config.seeds]
-    spec = config.variants[variant]
-    record = {"variant": variant, "method": spec.method, "policy": spec.policy, "finetune": spec.finetune,
-              "lr_selection": selection, "runs": [o.record for o in outputs]}
-    return record, [o.weights for o in outputs]
+
+def train_study(inputs: StudyInputs, lrs: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list[list[dict]]]]:
+    """One run per enabled variant x study seed at the chosen learning rate -> (``{variant: record}`` with
+    ``lr_selection`` and ``runs``, ``{variant: [snapshot weights per run]}``)."""
+    config = inputs.config
+    tasks = [RunTask(v, lrs[v]["lr"], seed) for v in config.enabled for seed in config.seeds]
+    outputs = map_tasks(run_task, tasks, inputs, workers=workers_for(inputs), threads=config.threads)
+    records: dict[str, dict] = {}
+    weights: dict[str, list] = {}
+    for task, out in zip(tasks, outputs, strict=True):
+        spec = config.variants[task.variant]
+        rec = records.setdefault(task.variant, {"variant": task.variant, "method": spec.method,
+                                                "policy": spec.policy, "finetune": spec.finetune,
+                                                "lr_selection": lrs[task.variant], "runs": []})
+        rec["runs"].append(out.record)
+        weights.setdefault(task.variant, []).append(out.weights)
+    return records, weights
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,4 +227,3 @@ def _load_run(path: Path, key: ResumeKey) -> RunOutput | None:
         logger.warning("%s: not reused: %s; running it again", path, reason)
         return None
     return RunOutput(json.loads(blob["record"]), list(blob["weights"]))
-

@@ -3,67 +3,73 @@
 Each snapshot is scored like an evaluated model: the test set is generated ``generation_replications`` times
 (>= 3 by default in the study), R-Precision groups, Diversity and MultiModality pairs are resampled over the
 replications, FID, MM-Dist, content accuracy and the plausibility metrics are computed per generation. A snapshot's
-value of a metric is its protocol mean; the study's CIs are then taken over training seeds.
+value of a metric is its protocol mean; the study's CIs are then taken over training seeds. Snapshots are
+independent tasks (:func:`easytune.core.parallel.map_tasks`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from easytune.core.checkpoint import build_from_checkpoint
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
-from easytune.core.evaluation.evaluator import denormalise_padded
-from easytune.core.evaluation.protocol import (
-    ProtocolConfig,
-    SourceEvaluation,
-    embed_motions,
-    evaluate_source,
-    generator_source,
-)
+from easytune.core.evaluation.protocol import ProtocolConfig, evaluate_source, generated_arrays, generator_source
+from easytune.core.finetune import load_generator
+from easytune.core.parallel import map_tasks
 
 logger = logging.getLogger(__name__)
 
 
-def score_generator(generator, test: MotionSplit, text: TextEmbeddings, stats: FeatureStats, evaluator, classifier,
-                    protocol: ProtocolConfig, num_joints: int, device: torch.device,
-                    real_emb: np.ndarray | None = None) -> SourceEvaluation:
-    """Every protocol metric of one generator on the test split."""
-    source = generator_source(generator, text, batch_size=protocol.batch_size, device=device,
-                              num_steps=protocol.num_steps, guidance_scale=protocol.guidance_scale)
-    return evaluate_source(source, test, text, stats, evaluator, classifier, protocol, num_joints, device=device,
-                           real_emb=real_emb)
+@dataclass
+class ScoringInputs:
+    """What every scoring task shares: the pretrained generator's checkpoints (snapshot weights replace its
+    denoiser's), the evaluator and content classifier checkpoints, the test split, text, stats and protocol."""
+
+    denoiser: dict
+    vae: dict | None
+    evaluator: dict
+    classifier: dict | None
+    test: MotionSplit
+    text: TextEmbeddings
+    stats: FeatureStats
+    protocol: ProtocolConfig
+    num_joints: int
+    device: str = "cpu"
 
 
-def real_test_embeddings(evaluator, test: MotionSplit, stats: FeatureStats, device: torch.device) -> np.ndarray:
-    """(N, E) evaluator embeddings of the real test motions (the FID reference, computed once)."""
-    return embed_motions(evaluator, denormalise_padded(test.features, test.lengths, stats), test.lengths,
-                         device=device)
+@dataclass(frozen=True)
+class ScoreTask:
+    """Weights of one snapshot (None: the pretrained model itself); ``keep``: also return its first generation."""
+
+    label: str
+    state_dict: dict | None
+    keep: bool = False
 
 
-def score_snapshots(make_generator: Callable[[], object], run_weights: Sequence[Sequence[dict]],
-                    test: MotionSplit, text: TextEmbeddings, stats: FeatureStats, evaluator, classifier,
-                    protocol: ProtocolConfig, num_joints: int, device: torch.device,
-                    keep: tuple[int, int] | None = None, label: str = "study"
-                    ) -> tuple[list[list[dict]], SourceEvaluation | None]:
-    """Scores of every snapshot of every run: ``scores[r][j - 1]`` = metrics ({name: {mean, ci}}) of snapshot j of
-    run r (j >= 1; snapshot 0 is the base model, scored once elsewhere). ``keep`` = (run, snapshot j) whose full
-    evaluation (first generation: features, joints) is also returned."""
-    real_emb = real_test_embeddings(evaluator, test, stats, device)
-    generator = make_generator()
-    scores, kept = [], None
-    for r, weights in enumerate(run_weights):
-        row = []
-        for j, state_dict in enumerate(weights, start=1):
-            generator.denoiser.load_state_dict(state_dict)
-            result = score_generator(generator, test, text, stats, evaluator, classifier, protocol, num_joints,
-                                     device, real_emb)
-            row.append(result.metrics)
-            if keep == (r, j):
-                kept = result
-            logger.info("%s: run %d snapshot %d scored in %.1f s (R@1 %.3f, FID %.2f)", label, r, j, result.wall_s,
-                        result.metrics["R@1"]["mean"], result.metrics["FID"]["mean"])
-        scores.append(row)
-    return scores, kept
+def score_task(inputs: ScoringInputs, task: ScoreTask) -> tuple[dict, dict | None]:
+    """-> (metrics {name: {mean, ci}}, the first generation's arrays (evaluation layout) when ``task.keep``)."""
+    device = torch.device(inputs.device)
+    generator = load_generator(inputs.denoiser, inputs.vae, device)
+    if task.state_dict is not None:
+        generator.denoiser.load_state_dict(task.state_dict)
+    evaluator = build_from_checkpoint(inputs.evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
+    classifier = None if inputs.classifier is None else build_from_checkpoint(
+        inputs.classifier, device, allowed_kinds=["content_classifier"], source="content_classifier")
+    p = inputs.protocol
+    source = generator_source(generator, inputs.text, batch_size=p.batch_size, device=device,
+                              num_steps=p.num_steps, guidance_scale=p.guidance_scale)
+    result = evaluate_source(source, inputs.test, inputs.text, inputs.stats, evaluator, classifier, p,
+                             inputs.num_joints, device=device)
+    logger.info("study scoring %s: %.1f s (R@1 %.3f, FID %.2f)", task.label, result.wall_s,
+                result.metrics["R@1"]["mean"], result.metrics["FID"]["mean"])
+    return result.metrics, generated_arrays(result, inputs.test, inputs.text) if task.keep else None
+
+
+def score_many(inputs: ScoringInputs, tasks: list[ScoreTask], *, workers: int = 1, threads: int = 1
+               ) -> list[tuple[dict, dict | None]]:
+    """:func:`score_task` for every task (in ``workers`` processes when > 1), in order."""
+    workers = workers if torch.device(inputs.device).type == "cpu" else 1  # one process on an accelerator
+    return map_tasks(score_task, tasks, inputs, workers=workers, threads=threads)

@@ -1,8 +1,9 @@
 """Thin Kedro adapters over :mod:`easytune.core.study`.
 
-Which node reads what is the guarantee that no choice reads the test split or the evaluator: the training and
-selection nodes take only the pretrained models, the reward model, the train/val splits and their own records;
-only the scoring nodes take the evaluator and the test split, after the choices are fixed.
+Which node reads what is the guarantee that no choice reads the test split or the evaluator: the nodes that choose
+(learning rates, admissible points) and train take only the pretrained models, the reward model, the train/val
+splits and their own records; only the scoring node takes the evaluator and the test split, after every choice is
+fixed (its inputs include the selection, so Kedro runs it last).
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from easytune.core.checkpoint import build_from_checkpoint
 from easytune.core.config import from_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
-from easytune.core.evaluation.protocol import EvaluationConfig, ProtocolConfig, generated_arrays
-from easytune.core.finetune import load_reward
+from easytune.core.evaluation.protocol import EvaluationConfig, ProtocolConfig
 from easytune.core.motion.skeleton import get_skeleton
-from easytune.core.runtime import resolve_device, seed_everything
+from easytune.core.runtime import resolve_device
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, select_points
-from easytune.core.study.runner import base_signals, run_variant
-from easytune.core.study.scoring import score_generator, score_snapshots
+from easytune.core.study.runner import (StudyInputs, base_signals, light_splits, select_learning_rates,
+                                        train_study)
+from easytune.core.study.scoring import ScoreTask, ScoringInputs, score_many
 from easytune.pipelines.finetune.nodes import FinetuneSettings, _pick_generator
 from easytune.pipelines.finetune_study import plots
 
@@ -31,137 +31,132 @@ def _study(finetune_study: dict) -> StudyConfig:
     return from_dict(StudyConfig, finetune_study, where="params:finetune_study")
 
 
-def _generator_factory(settings: FinetuneSettings, latent, frame, vae, device):
-    """A function returning a fresh pretrained generator (every run starts from the same weights)."""
-    _pick_generator(settings, latent, frame, vae, device)  # clear error now when the chosen generator is missing
-    return lambda: _pick_generator(settings, latent, frame, vae, device)[1]
+def _generator_checkpoints(finetune: dict, latent: dict | None, frame: dict | None, vae: dict | None, device
+                           ) -> tuple[FinetuneSettings, dict, dict | None]:
+    """(settings, the chosen pretrained denoiser checkpoint, its VAE or None); a clear error when it is missing."""
+    settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
+    ckpt, _ = _pick_generator(settings, latent, frame, vae, device)
+    return settings, ckpt, vae if settings.generator == "mld" else None
 
 
-def _common(settings: FinetuneSettings) -> dict:
-    return dict(settings.common)
+def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
+            val_motions, text_embeddings, finetune_study, finetune, runtime, base=None) -> StudyInputs:
+    study = _study(finetune_study)
+    device = resolve_device(runtime["device"])
+    settings, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
+                                                     motion_vae, device)
+    text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
+    train = MotionSplit.from_arrays(train_motions, source="train_motions")
+    val = MotionSplit.from_arrays(val_motions, source="val_motions")
+    for name, split in (("train_motions", train), ("val_motions", val)):
+        split.check_against(text, name)
+    train, val = light_splits(train, val, study.signals.captions)
+    return StudyInputs(study, denoiser, vae, reward_model, train, val, text, dict(settings.common), str(device),
+                       base=base)
 
 
 def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                       reward_model: dict, val_motions: dict, text_embeddings: dict, finetune_study: dict,
-                       finetune: dict, runtime: dict) -> dict:
+                       reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
+                       finetune_study: dict, finetune: dict, runtime: dict) -> dict:
     """-> validation signals of the pretrained generator (every run's snapshot 0)."""
-    study = _study(finetune_study)
-    settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
-    device = resolve_device(runtime["device"])
-    text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
-    val = MotionSplit.from_arrays(val_motions, source="val_motions")
-    make = _generator_factory(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, device)
-    run_cfg = study.run_config(study.enabled[0], study.grid(study.enabled[0])[0], _common(settings))
-    return base_signals(make, load_reward(reward_model, device), val, text, study.signals, device,
-                        num_steps=run_cfg.num_steps, guidance_scale=run_cfg.guidance_scale)
+    return base_signals(_inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model,
+                                train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime))
 
 
-def train_variant_node(variant: str):
-    """Node function for one variant: learning-rate selection, then one run per study seed."""
-
-    def train_study_variant(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                            reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                            study_base_signals: dict, finetune_study: dict, finetune: dict,
-                            runtime: dict) -> tuple[dict, dict]:
-        """-> (variant record: lr selection, runs with snapshot costs and val signals; snapshot weights)."""
-        study = _study(finetune_study)
-        if variant not in study.variants or not study.variants[variant].enabled:
-            log.info("finetune_study: variant %s is not enabled; skipped", variant)
-            return {}, {"runs": [], "metadata": {"variant": variant, "skipped": True}}
-        settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
-        device = resolve_device(runtime["device"])
-        seed_everything(runtime["seed"])
-        text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
-        train = MotionSplit.from_arrays(train_motions, source="train_motions")
-        val = MotionSplit.from_arrays(val_motions, source="val_motions")
-        for name, split in (("train_motions", train), ("val_motions", val)):
-            split.check_against(text, name)
-        make = _generator_factory(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
-                                  device)
-        record, weights = run_variant(variant, study, make, load_reward(reward_model, device), train, val, text,
-                                      study_base_signals, common=_common(settings), device=device)
-        record["generator"] = settings.generator
-        return record, {"runs": weights, "metadata": {"variant": variant, "seeds": study.seeds}}
-
-    train_study_variant.__name__ = f"train_study_variant_{variant}"
-    return train_study_variant
+def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
+                                motion_vae: dict, reward_model: dict, train_motions: dict, val_motions: dict,
+                                text_embeddings: dict, study_base_signals: dict, finetune_study: dict,
+                                finetune: dict, runtime: dict) -> dict:
+    """-> ``{variant: {lr, grid, candidates, rule}}`` from runs on the selection seed, val signals only."""
+    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
+                     val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals)
+    choice = select_learning_rates(inputs)
+    log.info("finetune_study: learning rates %s", {v: c["lr"] for v, c in choice.items()})
+    return choice
 
 
-def select_study_points(finetune_study: dict, *records: dict) -> dict:
+def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
+                     reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
+                     study_base_signals: dict, study_lr_selection: dict, finetune_study: dict, finetune: dict,
+                     runtime: dict) -> tuple[dict, dict]:
+    """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot weights}``)."""
+    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
+                     val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals)
+    missing = sorted(set(inputs.config.enabled) - set(study_lr_selection))
+    if missing:
+        raise ValueError(f"study_lr_selection has no learning rate for {missing}: rerun the whole finetune_study "
+                         f"pipeline (the selection node runs before the training node)")
+    records, weights = train_study(inputs, study_lr_selection)
+    generator = from_dict(FinetuneSettings, finetune, where="params:finetune").generator
+    for record in records.values():
+        record["generator"] = generator
+    snapshots = {v: {"runs": w, "metadata": {"variant": v, "seeds": inputs.config.seeds}} for v, w in weights.items()}
+    return records, snapshots
+
+
+def select_study_points(study_training: dict, finetune_study: dict) -> dict:
     """-> the admissible snapshot of every run, from validation signals only (inputs: the records and params)."""
-    study = _study(finetune_study)
-    return select_points(study, {r["variant"]: r for r in records if r})
+    return select_points(_study(finetune_study), study_training)
 
 
-def _scoring_inputs(evaluation: dict, finetune_study: dict, dataset: dict, evaluator: dict, content_classifier: dict,
-                    test_motions: dict, text_embeddings: dict, feature_stats: dict, device):
+def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrained_latent_denoiser: dict,
+                          pretrained_frame_denoiser: dict, motion_vae: dict, evaluator: dict,
+                          content_classifier: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
+                          finetune_study: dict, finetune: dict, evaluation: dict, dataset: dict,
+                          runtime: dict) -> tuple[dict, dict]:
+    """-> (``{"base": metrics, "variants": {variant: [run][snapshot - 1] metrics}}``, ``{variant: arrays}`` of the
+    test-set generation of each variant's first-seed admissible point)."""
     study = _study(finetune_study)
+    device = resolve_device(runtime["device"])
+    _, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
+                                              motion_vae, device)
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     skeleton = get_skeleton(dataset["skeleton"])
     base_protocol = config.protocol_for(skeleton, dataset["fps"])
     protocol = from_dict(ProtocolConfig, {**base_protocol.__dict__, **study.protocol},
                          where="params:finetune_study.protocol")
-    model = build_from_checkpoint(evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
-    classifier = build_from_checkpoint(content_classifier, device, allowed_kinds=["content_classifier"],
-                                       source="content_classifier")
-    test = MotionSplit.from_arrays(test_motions, source="test_motions")
-    text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
-    stats = FeatureStats.from_arrays(feature_stats, source="feature_stats")
-    return study, protocol, model, classifier, test, text, stats, skeleton.num_joints
-
-
-def score_study_base(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                     evaluator: dict, content_classifier: dict, test_motions: dict, text_embeddings: dict,
-                     feature_stats: dict, finetune_study: dict, finetune: dict, evaluation: dict, dataset: dict,
-                     runtime: dict) -> dict:
-    """-> test metrics of the pretrained generator under the study's protocol (every run's snapshot 0)."""
-    device = resolve_device(runtime["device"])
-    study, protocol, model, classifier, test, text, stats, joints = _scoring_inputs(
-        evaluation, finetune_study, dataset, evaluator, content_classifier, test_motions, text_embeddings,
-        feature_stats, device)
-    settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
-    make = _generator_factory(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, device)
-    return score_generator(make(), test, text, stats, model, classifier, protocol, joints, device).metrics
-
-
-def score_variant_node(variant: str):
-    """Node function scoring one variant's snapshots on the test split (after the choices are fixed)."""
-
-    def score_study_variant(study_snapshots: dict, study_training: dict, study_selection: dict,
-                            pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                            evaluator: dict, content_classifier: dict, test_motions: dict, text_embeddings: dict,
-                            feature_stats: dict, finetune_study: dict, finetune: dict, evaluation: dict,
-                            dataset: dict, runtime: dict) -> tuple[dict, dict]:
-        """-> ({"scores": [run][snapshot - 1] metrics}, test-set generation of the first seed's admissible point)."""
-        if not study_training:
-            return {}, {}
-        device = resolve_device(runtime["device"])
-        study, protocol, model, classifier, test, text, stats, joints = _scoring_inputs(
-            evaluation, finetune_study, dataset, evaluator, content_classifier, test_motions, text_embeddings,
-            feature_stats, device)
-        settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
-        make = _generator_factory(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
-                                  device)
+    inputs = ScoringInputs(denoiser, vae, evaluator, content_classifier,
+                           MotionSplit.from_arrays(test_motions, source="test_motions"),
+                           TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings"),
+                           FeatureStats.from_arrays(feature_stats, source="feature_stats"), protocol,
+                           skeleton.num_joints, str(device))
+    tasks, where = [ScoreTask("base", None)], []
+    for variant in study.enabled:
+        runs = _loaded(study_snapshots, variant)["runs"]
         chosen = study_selection["variants"][variant]["indices"][0]
-        scores, kept = score_snapshots(make, study_snapshots["runs"], test, text, stats, model, classifier, protocol,
-                                       joints, device, keep=(0, chosen) if chosen else None, label=variant)
-        if kept is None:  # the admissible point of the first seed is the base model itself
-            kept = score_generator(make(), test, text, stats, model, classifier, protocol, joints, device)
-        return {"variant": variant, "scores": scores}, generated_arrays(kept, test, text)
+        if chosen == 0:  # the first seed's admissible point is the base model itself
+            tasks.append(ScoreTask(f"{variant} base", None, keep=True))
+            where.append((variant, None, None))
+        for r, run in enumerate(runs):
+            for j, state_dict in enumerate(run, start=1):
+                tasks.append(ScoreTask(f"{variant} run {r} snapshot {j}", state_dict, keep=(r == 0 and j == chosen)))
+                where.append((variant, r, j))
+    results = score_many(inputs, tasks, workers=study.workers, threads=study.threads)
+    scores: dict[str, Any] = {"base": results[0][0], "variants": {}}
+    generated = {}
+    for (variant, r, _), (metrics, arrays) in zip(where, results[1:], strict=True):
+        if r is not None:
+            runs = scores["variants"].setdefault(variant, [])
+            while len(runs) <= r:
+                runs.append([])
+            runs[r].append(metrics)
+        if arrays is not None:
+            generated[variant] = arrays
+    return scores, generated
 
-    score_study_variant.__name__ = f"score_study_variant_{variant}"
-    return score_study_variant
+
+def _loaded(partitions: dict, name: str) -> dict:
+    value = partitions[name]
+    return value() if callable(value) else value
 
 
-def build_study_report(study_base_scores: dict, study_base_signals: dict, study_selection: dict,
-                       finetune_study: dict, *per_variant: dict) -> tuple[Any, ...]:
+def build_study_report(study_scores: dict, study_base_signals: dict, study_selection: dict, study_training: dict,
+                       finetune_study: dict) -> tuple[Any, ...]:
     """-> (``study_report``, markdown tables, Pareto figure, metrics-vs-cost figure, metrics-vs-gain figure, MLflow
-    child runs). ``per_variant`` = every variant's training record, then every variant's scores."""
+    child runs)."""
     study = _study(finetune_study)
-    half = len(per_variant) // 2
-    records = {r["variant"]: r for r in per_variant[:half] if r}
-    scores = {s["variant"]: s["scores"] for s in per_variant[half:] if s}
-    report = build_report(study, study_base_scores, study_base_signals, study_selection, records, scores)
+    report = build_report(study, study_scores["base"], study_base_signals, study_selection, study_training,
+                          study_scores["variants"])
     for line in report["conclusions"]:
         log.info("finetune_study: %s", line)
     return (report, markdown_tables(report), plots.pareto_figure(report), plots.cost_figure(report),
