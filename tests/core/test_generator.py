@@ -90,8 +90,8 @@ def test_classifier_free_guidance_combines_cond_and_uncond():
     gen, text = make_generator("mld"), make_text()
     x_t = torch.randn(3, 1, 32)
     t = torch.tensor([100, 200, 300])
-    cond = gen.denoiser(x_t, t, text.sentence, None, torch.zeros(3, dtype=torch.bool))
-    uncond = gen.denoiser(x_t, t, text.sentence, None, torch.ones(3, dtype=torch.bool))
+    cond = gen.denoiser(x_t, t, text, None, torch.zeros(3, dtype=torch.bool))
+    uncond = gen.denoiser(x_t, t, text, None, torch.ones(3, dtype=torch.bool))
     torch.testing.assert_close(gen.denoise(x_t, t, text, None, 1.0), cond)
     torch.testing.assert_close(gen.denoise(x_t, t, text, None, 4.0), uncond + 4.0 * (cond - uncond),
                                rtol=1e-5, atol=1e-5)

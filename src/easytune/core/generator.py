@@ -64,7 +64,7 @@ class MotionGenerator(nn.Module):
 
     Args:
         denoiser: trainable :class:`LatentDenoiser` (MLD) or :class:`FrameDenoiser` (MDM); signature
-            ``denoiser(x_t, t (B,), sentence (B, E), mask (B, T) | None, drop_text (B,) | None)``.
+            ``denoiser(x_t, t (B,), text: TextBatch, mask (B, T) | None, drop_text (B,) | None)``.
         diffusion: schedule + sampler.
         kind: ``mld`` or ``mdm``.
         vae: frozen :class:`MotionVAE` (MLD only; its parameters get ``requires_grad=False``).
@@ -129,9 +129,9 @@ class MotionGenerator(nn.Module):
         t = torch.as_tensor(t, device=x_t.device)
         t = t.expand(b) if t.dim() == 0 else t  # (B,)
         if scale == 1.0:
-            return self.denoiser(x_t, t, text.sentence, mask, None).float()
+            return self.denoiser(x_t, t, text, mask, None).float()
         drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(x_t.device)
-        out = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text.sentence, text.sentence]),
+        out = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), text.repeat(2),
                             None if mask is None else torch.cat([mask, mask]), drop).float()  # (2B, ...)
         cond, uncond = out[:b], out[b:]
         return uncond + scale * (cond - uncond)
@@ -214,7 +214,7 @@ class MotionGenerator(nn.Module):
         t = self.diffusion.sample_timesteps(b, dev, generator)  # (B,)
         drop = (torch.rand(b, generator=generator) < self.denoiser.config.cond_drop_prob).to(dev)  # (B,)
         x_t = self.diffusion.add_noise(x0, noise, t)
-        out = self.denoiser(x_t, t, text.sentence.to(dev), mask if self.kind == "mdm" else None, drop)
+        out = self.denoiser(x_t, t, text.to(dev), mask if self.kind == "mdm" else None, drop)
         target = self.diffusion.training_target(x0, noise)
         if self.kind == "mld":
             return F.mse_loss(out, target)

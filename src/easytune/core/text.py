@@ -53,6 +53,15 @@ class TextBatch:
         """Sub-batch (tensor or list of indices)."""
         return TextBatch(self.sentence[idx], self.tokens[idx], self.token_lengths[idx], self.rows[idx])
 
+    def repeat(self, times: int) -> "TextBatch":
+        """The batch ``times`` times over along the batch axis (classifier-free guidance's two branches)."""
+        return TextBatch(self.sentence.repeat(times, 1), self.tokens.repeat(times, 1, 1),
+                         self.token_lengths.repeat(times), self.rows.repeat(times))
+
+    def token_mask(self) -> torch.Tensor:
+        """(B, L) bool, True on valid tokens."""
+        return lengths_to_mask(self.token_lengths, self.tokens.shape[1])
+
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
     """(B,) int lengths -> (B, T) bool mask, True on valid frames."""

@@ -11,7 +11,7 @@ from easytune.core.checkpoint import CheckpointError, build_from_checkpoint, mak
 from easytune.core.config import from_dict
 from easytune.core.finetune import load_checkpoint_model, load_generator
 from easytune.core.finetune.trainer import FinetuneConfig, finetune
-from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_splits
+from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_splits, make_text
 
 CPU = torch.device("cpu")
 
@@ -126,7 +126,7 @@ def test_lora_trains_adapters_only_and_merges_into_a_plain_denoiser():
     assert any(not torch.equal(merged.state_dict()[k], before[k]) for k in before)
     ckpt = make_checkpoint("latent_denoiser", merged)
     rebuilt = build_from_checkpoint(ckpt)
-    x, t, s = torch.randn(2, 1, 8), torch.tensor([10, 500]), torch.randn(2, 8)
+    x, t, s = torch.randn(2, 1, 8), torch.tensor([10, 500]), make_text(2)
     torch.testing.assert_close(rebuilt(x, t, s), merged(x, t, s))
 
 

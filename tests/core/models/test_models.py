@@ -9,6 +9,7 @@ from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConf
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig
 from easytune.core.runtime import count_parameters
+from easytune.core.text import TextBatch
 
 
 def test_paper_preset_matches_published_parameter_counts():
@@ -104,17 +105,47 @@ def test_vae_position_term_is_the_masked_mpjpe_of_the_reconstruction():
     assert vae.output_proj.weight.grad.abs().sum() > 0
 
 
-def test_frame_denoiser_ignores_padded_frames():
+def _text(batch: int, tokens: int = 5, dim: int = 384, seed: int = 0) -> TextBatch:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([tokens, tokens - 2][:batch] + [tokens] * max(0, batch - 2))
+    toks = torch.randn(batch, tokens, dim, generator=g) * (torch.arange(tokens)[None, :, None] < lengths[:, None, None])
+    return TextBatch(torch.randn(batch, dim, generator=g), toks, lengths, torch.arange(batch))
+
+
+@pytest.mark.parametrize("text_tokens", [False, True])
+def test_frame_denoiser_ignores_padded_frames(text_tokens):
     torch.manual_seed(0)
-    den = FrameDenoiser(FrameDenoiserConfig(preset="tiny", feature_dim=10)).eval()
+    den = FrameDenoiser(FrameDenoiserConfig(preset="tiny", feature_dim=10, text_tokens=text_tokens)).eval()
     x = torch.randn(2, 12, 10)
     mask = torch.arange(12)[None] < torch.tensor([[12], [5]])
-    t, text = torch.tensor([3, 700]), torch.randn(2, 384)
+    t, text = torch.tensor([3, 700]), _text(2)
     out = den(x, t, text, mask)
     x2 = x.clone()
     x2[1, 5:] = -50.0
     torch.testing.assert_close(den(x2, t, text, mask), out)
     assert out[1, 5:].abs().max() == 0
+
+
+@pytest.mark.parametrize("make,frames", [
+    (lambda: LatentDenoiser(LatentDenoiserConfig(preset="tiny", latent_tokens=2, latent_dim=8, text_tokens=True)), 2),
+    (lambda: FrameDenoiser(FrameDenoiserConfig(preset="tiny", feature_dim=8, text_tokens=True)), 6),
+])
+def test_token_conditioning_sees_each_word_ignores_padding_and_drops_with_the_caption(make, frames):
+    """With text_tokens the denoiser reads the caption's token states: one changed word changes the output at an
+    unchanged sentence embedding; tokens past token_lengths change nothing; a dropped caption (CFG's unconditional
+    branch) depends on no token."""
+    torch.manual_seed(0)
+    den = make().eval()
+    x, t, text = torch.randn(2, frames, 8), torch.tensor([3, 700]), _text(2, dim=384)
+    out = den(x, t, text)
+    word = TextBatch(text.sentence, text.tokens.clone(), text.token_lengths, text.rows)
+    word.tokens[:, 1] += 1.0  # one word of each caption (token 1 is valid in both)
+    assert (den(x, t, word) - out).abs().amax(dim=tuple(range(1, out.ndim))).min() > 1e-4
+    padded = TextBatch(text.sentence, text.tokens.clone(), text.token_lengths, text.rows)
+    padded.tokens[1, 3:] = 7.0  # caption 1 has 3 tokens: everything after is padding
+    torch.testing.assert_close(den(x, t, padded), out)
+    drop = torch.ones(2, dtype=torch.bool)
+    torch.testing.assert_close(den(x, t, word, drop_text=drop), den(x, t, text, drop_text=drop))
 
 
 @pytest.mark.parametrize("kind,model", [

@@ -3,7 +3,6 @@
 import numpy as np
 import torch
 
-from easytune.core.dataset import MotionSplit
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.spl import MiningConfig, correct_matrix, mine_pool, mine_preferences, spl_finetune
 from easytune.core.reward.training import RetrievalTrainingConfig

@@ -8,8 +8,17 @@ import torch
 from easytune.core.checkpoint import make_checkpoint
 from easytune.core.config import from_dict
 from easytune.core.study.config import StudyConfig
-from easytune.core.study.runner import (RunOutput, RunTask, StudyInputs, base_signals, choose_lr, light_splits,
-                                        run_task, select_learning_rates, train_study)
+from easytune.core.study.runner import (
+    RunOutput,
+    RunTask,
+    StudyInputs,
+    base_signals,
+    choose_lr,
+    light_splits,
+    run_task,
+    select_learning_rates,
+    train_study,
+)
 from tests.core.finetune.tiny import make_mdm, make_reward, make_splits
 
 

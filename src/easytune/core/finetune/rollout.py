@@ -83,6 +83,7 @@ def run_rollout(
     reward_weight: float = 1.0,
     reference=None,
     kl_weight: float = 0.0,
+    reward_checkpointing: bool = False,
     x_T: torch.Tensor | None = None,
     observer: Callable[[int, dict], None] | None = None,
     meter: CostMeter | None = None,
@@ -101,6 +102,9 @@ def run_rollout(
         reward_input: ``x0_hat`` (one-step prediction, decoded) or ``noisy`` (noise-aware R(x_{t-1}, t-1, c);
             feature-space generators only).
         reference: frozen reference generator for the KL term (used when ``kl_weight > 0``).
+        reward_checkpointing: run the reward path (VAE decode + reward model) under gradient checkpointing: its
+            activations are recomputed in backward instead of kept, which removes the fixed per-step memory of the
+            decoder and reward model for one more forward of them.
         x_T: optional starting noise (B, ...) (default: drawn by ``generator.initial_noise``).
         observer: optional ``observer(step_index, tensors)`` called at every step with ``x_t``, ``denoiser_input``,
             ``x_prev``, ``x0_hat``, ``model_output`` (tests and analyses; tensors are not detached).
@@ -166,17 +170,24 @@ def run_rollout(
                 if reward_input == "x0_hat":
                     scored = x0_hat
 
-                    def score() -> torch.Tensor:
-                        return reward(_reward_features(generator, x0_hat, mask), lengths, text, None)  # (B,)
+                    def score_sample(x: torch.Tensor) -> torch.Tensor:
+                        return reward(_reward_features(generator, x, mask), lengths, text, None)  # (B,)
                 else:
                     scored = x_prev
                     t_next = int(timesteps[i + 1]) if i + 1 < n else 0
                     t_vec = torch.full((x_prev.shape[0],), t_next, dtype=torch.int64, device=x_prev.device)
 
-                    def score() -> torch.Tensor:
-                        return reward(x_prev, lengths, text, t_vec)  # (B,)
+                    def score_sample(x: torch.Tensor) -> torch.Tensor:
+                        return reward(x, lengths, text, t_vec)  # (B,)
+                recompute = reward_checkpointing and scored.requires_grad
+
+                def score() -> torch.Tensor:
+                    if recompute:
+                        return checkpoint(score_sample, scored, use_reentrant=False)  # recomputed in backward
+                    return score_sample(scored)
+
                 r = counted(meter, "reward", score, signature=(tuple(scored.shape), tuple(mask.shape)),
-                            samples=scored.shape[0], grad=scored.requires_grad, trained=False)
+                            samples=scored.shape[0], grad=scored.requires_grad, trained=False, recomputed=recompute)
                 r_mean = r.mean()  # explicit batch mean of the per-sample reward
                 trace.reward = float(r_mean.detach())
                 term = -reward_weight * decision.weight * r_mean

@@ -69,6 +69,9 @@ class FinetuneConfig:
         lr, betas, weight_decay, warmup_updates, min_lr_ratio: AdamW with linear warm-up then cosine decay to
             ``min_lr_ratio * lr`` over ``max_updates``; grad_clip: max grad norm (None: off).
         reward_weight: multiplies the reward term; kl_weight: weight of the Eq. S1 term (0: off).
+        reward_checkpointing: gradient checkpointing of the reward path (VAE decode + reward model): its
+            activations are recomputed in backward, not kept (less memory per gradient-carrying step, one more
+            forward of the reward path per update).
         val_every: validate every N updates (checked between trajectories; 0: never); val_captions: held-out
             captions scored; patience: validation rounds without improvement > min_delta before stopping
             (None: never stop early); restore_best: return the best-validated weights.
@@ -95,6 +98,7 @@ class FinetuneConfig:
     grad_clip: float | None = 1.0
     reward_weight: float = 1.0
     kl_weight: float = 0.0
+    reward_checkpointing: bool = False
     lora: LoraOptions = field(default_factory=LoraOptions)
     val_every: int = 0
     val_captions: int = 16
@@ -511,7 +515,8 @@ def finetune(
             run_rollout(trajectory_gen, reward, plan, batch_text, lengths, noise_generator=noise,
                         on_update=on_update, num_steps=n_steps, guidance_scale=config.guidance_scale,
                         reward_input=config.reward_input, reward_weight=config.reward_weight,
-                        reference=reference, kl_weight=config.kl_weight, meter=meter)
+                        reference=reference, kl_weight=config.kl_weight, meter=meter,
+                        reward_checkpointing=config.reward_checkpointing)
             meter.discard_pending()
             state.trajectories += 1
             if trajectory_gen is not generator:  # theta <- theta' at the end of the trajectory

@@ -127,6 +127,30 @@ class SkipTransformer(nn.Module):
         return self.norm(x)
 
 
+class TextTokenContext(nn.Module):
+    """Caption token states (B, L, E) -> cross-attention context (B, 1 + L, d) and its key mask (B, 1 + L).
+
+    Token t is projected and gets a learned position; a learned null token is always first and always valid, so a
+    caption dropped for classifier-free guidance (``drop`` (B,) True: every real token masked) still has one key.
+    """
+
+    def __init__(self, text_dim: int, d_model: int, max_tokens: int = 64):
+        super().__init__()
+        self.proj = nn.Linear(text_dim, d_model)
+        self.positions = nn.Parameter(torch.randn(max_tokens, d_model) * 0.02)
+        self.null = nn.Parameter(torch.zeros(1, 1, d_model))
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, drop: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, _ = tokens.shape
+        if n > self.positions.shape[0]:
+            raise ValueError(f"captions of {n} tokens; the text context holds at most {self.positions.shape[0]}")
+        context = torch.cat([self.null.expand(b, 1, -1).to(tokens.dtype),
+                             self.proj(tokens) + self.positions[:n].to(tokens.dtype)], dim=1)  # (B, 1+L, d)
+        valid = token_mask if drop is None else token_mask & ~drop[:, None]  # (B, L)
+        return context, torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), valid], dim=1)
+
+
 def apply_preset(config, presets: dict[str, dict]) -> None:
     """Fill the ``None`` fields of dataclass ``config`` from ``presets[config.preset]`` (explicit values win)."""
     if config.preset not in presets:

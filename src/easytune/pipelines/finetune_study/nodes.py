@@ -18,8 +18,7 @@ from easytune.core.motion.skeleton import get_skeleton
 from easytune.core.runtime import resolve_device
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, select_points
-from easytune.core.study.runner import (StudyInputs, base_signals, light_splits, select_learning_rates,
-                                        train_study)
+from easytune.core.study.runner import StudyInputs, base_signals, light_splits, select_learning_rates, train_study
 from easytune.core.study.scoring import ScoreTask, ScoringInputs, score_many
 from easytune.pipelines.finetune.nodes import FinetuneSettings, _pick_generator
 from easytune.pipelines.finetune_study import plots
