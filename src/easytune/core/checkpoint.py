@@ -19,6 +19,7 @@ from easytune.core.config import from_dict, to_dict
 MODEL_KINDS: dict[str, str] = {
     "motion_vae": "easytune.core.models.vae:MotionVAE",
     "latent_denoiser": "easytune.core.models.latent_denoiser:LatentDenoiser",
+    "latent_consistency_denoiser": "easytune.core.models.consistency_denoiser:LatentConsistencyDenoiser",
     "frame_denoiser": "easytune.core.models.frame_denoiser:FrameDenoiser",
     "retrieval_model": "easytune.core.reward.retrieval_model:RetrievalModel",
     "evaluator": "easytune.core.evaluation.evaluator:MotionTextEvaluator",

@@ -104,9 +104,11 @@ class VideoConfig:
 class GenerateConfig:
     """Everything the ``generate`` pipeline reads from ``params:generate``.
 
-    model: a base model name (``base_mld``, ``base_mdm``) or a fine-tuned method (``easytune_step``, ...).
-    base_models: base model name -> {"denoiser": checkpoint id, "vae": checkpoint id or None} (file stems in
-    ``data/06_models``); vae_checkpoint: the VAE paired with fine-tuned latent (MLD) denoisers.
+    model: a base model name (``base_mld``, ``base_mdm``, ``base_mlcm``, ``base_mlcm_1s``) or a fine-tuned method
+    (``easytune_step``, ...).
+    base_models: base model name -> {"denoiser": checkpoint id, "vae": checkpoint id or None, optional
+    "num_steps"} (file stems in ``data/06_models``); vae_checkpoint: the VAE paired with fine-tuned latent (MLD,
+    MotionLCM) denoisers.
     prompts_file: a UTF-8 text file, one prompt per line; prompts: prompt lines given directly (a list, or one
     string); exactly one of the two. default_length: frames (an integer) or seconds (a decimal number or "6s");
     None = the model's maximum length.
@@ -116,7 +118,9 @@ class GenerateConfig:
     model: str = "easytune_step"
     base_models: dict = field(default_factory=lambda: {
         "base_mld": {"denoiser": "pretrained_latent_denoiser", "vae": "motion_vae"},
-        "base_mdm": {"denoiser": "pretrained_frame_denoiser", "vae": None}})
+        "base_mdm": {"denoiser": "pretrained_frame_denoiser", "vae": None},
+        "base_mlcm": {"denoiser": "pretrained_consistency_model", "vae": "motion_vae"},
+        "base_mlcm_1s": {"denoiser": "pretrained_consistency_model", "vae": "motion_vae", "num_steps": 1}})
     vae_checkpoint: str = "motion_vae"
     prompts_file: str | None = None
     prompts: list[str] | str = field(default_factory=list)

@@ -1,6 +1,8 @@
-"""One sampling API for every text-to-motion generator (MLD latent diffusion and MDM frame diffusion).
+"""One sampling API for every text-to-motion generator (MLD latent diffusion, MDM frame diffusion, MotionLCM).
 
-:class:`MotionGenerator` wraps a trainable denoiser, an optional frozen motion VAE (MLD) and a :class:`Diffusion`.
+:class:`MotionGenerator` wraps a trainable denoiser, an optional frozen motion VAE (MLD, MotionLCM) and a sampler
+(:class:`Diffusion`; :class:`~easytune.core.consistency.ConsistencyDiffusion` for MotionLCM, whose student has the
+guidance scale as an input: one denoiser pass per step instead of two).
 
 - :meth:`MotionGenerator.sample_steps` yields one :class:`Step` per reverse step (x_t, x_{t-1}, x0_hat, model
   output). Before step i it asks ``control(i)`` whether the step runs with autograd (``grad``) and whether x_t is
@@ -27,11 +29,14 @@ from torch import nn
 
 from easytune.core.checkpoint import build_from_checkpoint
 from easytune.core.config import from_dict, to_dict
+from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
 from easytune.core.diffusion import Diffusion, DiffusionConfig
 from easytune.core.text import TextBatch, lengths_to_mask
 
-DENOISER_KINDS = {"mld": "latent_denoiser", "mdm": "frame_denoiser"}
-DEFAULT_GUIDANCE = {"mld": 7.5, "mdm": 2.5}
+DENOISER_KINDS = {"mld": "latent_denoiser", "mdm": "frame_denoiser", "mlcm": "latent_consistency_denoiser"}
+DEFAULT_GUIDANCE = {"mld": 7.5, "mdm": 2.5, "mlcm": 7.5}
+#: generators that sample VAE latents (and decode them with the frozen motion VAE)
+LATENT_KINDS = ("mld", "mlcm")
 
 
 @dataclass
@@ -63,24 +68,29 @@ class MotionGenerator(nn.Module):
     """Text-to-motion sampler.
 
     Args:
-        denoiser: trainable :class:`LatentDenoiser` (MLD) or :class:`FrameDenoiser` (MDM); signature
-            ``denoiser(x_t, t (B,), text: TextBatch, mask (B, T) | None, drop_text (B,) | None)``.
-        diffusion: schedule + sampler.
-        kind: ``mld`` or ``mdm``.
-        vae: frozen :class:`MotionVAE` (MLD only; its parameters get ``requires_grad=False``).
-        guidance_scale: default classifier-free guidance scale (1.0 = no guidance, one forward pass).
+        denoiser: trainable :class:`LatentDenoiser` (MLD), :class:`FrameDenoiser` (MDM) or
+            :class:`LatentConsistencyDenoiser` (MotionLCM); signature ``denoiser(x_t, t (B,), text: TextBatch,
+            mask (B, T) | None, drop_text (B,) | None)`` (MotionLCM: + ``guidance`` (B,)).
+        diffusion: schedule + sampler (:class:`ConsistencyDiffusion` for ``mlcm``).
+        kind: ``mld``, ``mdm`` or ``mlcm``.
+        vae: frozen :class:`MotionVAE` (MLD and MotionLCM; its parameters get ``requires_grad=False``).
+        guidance_scale: default classifier-free guidance scale (1.0 = no guidance, one forward pass); for MotionLCM
+            the scale the student is conditioned on (always one forward pass).
         max_length: longest motion in frames the generator was trained for.
         feature_dim: D of the motion features.
     """
 
-    def __init__(self, denoiser: nn.Module, diffusion: Diffusion, kind: Literal["mld", "mdm"],
+    def __init__(self, denoiser: nn.Module, diffusion: Diffusion | ConsistencyDiffusion,
+                 kind: Literal["mld", "mdm", "mlcm"],
                  vae: nn.Module | None = None, guidance_scale: float | None = None, max_length: int = 196,
                  feature_dim: int = 263):
         super().__init__()
         if kind not in DENOISER_KINDS:
             raise ValueError(f"kind must be one of {sorted(DENOISER_KINDS)}, got {kind!r}")
-        if (kind == "mld") != (vae is not None):
-            raise ValueError("an 'mld' generator needs a vae; an 'mdm' generator takes none")
+        if (kind in LATENT_KINDS) != (vae is not None):
+            raise ValueError("an 'mld' or 'mlcm' generator needs a vae; an 'mdm' generator takes none")
+        if (kind == "mlcm") != isinstance(diffusion, ConsistencyDiffusion):
+            raise ValueError("an 'mlcm' generator samples with a ConsistencyDiffusion, the others with a Diffusion")
         self.denoiser = denoiser
         self.vae = vae
         if vae is not None:
@@ -112,7 +122,7 @@ class MotionGenerator(nn.Module):
             raise ValueError(f"lengths must be in 1..{self.max_length}, got {lengths.tolist()}")
         mask = lengths_to_mask(lengths.cpu()).to(self.device)  # (B, T_max)
         b, t_max = mask.shape
-        if self.kind == "mld":
+        if self.vae is not None:
             shape = (b, *self.vae.latent_shape)
         else:
             shape = (b, t_max, self.feature_dim)
@@ -123,11 +133,14 @@ class MotionGenerator(nn.Module):
 
     def denoise(self, x_t: torch.Tensor, t: int | torch.Tensor, text: TextBatch, mask: torch.Tensor | None,
                 guidance_scale: float | None = None) -> torch.Tensor:
-        """Guided denoiser output at timestep t (int or (B,)); shape of x_t. Cond and uncond in one pass."""
+        """Guided denoiser output at timestep t (int or (B,)); shape of x_t. Cond and uncond in one pass; MotionLCM:
+        one pass of the student conditioned on the scale."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         b = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device)
         t = t.expand(b) if t.dim() == 0 else t  # (B,)
+        if self.kind == "mlcm":
+            return self.denoiser(x_t, t, text, mask, None, guidance=torch.full((b,), scale, device=x_t.device)).float()
         if scale == 1.0:
             return self.denoiser(x_t, t, text, mask, None).float()
         drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(x_t.device)
@@ -135,6 +148,11 @@ class MotionGenerator(nn.Module):
                             None if mask is None else torch.cat([mask, mask]), drop).float()  # (2B, ...)
         cond, uncond = out[:b], out[b:]
         return uncond + scale * (cond - uncond)
+
+    def denoiser_passes(self, guidance_scale: float | None = None) -> int:
+        """Denoiser passes per sample and step: 2 with classifier-free guidance (scale != 1), else 1; MotionLCM 1."""
+        scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+        return 1 if self.kind == "mlcm" or scale == 1.0 else 2
 
     def sample_steps(self, text: TextBatch, lengths: torch.Tensor, *, generator: torch.Generator | None = None,
                      num_steps: int | None = None, guidance_scale: float | None = None,
@@ -167,9 +185,9 @@ class MotionGenerator(nn.Module):
             x = prev
 
     def decode(self, x0: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x0 (latent (B, n, d) for MLD, features (B, T, D) for MDM) -> normalised features (B, T, D).
+        """x0 (latent (B, n, d) for MLD / MotionLCM, features (B, T, D) for MDM) -> normalised features (B, T, D).
 
-        Differentiable (the frozen VAE decoder for MLD, identity for MDM). ``mask`` (B, T) bool selects the
+        Differentiable (the frozen VAE decoder for MLD and MotionLCM, identity for MDM). ``mask`` (B, T) bool selects the
         frames to decode and zeroes padded ones; without it MLD decodes ``max_length`` frames.
         """
         if self.kind == "mdm":
@@ -199,7 +217,11 @@ class MotionGenerator(nn.Module):
         MLD: x0 = a posterior sample of the frozen VAE's latent; MDM: x0 = the features. With t ~ U{0..T-1} and
         eps ~ N(0, I): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; the caption is replaced by the null embedding
         with probability ``cond_drop_prob``; MSE between the output and the target (eps or x0), over valid frames.
+        MotionLCM is distilled, not trained with this loss (:mod:`easytune.core.distillation`).
         """
+        if self.kind == "mlcm":
+            raise ValueError("a MotionLCM generator is trained by consistency distillation "
+                             "(easytune.core.distillation), not with the denoising loss")
         b = features.shape[0]
         dev = features.device
         if self.kind == "mld":
@@ -232,8 +254,9 @@ class MotionGenerator(nn.Module):
     def from_checkpoints(cls, denoiser_ckpt: dict, vae_ckpt: dict | None = None,
                          device: torch.device | str = "cpu", source: str = "denoiser checkpoint"
                          ) -> "MotionGenerator":
-        """Rebuild a generator from a denoiser checkpoint (metadata ``generator``: kind, diffusion config,
-        guidance scale, max length, feature dim) and, for MLD, the motion VAE checkpoint. Eval mode on ``device``."""
+        """Rebuild a generator from a denoiser checkpoint (metadata ``generator``: kind, diffusion (or consistency
+        sampler) config, guidance scale, max length, feature dim) and, for MLD and MotionLCM, the motion VAE
+        checkpoint. Eval mode on ``device``."""
         meta = denoiser_ckpt.get("metadata", {}).get("generator")
         if not isinstance(meta, dict):
             raise ValueError(f"{source}: metadata has no 'generator' entry; it was not saved by the pretrain "
@@ -243,11 +266,15 @@ class MotionGenerator(nn.Module):
             raise ValueError(f"{source}: unknown generator kind {kind!r}")
         denoiser = build_from_checkpoint(denoiser_ckpt, device, allowed_kinds=[DENOISER_KINDS[kind]], source=source)
         vae = None
-        if kind == "mld":
+        if kind in LATENT_KINDS:
             if vae_ckpt is None:
-                raise ValueError(f"{source}: an 'mld' generator needs the motion_vae checkpoint")
+                raise ValueError(f"{source}: an {kind!r} generator needs the motion_vae checkpoint")
             vae = build_from_checkpoint(vae_ckpt, device, allowed_kinds=["motion_vae"], source="motion_vae")
-        diffusion = Diffusion(from_dict(DiffusionConfig, meta["diffusion"], where=f"{source}.diffusion"))
+        if kind == "mlcm":
+            diffusion = ConsistencyDiffusion(from_dict(ConsistencySamplerConfig, meta["diffusion"],
+                                                       where=f"{source}.diffusion"))
+        else:
+            diffusion = Diffusion(from_dict(DiffusionConfig, meta["diffusion"], where=f"{source}.diffusion"))
         gen = cls(denoiser, diffusion, kind, vae=vae, guidance_scale=meta["guidance_scale"],
                   max_length=meta["max_length"], feature_dim=meta["feature_dim"])
         return gen.to(device).eval()

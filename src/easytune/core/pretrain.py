@@ -1,6 +1,7 @@
-"""Pretraining of the base generators: the motion VAE, then the MLD latent denoiser; the MDM frame denoiser.
+"""Pretraining of the base generators: the motion VAE, then the MLD latent denoiser, then MotionLCM distilled from
+it; the MDM frame denoiser.
 
-Everything the ``pretrain`` pipeline does, framework-free: typed configuration (:class:`PretrainConfig`), the three
+Everything the ``pretrain`` pipeline does, framework-free: typed configuration (:class:`PretrainConfig`), the four
 training runs on :func:`easytune.core.training.train` (resumable, early stopping on the validation loss), the VAE's
 test reconstruction error in metres (MPJPE on joints recovered from de-normalised features) and caption-to-motion
 generation with skeleton GIFs.
@@ -8,7 +9,7 @@ generation with skeleton GIFs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ import numpy as np
 import torch
 
 from easytune.core.config import from_dict, to_dict
+from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion, DiffusionConfig
+from easytune.core.distillation import ConsistencyDistiller, ConsistencyTraining, build_student
 from easytune.core.generator import DEFAULT_GUIDANCE, MotionGenerator
 from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
@@ -85,6 +88,7 @@ class PretrainConfig:
     motion_vae: ModelTraining = field(default_factory=ModelTraining)
     latent_denoiser: ModelTraining = field(default_factory=ModelTraining)
     frame_denoiser: ModelTraining = field(default_factory=ModelTraining)
+    consistency_model: ConsistencyTraining = field(default_factory=ConsistencyTraining)
     resume_dir: str | None = "data/06_models/resume"
     evaluation: VAEEvaluation = field(default_factory=VAEEvaluation)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -196,6 +200,41 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
                    resume_tag=[to_dict(config.data), gen.checkpoint_metadata(), seed,
                                _data_fingerprint(train_split, val_split, text), vae is not None and fingerprint(vae)],
                    desc=name)
+    return gen.eval(), result
+
+
+def train_consistency_model(train_split: MotionSplit, val_split: MotionSplit, text: TextEmbeddings,
+                            config: PretrainConfig, device: torch.device, seed: int, teacher: MotionGenerator
+                            ) -> tuple[MotionGenerator, TrainResult]:
+    """Distil the trained MLD ``teacher`` into a MotionLCM (:mod:`easytune.core.distillation`): student initialised
+    from the teacher, EMA target, skipping-step DDIM solver on the teacher's schedule, guidance folded in.
+    Validation = the same loss with fixed batches, noise, grid indices and guidance scales (it measures
+    self-consistency against the moving target, not sample quality). -> (the ``mlcm`` generator, training result)."""
+    if teacher.kind != "mld":
+        raise ValueError(f"the consistency model is distilled from an 'mld' generator, got {teacher.kind!r}")
+    section = config.consistency_model
+    dist = section.distillation
+    torch.manual_seed(seed)
+    student = build_student(teacher.denoiser, section.model).to(device)
+    sampler = ConsistencyDiffusion(ConsistencySamplerConfig.from_teacher(
+        teacher.diffusion.config, origin_steps=dist.origin_steps, timestep_scaling=dist.timestep_scaling,
+        num_inference_steps=section.num_inference_steps))
+    distiller = ConsistencyDistiller(student, teacher.denoiser, teacher.vae, sampler, dist).to(device)
+    data = replace(config.data, batch_size=section.batch_size or config.data.batch_size)
+    batches = _batches(train_split, text, data, seed, device, train=True)
+    val = _batches(val_split, text, data, seed, device, train=False)
+
+    def val_fn() -> float:
+        g = torch.Generator().manual_seed(seed)
+        return _mean_over(val, lambda b: distiller.loss(b.features, b.mask, b.text, generator=g))
+
+    result = train(distiller, lambda b: distiller.training_loss(b.features, b.mask, b.text), batches, section.train,
+                   val_fn, config.resume_path("consistency_model"), params=student.parameters(),
+                   resume_tag=[to_dict(data), to_dict(section), seed, _data_fingerprint(train_split, val_split, text),
+                               fingerprint(teacher.denoiser), fingerprint(teacher.vae)],
+                   desc="consistency_model")
+    gen = MotionGenerator(student, sampler, "mlcm", vae=teacher.vae, guidance_scale=section.guidance_scale,
+                          max_length=teacher.max_length, feature_dim=teacher.feature_dim)
     return gen.eval(), result
 
 

@@ -1,10 +1,12 @@
-"""Tiny, seeded generators (real MLD/MDM classes at toy sizes), a tiny reward model and tiny data splits."""
+"""Tiny, seeded generators (real MLD/MDM/MotionLCM classes at toy sizes), a tiny reward model and tiny data splits."""
 
 import numpy as np
 import torch
 
+from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.diffusion import Diffusion, DiffusionConfig
+from easytune.core.distillation import build_student
 from easytune.core.generator import MotionGenerator
 from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
@@ -31,6 +33,18 @@ def make_mld(steps: int = 6, guidance: float = 7.5, seed: int = 0) -> MotionGene
                                               d_model=16, ff_dim=32))
     diff = Diffusion(DiffusionConfig(num_inference_steps=steps))
     return MotionGenerator(den, diff, "mld", vae=vae, guidance_scale=guidance, max_length=MAX_LEN,
+                           feature_dim=FEAT).eval()
+
+
+def make_mlcm(steps: int = 4, guidance: float = 7.5, seed: int = 0) -> MotionGenerator:
+    """The tiny MLD's weights in a consistency student (its guidance embedding randomised so the scale matters)."""
+    mld = make_mld(seed=seed)
+    student = build_student(mld.denoiser)
+    torch.manual_seed(seed + 100)
+    for p in student.guidance_embed.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    sampler = ConsistencyDiffusion(ConsistencySamplerConfig(num_inference_steps=steps))
+    return MotionGenerator(student, sampler, "mlcm", vae=mld.vae, guidance_scale=guidance, max_length=MAX_LEN,
                            feature_dim=FEAT).eval()
 
 

@@ -9,7 +9,7 @@ from kedro.runner import SequentialRunner
 
 from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
 from easytune.pipelines.finetune import ALL_METHODS, create_compare_pipeline, create_pipeline
-from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_splits
+from tests.core.finetune.tiny import make_mdm, make_mlcm, make_mld, make_reward, make_splits
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,13 @@ class KeptDataset(MemoryDataset):
 
 
 def _catalog(params: dict, pipeline) -> DataCatalog:
-    mld, mdm = make_mld(steps=4), make_mdm(steps=4)
+    mld, mdm, mlcm = make_mld(steps=4), make_mdm(steps=4), make_mlcm(steps=4)
     train, val, text = make_splits(10)
     data = {
         "pretrained_latent_denoiser": make_checkpoint("latent_denoiser", mld.denoiser, mld.checkpoint_metadata()),
         "pretrained_frame_denoiser": make_checkpoint("frame_denoiser", mdm.denoiser, mdm.checkpoint_metadata()),
+        "pretrained_consistency_model": make_checkpoint("latent_consistency_denoiser", mlcm.denoiser,
+                                                        mlcm.checkpoint_metadata()),
         "motion_vae": make_checkpoint("motion_vae", mld.vae),
         "reward_model": make_checkpoint("retrieval_model", make_reward().model),
         "train_motions": train.to_arrays(), "val_motions": val.to_arrays(), "text_embeddings": text.to_arrays(),
@@ -70,7 +72,11 @@ def test_finetune_report_lists_the_methods_that_have_a_summary():
     assert build_finetune_report({}, {}) == {}
 
 
-def test_compare_pipeline_runs_every_method(finetune_params, generator="mld"):
+KINDS = {"mld": "latent_denoiser", "mdm": "frame_denoiser", "mlcm": "latent_consistency_denoiser"}
+
+
+@pytest.mark.parametrize("generator", ["mld", "mlcm"])
+def test_compare_pipeline_runs_every_method(finetune_params, generator):
     torch.set_num_threads(1)
     params = dict(finetune_params, generator=generator)
     pipe = create_compare_pipeline()
@@ -78,7 +84,7 @@ def test_compare_pipeline_runs_every_method(finetune_params, generator="mld"):
     SequentialRunner().run(pipe, catalog)
     report = catalog.load("finetune_report")
     assert set(report) == set(ALL_METHODS)
-    kind = "latent_denoiser" if generator == "mld" else "frame_denoiser"
+    kind = KINDS[generator]
     for method in ALL_METHODS:
         summary = report[method]
         assert summary["updates"] == params["methods"][method].get("max_updates", params["common"]["max_updates"])

@@ -53,7 +53,8 @@ class KeptDataset(MemoryDataset):
 
 OUTPUTS = ("motion_vae", "pretrained_latent_denoiser", "pretrained_frame_denoiser", "motion_vae_training_history",
            "latent_denoiser_training_history", "frame_denoiser_training_history", "pretrain_samples",
-           "pretrain_sample_gifs", "pretrain_report", "motion_vae_evaluation", "pretrain_metrics")
+           "pretrain_sample_gifs", "pretrain_report", "motion_vae_evaluation", "pretrain_metrics",
+           "pretrained_consistency_model", "consistency_model_training", "consistency_model_training_history")
 
 
 def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
@@ -77,9 +78,15 @@ def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
         assert entry["steps"] == 6 and entry["params"] > 0 and entry["wall_s"] >= 0
         assert np.isfinite(entry["train_loss"]) and np.isfinite(entry["val_loss"])
     assert report["motion_vae"]["vae_mpjpe_m"] > 0 and np.isfinite(report["motion_vae"]["vae_mpjpe_m"])
+    lcm = report["consistency_model"]  # MotionLCM distilled from the MLD: 4 tiny steps
+    assert lcm == catalog.load("consistency_model_training")
+    assert lcm["steps"] == 4 and lcm["params"] > report["latent_denoiser"]["params"] and lcm["wall_s"] >= 0
+    assert np.isfinite(lcm["train_loss"]) and np.isfinite(lcm["val_loss"]) and lcm["num_inference_steps"] == 4
+    assert [p["step"] for p in catalog.load("consistency_model_training_history")["val_loss"]] == [2, 4]
     metrics = catalog.load("pretrain_metrics")
     assert metrics["motion_vae.vae_mpjpe_m"] == [{"value": report["motion_vae"]["vae_mpjpe_m"], "step": 0}]
     assert metrics["frame_denoiser.steps"][0]["value"] == 6.0 and "frame_denoiser.stopped_early" not in metrics
+    assert metrics["consistency_model.steps"][0]["value"] == 4.0
     assert not any((tmp_path / "resume").glob("*.pt"))  # completed runs remove their resume files
 
     history = catalog.load("latent_denoiser_training_history")
@@ -91,11 +98,17 @@ def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
     mdm = MotionGenerator.from_checkpoints(catalog.load("pretrained_frame_denoiser"))
     assert mdm.kind == "mdm" and mdm.diffusion.config.prediction_type == "sample"
     assert catalog.load("pretrained_frame_denoiser")["metadata"]["result"]["steps"] == 6
+    lcm_ckpt = catalog.load("pretrained_consistency_model")
+    mlcm = MotionGenerator.from_checkpoints(lcm_ckpt, catalog.load("motion_vae"))
+    assert lcm_ckpt["kind"] == "latent_consistency_denoiser" and mlcm.kind == "mlcm" and mlcm.guidance_scale == 7.5
+    assert mlcm.diffusion.timesteps().tolist() == [999, 799, 499, 299] and mlcm.max_length == 16
+    assert lcm_ckpt["metadata"]["distillation"]["ema_decay"] == 0.95
     vae = build_from_checkpoint(catalog.load("motion_vae"), "cpu")
     assert vae.config.feature_dim == D
 
     out = catalog.load("pretrain_samples")
     assert out["mld_features"].shape[0] == 3 and out["mdm_joints"].shape[2:] == (22, 3)
+    assert out["mlcm_features"].shape == out["mld_features"].shape
     assert list(out["lengths"]) == [int(min(x, 16)) for x in make_split(6, 2).lengths[:3]]
     # generation through the node equals the rebuilt generator's fast path
     text = TextBatch.from_embeddings(make_text(), [0, 1, 2])
@@ -112,3 +125,6 @@ def test_nodes_are_named_and_tagged_per_generator():
     assert {n.name for n in pipe.only_nodes_with_tags("mdm").nodes} == {"train_frame_denoiser"}
     assert {n.name for n in pipe.only_nodes_with_tags("mld").nodes} == {
         "train_motion_vae", "evaluate_motion_vae", "train_latent_denoiser"}
+    mlcm = pipe.only_nodes_with_tags("mlcm")
+    assert {n.name for n in mlcm.nodes} == {"train_consistency_model"}
+    assert {"pretrained_latent_denoiser", "motion_vae"} <= mlcm.inputs()  # distilled from the MLD's checkpoints

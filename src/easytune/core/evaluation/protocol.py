@@ -74,14 +74,17 @@ class RenderConfig:
 class EvaluationConfig:
     """Everything the ``evaluation`` pipeline reads from ``params:evaluation``.
 
-    base_models: name -> {"denoiser": checkpoint id, "vae": checkpoint id or None} (ids = file stems in
-    ``data/06_models``); a base model whose files are missing is skipped. vae_checkpoint: the VAE paired with
-    fine-tuned latent denoisers. sanity_noise_std: noise (normalised units) of the corrupted-real sanity source.
+    base_models: name -> {"denoiser": checkpoint id, "vae": checkpoint id or None, optional "num_steps": sampling
+    steps of this entry (default: the checkpoint's own)} (ids = file stems in ``data/06_models``); a base model whose
+    files are missing is skipped. vae_checkpoint: the VAE paired with fine-tuned latent denoisers. sanity_noise_std:
+    noise (normalised units) of the corrupted-real sanity source.
     """
 
     base_models: dict = field(default_factory=lambda: {
         "base_mld": {"denoiser": "pretrained_latent_denoiser", "vae": "motion_vae"},
-        "base_mdm": {"denoiser": "pretrained_frame_denoiser", "vae": None}})
+        "base_mdm": {"denoiser": "pretrained_frame_denoiser", "vae": None},
+        "base_mlcm": {"denoiser": "pretrained_consistency_model", "vae": "motion_vae"},
+        "base_mlcm_1s": {"denoiser": "pretrained_consistency_model", "vae": "motion_vae", "num_steps": 1}})
     vae_checkpoint: str = "motion_vae"
     evaluator: EvaluatorTrainConfig = field(default_factory=EvaluatorTrainConfig)
     content_classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
@@ -326,12 +329,14 @@ def collect_generators(base_models: Mapping[str, Mapping[str, str | None]],
     """
     found: dict[str, tuple[dict, dict | None]] = {}
     for name, spec in base_models.items():
+        _check_spec(name, spec)
         den_id, vae = spec.get("denoiser"), spec.get("vae")
         if den_id not in base_checkpoints or (vae is not None and vae not in base_checkpoints):
             logger.warning("evaluation: skipping %s (checkpoint %s%s not found)", name, den_id,
                            f" or {vae}" if vae else "")
             continue
-        found[name] = (base_checkpoints[den_id](), base_checkpoints[vae]() if vae else None)
+        found[name] = (with_sampling_steps(base_checkpoints[den_id](), spec.get("num_steps")),
+                       base_checkpoints[vae]() if vae else None)
     for name in sorted(finetuned):
         ckpt = finetuned[name]()
         if _needs_vae(ckpt) and vae_id not in base_checkpoints:
@@ -342,8 +347,34 @@ def collect_generators(base_models: Mapping[str, Mapping[str, str | None]],
 
 
 def _needs_vae(denoiser_ckpt: dict) -> bool:
-    """A fine-tuned latent (MLD) denoiser decodes through the motion VAE."""
-    return denoiser_ckpt.get("metadata", {}).get("generator", {}).get("kind") == "mld"
+    """A fine-tuned latent (MLD, MotionLCM) denoiser decodes through the motion VAE."""
+    return denoiser_ckpt.get("metadata", {}).get("generator", {}).get("kind") in ("mld", "mlcm")
+
+
+_SPEC_KEYS = {"denoiser", "vae", "num_steps"}
+
+
+def _check_spec(name: str, spec: Mapping) -> None:
+    """A base-model entry: ``denoiser``, ``vae`` and optionally ``num_steps`` (a positive integer)."""
+    unknown = sorted(set(spec) - _SPEC_KEYS)
+    if unknown:
+        raise ValueError(f"base_models.{name}: unknown key(s) {unknown}; allowed: {sorted(_SPEC_KEYS)}")
+    steps = spec.get("num_steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"base_models.{name}.num_steps must be a positive integer or null, got {steps!r}")
+
+
+def with_sampling_steps(denoiser_ckpt: dict, num_steps: int | None) -> dict:
+    """The checkpoint with its sampler's default steps set to ``num_steps`` (None: unchanged): a copy of the
+    metadata, the weights shared. One checkpoint then scores as several entries (MotionLCM with 1 and 4 steps)."""
+    if num_steps is None:
+        return denoiser_ckpt
+    meta = denoiser_ckpt.get("metadata", {})
+    gen = meta.get("generator")
+    if not isinstance(gen, dict) or not isinstance(gen.get("diffusion"), dict):
+        raise ValueError("num_steps needs a generator checkpoint written by the pretrain pipeline")
+    gen = {**gen, "diffusion": {**gen["diffusion"], "num_inference_steps": int(num_steps)}}
+    return {**denoiser_ckpt, "metadata": {**meta, "generator": gen}}
 
 
 def generator_checkpoints(name: str, base_models: Mapping[str, Mapping[str, str | None]],
@@ -358,16 +389,18 @@ def generator_checkpoints(name: str, base_models: Mapping[str, Mapping[str, str 
     """
     if name in base_models:
         spec = base_models[name]
+        _check_spec(name, spec)
         missing = [i for i in (spec.get("denoiser"), spec.get("vae")) if i is not None and i not in base_checkpoints]
         if missing:
             raise ValueError(f"{where}={name}: checkpoint(s) {missing} not found in data/06_models "
                              "(run `kedro run --pipeline pretrain` first)")
         vae = spec.get("vae")
-        return base_checkpoints[spec["denoiser"]](), base_checkpoints[vae]() if vae else None
+        return (with_sampling_steps(base_checkpoints[spec["denoiser"]](), spec.get("num_steps")),
+                base_checkpoints[vae]() if vae else None)
     if name in finetuned:
         ckpt = finetuned[name]()
         if _needs_vae(ckpt) and vae_id not in base_checkpoints:
-            raise ValueError(f"{where}={name}: a fine-tuned MLD denoiser needs the {vae_id} checkpoint, not found")
+            raise ValueError(f"{where}={name}: a fine-tuned latent denoiser needs the {vae_id} checkpoint, not found")
         return ckpt, base_checkpoints[vae_id]() if _needs_vae(ckpt) else None
     available = [n for n, spec in base_models.items() if spec.get("denoiser") in base_checkpoints] + sorted(finetuned)
     raise ValueError(f"{where}: unknown model {name!r}; available: "

@@ -16,7 +16,8 @@ import torch
 
 from easytune.core.checkpoint import CheckpointError, build_from_checkpoint
 
-ALLOWED_CHECKPOINT_KINDS = ("latent_denoiser", "frame_denoiser", "motion_vae", "retrieval_model")
+ALLOWED_CHECKPOINT_KINDS = ("latent_denoiser", "latent_consistency_denoiser", "frame_denoiser", "motion_vae",
+                            "retrieval_model")
 
 
 def load_checkpoint_model(ckpt: dict, device: torch.device | str, *, source: str,
@@ -31,8 +32,9 @@ def load_checkpoint_model(ckpt: dict, device: torch.device | str, *, source: str
 
 def load_generator(denoiser_ckpt: dict, vae_ckpt: dict | None, device: torch.device | str,
                    source: str = "pretrained denoiser"):
-    """MotionGenerator from a pretrained denoiser checkpoint (+ the motion VAE for MLD), kinds checked first."""
-    from easytune.core.generator import MotionGenerator
+    """MotionGenerator from a pretrained denoiser checkpoint (+ the motion VAE for MLD and MotionLCM), kinds checked
+    first."""
+    from easytune.core.generator import LATENT_KINDS, MotionGenerator
 
     for ckpt, name in ((denoiser_ckpt, source), (vae_ckpt, "motion_vae")):
         if ckpt is not None and (not isinstance(ckpt, dict) or ckpt.get("kind") not in ALLOWED_CHECKPOINT_KINDS):
@@ -40,7 +42,7 @@ def load_generator(denoiser_ckpt: dict, vae_ckpt: dict | None, device: torch.dev
             raise CheckpointError(f"{name}: model kind {kind!r} may not be loaded by fine-tuning (allowed: "
                                   f"{list(ALLOWED_CHECKPOINT_KINDS)})")
     kind = denoiser_ckpt.get("metadata", {}).get("generator", {}).get("kind")
-    return MotionGenerator.from_checkpoints(denoiser_ckpt, vae_ckpt if kind == "mld" else None, device,
+    return MotionGenerator.from_checkpoints(denoiser_ckpt, vae_ckpt if kind in LATENT_KINDS else None, device,
                                             source=source)
 
 

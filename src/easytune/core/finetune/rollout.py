@@ -120,8 +120,7 @@ def run_rollout(
     timesteps = generator.diffusion.timesteps(n)  # (n,) descending
     x_noise, mask = generator.initial_noise(lengths, noise_generator)
     x_t = x_noise if x_T is None else x_T.to(x_noise.device, x_noise.dtype)  # (B, ...) latent or features
-    scale = generator.guidance_scale if guidance_scale is None else float(guidance_scale)
-    passes = 1 if scale == 1.0 else 2  # classifier-free guidance: conditional + unconditional pass per sample
+    passes = generator.denoiser_passes(guidance_scale)  # CFG: conditional + unconditional; MotionLCM: one
 
     def denoiser_signature(x: torch.Tensor) -> tuple:
         return tuple(x.shape), passes, tuple(text.sentence.shape), None if mask is None else tuple(mask.shape)

@@ -63,16 +63,21 @@ class LatentDenoiser(nn.Module):
         self.latent_out = nn.Linear(c.d_model, c.latent_dim)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: TextBatch, mask: torch.Tensor | None = None,
-                drop_text: torch.Tensor | None = None) -> torch.Tensor:
+                drop_text: torch.Tensor | None = None, time_cond: torch.Tensor | None = None) -> torch.Tensor:
         """x_t (B, n, latent_dim), t (B,) int, text: B captions (sentence (B, E); tokens (B, L, E) with
         ``text_tokens``), drop_text (B,) bool -> eps_hat (B, n, latent_dim).
 
         ``mask`` is accepted for a uniform denoiser signature and ignored (latent tokens are always valid).
+        ``time_cond`` (B, d_model), optional, is added to the timestep token (the consistency model's guidance-scale
+        embedding, :mod:`easytune.core.models.consistency_denoiser`).
         """
         sentence = text.sentence.to(x_t.dtype)
         if drop_text is not None:
             sentence = torch.where(drop_text[:, None], self.null_text.to(x_t.dtype).expand_as(sentence), sentence)
-        cond = torch.stack([self.time_embed(t), self.text_proj(sentence)], dim=1)  # (B, 2, d)
+        time = self.time_embed(t)  # (B, d)
+        if time_cond is not None:
+            time = time + time_cond.to(time.dtype)
+        cond = torch.stack([time, self.text_proj(sentence)], dim=1)  # (B, 2, d)
         tokens = torch.cat([cond, self.latent_in(x_t)], dim=1) + self.positions  # (B, 2+n, d)
         context = context_mask = None
         if self.text_context is not None:

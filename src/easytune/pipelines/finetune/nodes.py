@@ -42,26 +42,32 @@ class FinetuneSettings:
     """``params:finetune``: which pretrained generator, where resume files go, the settings shared by every
     method (``common``: :class:`FinetuneConfig` fields) and per-method overrides (``methods.<name>``)."""
 
-    generator: Literal["mld", "mdm"] = "mld"
+    generator: Literal["mld", "mdm", "mlcm"] = "mld"
     resume_dir: str | None = "data/06_models/resume/finetune"
     common: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, Any] = field(default_factory=dict)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
+#: finetune.generator -> its pretrained checkpoint's catalog name
+GENERATOR_CHECKPOINTS = {"mld": "pretrained_latent_denoiser", "mdm": "pretrained_frame_denoiser",
+                         "mlcm": "pretrained_consistency_model"}
+
+
 def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
-                    device: torch.device):
-    """The chosen pretrained generator (``finetune.generator``); the other one's checkpoint may be missing (None)."""
-    mld = settings.generator == "mld"
-    ckpt = latent if mld else frame
-    name = "pretrained_latent_denoiser" if mld else "pretrained_frame_denoiser"
-    needed = {name: ckpt, **({"motion_vae": vae} if mld else {})}
+                    device: torch.device, consistency: dict | None = None):
+    """The chosen pretrained generator (``finetune.generator``); the others' checkpoints may be missing (None)."""
+    name = GENERATOR_CHECKPOINTS[settings.generator]
+    ckpt = {"mld": latent, "mdm": frame, "mlcm": consistency}[settings.generator]
+    latent_space = settings.generator in ("mld", "mlcm")
+    needed = {name: ckpt, **({"motion_vae": vae} if latent_space else {})}
     absent = [n for n, value in needed.items() if value is None]
     if absent:
+        tags = "mld` then `--tags mlcm" if settings.generator == "mlcm" else settings.generator
         raise ValueError(f"finetune.generator is {settings.generator!r} but {absent} (data/06_models/<name>.pt) do "
-                         f"not exist: run `kedro run --pipeline pretrain --tags {settings.generator}` first, or "
+                         f"not exist: run `kedro run --pipeline pretrain --tags {tags}` first, or "
                          f"choose the generator that was trained")
-    return ckpt, load_generator(ckpt, vae if mld else None, device, source=name)
+    return ckpt, load_generator(ckpt, vae if latent_space else None, device, source=name)
 
 
 def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[str, MotionSplit]]:
@@ -76,9 +82,10 @@ def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[
 CURVES = ("train_reward", "val_reward", "s_per_update", "peak_saved_bytes")
 
 
-def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                    reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                    finetune_params: dict, method_options: dict, runtime: dict) -> tuple[dict, dict, dict]:
+def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
+                    pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
+                    val_motions: dict, text_embeddings: dict, finetune_params: dict, method_options: dict,
+                    runtime: dict) -> tuple[dict, dict, dict]:
     """-> (fine-tuned denoiser checkpoint, metric histories, summary) for one method."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
     config = from_dict(FinetuneConfig, {**settings.common, **method_options}, where="params:finetune.methods")
@@ -88,7 +95,7 @@ def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser:
     seed_everything(runtime["seed"])
     text, splits = _splits(text_embeddings, train_motions=train_motions, val_motions=val_motions)
     ckpt, generator = _pick_generator(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
-                                      device)
+                                      device, pretrained_consistency_model)
     reward = load_reward(reward_model, device)
     result = finetune(generator, reward, splits["train_motions"], splits["val_motions"], text, config,
                       seed=runtime["seed"], device=device)
@@ -113,16 +120,16 @@ def build_finetune_report(*summaries: dict) -> dict:
     return {s["method"]: {k: v for k, v in s.items() if k != "curves"} for s in present}
 
 
-def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                           reward_model: dict, val_motions: dict, text_embeddings: dict, finetune_params: dict,
-                           runtime: dict) -> tuple[dict, plt.Figure]:
+def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
+                           pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, val_motions: dict,
+                           text_embeddings: dict, finetune_params: dict, runtime: dict) -> tuple[dict, plt.Figure]:
     """-> (per-step chain Jacobian norms and noisy/clean similarities, their figure) of the pretrained sampler."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
     common = from_dict(FinetuneConfig, settings.common, where="params:finetune.common")
     device = resolve_device(runtime["device"])
     text, splits = _splits(text_embeddings, val_motions=val_motions)
     _, generator = _pick_generator(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
-                                   device)
+                                   device, pretrained_consistency_model)
     reward = load_reward(reward_model, device)
     max_frames = min(common.max_frames or generator.max_length, generator.max_length)
     batch, lengths = validation_batch(splits["val_motions"], text, settings.analysis.captions, max_frames, device)

@@ -13,8 +13,8 @@ from easytune.pipelines.finetune import nodes
 ALL_METHODS = ("easytune_step", "easytune_chain", "draft_k", "refl", "alignprop", "drtune")
 DEFAULT_METHODS = ("easytune_step",)
 
-SHARED_INPUTS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "motion_vae", "reward_model",
-                 "train_motions", "val_motions", "text_embeddings")
+SHARED_INPUTS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "pretrained_consistency_model",
+                 "motion_vae", "reward_model", "train_motions", "val_motions", "text_embeddings")
 
 
 def _template() -> Pipeline:
@@ -46,8 +46,9 @@ def create_pipeline(methods: tuple[str, ...] = DEFAULT_METHODS, **kwargs) -> Pip
         Node(nodes.build_finetune_report, inputs=[f"{m}.finetune_summary" for m in methods],
              outputs="finetune_report", name="build_finetune_report"),
         Node(nodes.analyse_sampling_chain,
-             inputs=["pretrained_latent_denoiser", "pretrained_frame_denoiser", "motion_vae", "reward_model",
-                     "val_motions", "text_embeddings", "params:finetune", "params:runtime"],
+             inputs=["pretrained_latent_denoiser", "pretrained_frame_denoiser", "pretrained_consistency_model",
+                     "motion_vae", "reward_model", "val_motions", "text_embeddings", "params:finetune",
+                     "params:runtime"],
              outputs=["sampling_chain_analysis", "sampling_chain_plot"], name="analyse_sampling_chain"),
     ])
     return per_method + report

@@ -30,20 +30,21 @@ def _study(finetune_study: dict) -> StudyConfig:
     return from_dict(StudyConfig, finetune_study, where="params:finetune_study")
 
 
-def _generator_checkpoints(finetune: dict, latent: dict | None, frame: dict | None, vae: dict | None, device
-                           ) -> tuple[FinetuneSettings, dict, dict | None]:
+def _generator_checkpoints(finetune: dict, latent: dict | None, frame: dict | None, vae: dict | None, device,
+                           consistency: dict | None = None) -> tuple[FinetuneSettings, dict, dict | None]:
     """(settings, the chosen pretrained denoiser checkpoint, its VAE or None); a clear error when it is missing."""
     settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
-    ckpt, _ = _pick_generator(settings, latent, frame, vae, device)
-    return settings, ckpt, vae if settings.generator == "mld" else None
+    ckpt, _ = _pick_generator(settings, latent, frame, vae, device, consistency)
+    return settings, ckpt, vae if settings.generator in ("mld", "mlcm") else None
 
 
-def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
-            val_motions, text_embeddings, finetune_study, finetune, runtime, base=None) -> StudyInputs:
+def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
+            reward_model, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
+            base=None) -> StudyInputs:
     study = _study(finetune_study)
     device = resolve_device(runtime["device"])
     settings, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
-                                                     motion_vae, device)
+                                                     motion_vae, device, pretrained_consistency_model)
     text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
     train = MotionSplit.from_arrays(train_motions, source="train_motions")
     val = MotionSplit.from_arrays(val_motions, source="val_motions")
@@ -54,33 +55,37 @@ def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, r
                        base=base)
 
 
-def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                       reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                       finetune_study: dict, finetune: dict, runtime: dict) -> dict:
+def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
+                       pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
+                       val_motions: dict, text_embeddings: dict, finetune_study: dict, finetune: dict,
+                       runtime: dict) -> dict:
     """-> validation signals of the pretrained generator (every run's snapshot 0)."""
-    return base_signals(_inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model,
-                                train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime))
+    return base_signals(_inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model,
+                                motion_vae, reward_model, train_motions, val_motions, text_embeddings, finetune_study,
+                                finetune, runtime))
 
 
 def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
-                                motion_vae: dict, reward_model: dict, train_motions: dict, val_motions: dict,
-                                text_embeddings: dict, study_base_signals: dict, finetune_study: dict,
-                                finetune: dict, runtime: dict) -> dict:
+                                pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict,
+                                train_motions: dict, val_motions: dict, text_embeddings: dict,
+                                study_base_signals: dict, finetune_study: dict, finetune: dict, runtime: dict) -> dict:
     """-> ``{variant: {lr, grid, candidates, rule}}`` from runs on the selection seed, val signals only."""
-    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
-                     val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals)
+    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
+                     reward_model, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
+                     base=study_base_signals)
     choice = select_learning_rates(inputs)
     log.info("finetune_study: learning rates %s", {v: c["lr"] for v, c in choice.items()})
     return choice
 
 
-def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                     reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                     study_base_signals: dict, study_lr_selection: dict, finetune_study: dict, finetune: dict,
-                     runtime: dict) -> tuple[dict, dict]:
+def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
+                     pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
+                     val_motions: dict, text_embeddings: dict, study_base_signals: dict, study_lr_selection: dict,
+                     finetune_study: dict, finetune: dict, runtime: dict) -> tuple[dict, dict]:
     """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot weights}``)."""
-    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
-                     val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals)
+    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
+                     reward_model, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
+                     base=study_base_signals)
     missing = sorted(set(inputs.config.enabled) - set(study_lr_selection))
     if missing:
         raise ValueError(f"study_lr_selection has no learning rate for {missing}: rerun the whole finetune_study "
@@ -99,7 +104,8 @@ def select_study_points(study_training: dict, finetune_study: dict) -> dict:
 
 
 def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrained_latent_denoiser: dict,
-                          pretrained_frame_denoiser: dict, motion_vae: dict, evaluator: dict,
+                          pretrained_frame_denoiser: dict, pretrained_consistency_model: dict, motion_vae: dict,
+                          evaluator: dict,
                           content_classifier: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
                           finetune_study: dict, finetune: dict, evaluation: dict, dataset: dict,
                           runtime: dict) -> tuple[dict, dict]:
@@ -108,7 +114,7 @@ def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrain
     study = _study(finetune_study)
     device = resolve_device(runtime["device"])
     _, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
-                                              motion_vae, device)
+                                              motion_vae, device, pretrained_consistency_model)
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     skeleton = get_skeleton(dataset["skeleton"])
     base_protocol = config.protocol_for(skeleton, dataset["fps"])

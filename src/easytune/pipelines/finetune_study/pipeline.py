@@ -12,7 +12,7 @@ from kedro.pipeline import Node, Pipeline
 
 from easytune.pipelines.finetune_study import nodes
 
-GENERATORS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "motion_vae")
+GENERATORS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "pretrained_consistency_model", "motion_vae")
 TRAINING = (*GENERATORS, "reward_model", "train_motions", "val_motions", "text_embeddings")
 
 

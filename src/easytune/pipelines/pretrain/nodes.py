@@ -13,6 +13,7 @@ from easytune.core.pretrain import (
     PretrainConfig,
     generate_motions,
     summary,
+    train_consistency_model,
     train_denoiser,
     train_motion_vae,
     vae_reconstruction_errors,
@@ -74,6 +75,38 @@ def train_denoiser_node(kind: str):
     return train_node
 
 
+_MISSING_TEACHER = ("the consistency model is distilled from the MLD: {} (data/06_models/{}.pt) does not exist; run "
+                    "`kedro run --pipeline pretrain --tags mld` first")
+
+
+def train_consistency_model_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: dict,
+                                 runtime: dict, pretrained_latent_denoiser: dict | None, motion_vae: dict | None
+                                 ) -> tuple[dict, dict, dict]:
+    """MotionLCM distilled from the trained MLD -> (``pretrained_consistency_model`` checkpoint, training summary,
+    loss curves)."""
+    config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
+    device = resolve_device(runtime["device"])
+    seed_everything(runtime["seed"])
+    for name, ckpt in (("pretrained_latent_denoiser", pretrained_latent_denoiser), ("motion_vae", motion_vae)):
+        if ckpt is None:
+            raise ValueError(_MISSING_TEACHER.format(name, name))
+    text, (train, val) = _inputs(text_embeddings, train_motions=train_motions, val_motions=val_motions)
+    teacher = MotionGenerator.from_checkpoints(pretrained_latent_denoiser, motion_vae, device,
+                                               source="pretrained_latent_denoiser")
+    gen, result = train_consistency_model(train, val, text, config, device, runtime["seed"], teacher)
+    section = config.consistency_model
+    info = {**summary(gen.denoiser, result), "num_inference_steps": section.num_inference_steps,
+            "guidance_scale": section.guidance_scale, "origin_steps": section.distillation.origin_steps,
+            "batch_size": section.batch_size or config.data.batch_size}
+    teacher_meta = pretrained_latent_denoiser.get("metadata", {})
+    meta = {**_metadata(info, config, section), **gen.checkpoint_metadata(),
+            "distillation": {**to_dict(section.distillation), "model": dict(section.model),
+                             "teacher": {"steps": teacher_meta.get("result", {}).get("steps"),
+                                         "generator": teacher_meta.get("generator")}}}
+    ckpt = make_checkpoint("latent_consistency_denoiser", gen.denoiser, meta)
+    return ckpt, info, result.metrics_history()
+
+
 def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
                         pretrain: dict, dataset: dict, runtime: dict) -> dict:
     """-> ``{"vae_mpjpe_m", "vae_global_mpjpe_m", "vae_root_error_m", "latent_std", "test_samples"}``
@@ -91,9 +124,9 @@ def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: d
 
 def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrained_frame_denoiser: dict,
                      test_motions: dict, text_embeddings: dict, feature_stats: dict, pretrain: dict, dataset: dict,
-                     runtime: dict) -> tuple[dict, dict]:
-    """Captions -> motions with the generators that exist (both after a full ``pretrain`` run):
-    (``pretrain_samples`` arrays, ``pretrain_sample_gifs``)."""
+                     runtime: dict, pretrained_consistency_model: dict | None = None) -> tuple[dict, dict]:
+    """Captions -> motions with the generators that exist (all after a full ``pretrain`` run; MotionLCM with its
+    own default steps): (``pretrain_samples`` arrays, ``pretrain_sample_gifs``)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
     device = resolve_device(runtime["device"])
     text, (test,) = _inputs(text_embeddings, test_motions=test_motions)
@@ -102,6 +135,8 @@ def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrai
         generators["mld"] = MotionGenerator.from_checkpoints(pretrained_latent_denoiser, motion_vae, device)
     if pretrained_frame_denoiser is not None:
         generators["mdm"] = MotionGenerator.from_checkpoints(pretrained_frame_denoiser, None, device)
+    if pretrained_consistency_model is not None and motion_vae is not None:
+        generators["mlcm"] = MotionGenerator.from_checkpoints(pretrained_consistency_model, motion_vae, device)
     if not generators:
         raise ValueError("generate_samples: no pretrained generator exists yet: run `kedro run --pipeline pretrain`")
     stats = FeatureStats.from_arrays(feature_stats, source="feature_stats")
@@ -109,17 +144,23 @@ def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrai
 
 
 def pretrain_report(motion_vae_training: dict, latent_denoiser_training: dict, frame_denoiser_training: dict,
-                    motion_vae_evaluation: dict, runtime: dict) -> tuple[dict, dict]:
+                    motion_vae_evaluation: dict, runtime: dict, consistency_model_training: dict | None = None
+                    ) -> tuple[dict, dict]:
     """-> (``pretrain_report`` JSON: per model params, train/val loss, steps, wall time, VAE test MPJPE in metres;
-    the same numbers as single-point MLflow metrics ``<model>.<name>``)."""
+    the same numbers as single-point MLflow metrics ``<model>.<name>``). ``consistency_model`` only when the
+    MotionLCM node has run (its summary is also kept in ``consistency_model_training``)."""
     report = {
         "motion_vae": {**motion_vae_training, **motion_vae_evaluation},
         "latent_denoiser": latent_denoiser_training,
         "frame_denoiser": frame_denoiser_training,
         "device": str(resolve_device(runtime["device"])),
     }
+    models = ["motion_vae", "latent_denoiser", "frame_denoiser"]
+    if consistency_model_training:
+        report["consistency_model"] = consistency_model_training
+        models.append("consistency_model")
     metrics = {f"{model}.{key}": [{"value": float(value), "step": 0}]
-               for model in ("motion_vae", "latent_denoiser", "frame_denoiser")
+               for model in models
                for key, value in report[model].items()
                if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None}
     return report, metrics
