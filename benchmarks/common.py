@@ -54,7 +54,8 @@ def policy_of(name: str, num_steps: int) -> tuple[str, dict]:
 
 
 def random_models(preset: str, kind: str, device: torch.device, seed: int, max_frames: int, feature_dim: int = 263):
-    """Generator + reward at a model preset (``tiny``/``cpu``/``paper``), randomly initialised (seeded)."""
+    """Generator + reward at a model preset (``tiny``/``cpu``/``paper``), randomly initialised (seeded); ``mlcm``: the
+    consistency student built from the random MLD (4-step sampler), as the distillation builds it."""
     from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion
     from easytune.core.generator import MotionGenerator
     from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
@@ -64,12 +65,19 @@ def random_models(preset: str, kind: str, device: torch.device, seed: int, max_f
     from easytune.core.reward.reward import Reward
 
     torch.manual_seed(seed)
-    if kind == "mld":
+    if kind in ("mld", "mlcm"):
         vae = MotionVAE(MotionVAEConfig(preset=preset, feature_dim=feature_dim))
         den = LatentDenoiser(LatentDenoiserConfig(preset=preset, latent_tokens=vae.config.latent_tokens,
                                                   latent_dim=vae.config.latent_dim))
         gen = MotionGenerator(den, Diffusion(dataclasses.replace(MLD_DIFFUSION)), "mld", vae=vae,
                               max_length=max_frames, feature_dim=feature_dim)
+        if kind == "mlcm":
+            from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
+            from easytune.core.distillation import build_student
+
+            sampler = ConsistencyDiffusion(ConsistencySamplerConfig.from_teacher(MLD_DIFFUSION))
+            gen = MotionGenerator(build_student(den), sampler, "mlcm", vae=vae, max_length=max_frames,
+                                  feature_dim=feature_dim)
     else:
         den = FrameDenoiser(FrameDenoiserConfig(preset=preset, feature_dim=feature_dim))
         gen = MotionGenerator(den, Diffusion(dataclasses.replace(MDM_DIFFUSION)), "mdm", max_length=max_frames,
@@ -89,8 +97,10 @@ def catalog_models(models_dir: Path, kind: str, device: torch.device):
                              f"or use --preset to benchmark randomly initialised models")
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    denoiser = load("pretrained_latent_denoiser" if kind == "mld" else "pretrained_frame_denoiser")
-    gen = load_generator(denoiser, load("motion_vae") if kind == "mld" else None, device)
+    names = {"mld": "pretrained_latent_denoiser", "mdm": "pretrained_frame_denoiser",
+             "mlcm": "pretrained_consistency_model"}
+    denoiser = load(names[kind])
+    gen = load_generator(denoiser, load("motion_vae") if kind in ("mld", "mlcm") else None, device)
     return gen, load_reward(load("reward_model"), device)
 
 

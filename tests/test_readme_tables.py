@@ -21,3 +21,25 @@ def test_tables_come_from_the_reports(tmp_path):
 def test_missing_block_is_an_error():
     with pytest.raises(SystemExit, match="no block"):
         replace_block("nothing here", "demo", "body")
+
+
+def test_mlcm_table_joins_the_evaluation_and_the_speed_benchmark(tmp_path):
+    metrics = {"real": {"R@1": {"mean": 0.5, "ci": 0.01}},
+               "base_mld": {"R@1": {"mean": 0.2, "ci": 0.01}, "FID": {"mean": 10.0, "ci": 0.0}},
+               "base_mlcm": {"R@1": {"mean": 0.18, "ci": 0.02}, "FID": {"mean": 12.0, "ci": 0.0}},
+               "base_mlcm_1s": {"R@1": {"mean": 0.17, "ci": 0.02}, "FID": {"mean": 13.0, "ci": 0.0}}}
+    speed = {"device": "cpu", "threads": 1, "batch_size": 32, "generation": [
+        {"model": "mld", "num_steps": 50, "denoiser_calls_per_motion": 100.0, "s_per_motion": 0.05},
+        {"model": "mlcm", "num_steps": 1, "denoiser_calls_per_motion": 1.0, "s_per_motion": 0.002},
+        {"model": "mlcm", "num_steps": 4, "denoiser_calls_per_motion": 4.0, "s_per_motion": 0.004}]}
+    (tmp_path / "evaluation_metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "pretrain_report.json").write_text(json.dumps({"consistency_model": {
+        "params": 1200000, "steps": 400, "train_loss": 0.01, "val_loss": 0.02, "wall_s": 150.0}}))
+    body = render(tmp_path)
+    assert "| consistency_model | 1,200,000 | 400 |" in body
+    assert "MotionLCM against its MLD teacher" not in body  # no benchmark output yet
+    (tmp_path / "mlcm_speed.json").write_text(json.dumps(speed))
+    body = render(tmp_path)
+    assert "| base_mld | 50 | 100 | 50.0 | 0.200 ± 0.010 | 1.00 | 10.000 |" in body
+    assert "| base_mlcm_1s | 1 | 1 | 2.0 | 0.170 ± 0.020 | 0.85 | 13.000 |" in body
+    assert "| base_mlcm | 4 | 4 | 4.0 | 0.180 ± 0.020 | 0.90 | 12.000 |" in body

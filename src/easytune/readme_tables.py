@@ -2,8 +2,9 @@
 
     python -m easytune.readme_tables --reports docs/results/bandai --name bandai [--readme README.md]
 
-reads ``{pretrain,reward,finetune}_report.json`` and ``evaluation_metrics.json`` from ``--reports`` (each optional)
-and replaces the README block between ``<!-- results:<name>:begin -->`` and ``<!-- results:<name>:end -->``.
+reads ``{pretrain,reward,finetune}_report.json``, ``evaluation_metrics.json`` and ``mlcm_speed.json`` (the output of
+``benchmarks/mlcm_speed.py --json``) from ``--reports`` (each optional) and replaces the README block between
+``<!-- results:<name>:begin -->`` and ``<!-- results:<name>:end -->``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _fmt(value, digits: int = 3) -> str:
 def pretrain_table(report: dict) -> str:
     lines = ["| model | params | steps | train loss | val loss | wall (s) | VAE test MPJPE, root-aligned (m) | "
              "VAE test MPJPE, global (m) |", "|---" * 8 + "|"]
-    for model in ("motion_vae", "latent_denoiser", "frame_denoiser"):
+    for model in ("motion_vae", "latent_denoiser", "frame_denoiser", "consistency_model"):
         row = report.get(model)
         if row:
             lines.append(f"| {model} | {row['params']:,} | {row['steps']} | {_fmt(row['train_loss'])} | "
@@ -68,6 +69,30 @@ def finetune_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: MotionLCM entries of the evaluation and their sampler in the speed benchmark
+MLCM_ROWS = (("base_mld", "mld", None), ("base_mlcm_1s", "mlcm", 1), ("base_mlcm", "mlcm", 4))
+
+
+def mlcm_table(metrics: dict, speed: dict) -> str:
+    """MotionLCM against its teacher: denoiser calls and milliseconds per motion (benchmark) next to the evaluator's
+    R@1 (mean ± CI), its ratio to the MLD's, and FID."""
+    gen = {(r["model"], r["num_steps"] if r["model"] == "mlcm" else None): r for r in speed.get("generation", [])}
+    teacher = metrics.get("base_mld", {}).get("R@1", {}).get("mean")
+    lines = [f"| model | steps | denoiser calls per motion | ms per motion ({speed.get('device', '?')}, "
+             f"{speed.get('threads', '?')} thread(s), batch {speed.get('batch_size', '?')}) | R@1 ↑ | R@1 / MLD's | "
+             "FID ↓ |", "|---" * 7 + "|"]
+    for name, model, steps in MLCM_ROWS:
+        if name not in metrics:
+            continue
+        row = gen.get((model, steps), {})
+        r1, fid = metrics[name].get("R@1", {}), metrics[name].get("FID", {})
+        ratio = "-" if not teacher or r1.get("mean") is None else f"{r1['mean'] / teacher:.2f}"
+        lines.append(f"| {name} | {row.get('num_steps', '-')} | {_fmt(row.get('denoiser_calls_per_motion'), 0)} | "
+                     f"{_fmt(None if not row else 1000 * row['s_per_motion'], 1)} | "
+                     f"{r1['mean']:.3f} ± {r1['ci']:.3f} | {ratio} | {_fmt(fid.get('mean'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(folder: Path) -> str:
     parts = []
     if (report := _load(folder, "pretrain_report.json")):
@@ -80,6 +105,9 @@ def render(folder: Path) -> str:
     if (metrics := _load(folder, "evaluation_metrics.json")):
         parts += ["**Independent evaluator, test split** (`evaluation_metrics.json`, mean ± 1.96·std/√R)\n",
                   results_table_markdown(metrics)]
+        if (speed := _load(folder, "mlcm_speed.json")) and any(name in metrics for name, _, _ in MLCM_ROWS[1:]):
+            parts += ["**MotionLCM against its MLD teacher** (`evaluation_metrics.json`, `mlcm_speed.json`)\n",
+                      mlcm_table(metrics, speed)]
     if not parts:
         raise SystemExit(f"{folder}: no report JSON found")
     return "\n".join(parts)

@@ -63,7 +63,9 @@ def test_main_job_writes_every_report(tiny_project):
     for name in ("data_processing", "pretrain", "reward", "finetune"):
         assert (reports / f"{name}_report.json").exists(), name
     metrics = json.loads((reports / "evaluation_metrics.json").read_text())
-    assert {"real", "base_mld", "base_mdm", "easytune_step"} <= set(metrics)
+    assert {"real", "base_mld", "base_mdm", "base_mlcm", "base_mlcm_1s", "easytune_step"} <= set(metrics)
+    pretrain = json.loads((reports / "pretrain_report.json").read_text())
+    assert pretrain["consistency_model"]["steps"] == 4 and pretrain["consistency_model"]["wall_s"] > 0
     for model, values in metrics.items():
         assert {"R@1", "FID", "MM-Dist", "jitter"} <= set(values), model
         assert all(set(v) == {"mean", "ci"} for v in values.values())
@@ -122,6 +124,20 @@ def test_finetune_needs_only_the_chosen_generator(tiny_project):
         assert "kedro run --pipeline pretrain --tags mdm" in " ".join((result.stdout + result.stderr).split())
     finally:
         aside.rename(frame)
+
+
+def test_mlcm_distils_after_the_mld_nodes(tiny_project):
+    """`--tags mlcm` re-distils MotionLCM from the existing MLD, which it leaves alone (fine-tuning the MotionLCM:
+    tests/pipelines/finetune)."""
+    models = tiny_project / "data" / "06_models"
+    mld_time = (models / "pretrained_latent_denoiser.pt").stat().st_mtime
+    lcm_time = (models / "pretrained_consistency_model.pt").stat().st_mtime
+    result = _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "pretrain", "--tags", "mlcm")
+    assert "train_consistency_model" in result.stdout + result.stderr
+    assert (models / "pretrained_latent_denoiser.pt").stat().st_mtime == mld_time
+    assert (models / "pretrained_consistency_model.pt").stat().st_mtime > lcm_time
+    summary = json.loads((tiny_project / "data" / "08_reporting" / "consistency_model_training.json").read_text())
+    assert summary["steps"] == 4 and summary["num_inference_steps"] == 4
 
 
 def test_finetune_on_a_fresh_project_names_the_pipeline_to_run_first(tmp_path, project_root):
