@@ -43,3 +43,9 @@ def test_mlcm_table_joins_the_evaluation_and_the_speed_benchmark(tmp_path):
     assert "| base_mld | 50 | 100 | 50.0 | 0.200 ± 0.010 | 1.00 | 10.000 |" in body
     assert "| base_mlcm_1s | 1 | 1 | 2.0 | 0.170 ± 0.020 | 0.85 | 13.000 |" in body
     assert "| base_mlcm | 4 | 4 | 4.0 | 0.180 ± 0.020 | 0.90 | 12.000 |" in body
+    (tmp_path / "pretrain_report.json").unlink()  # a `--tags mlcm` run: only the node's summary
+    (tmp_path / "consistency_model_training.json").write_text(json.dumps({
+        "params": 1200000, "steps": 2000, "train_loss": 0.07, "val_loss": 0.04, "wall_s": 366.5}))
+    body = render(tmp_path)
+    assert "**MotionLCM distillation**" in body and "| consistency_model | 1,200,000 | 2000 |" in body
+

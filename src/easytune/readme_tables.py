@@ -2,8 +2,9 @@
 
     python -m easytune.readme_tables --reports docs/results/bandai --name bandai [--readme README.md]
 
-reads ``{pretrain,reward,finetune}_report.json``, ``evaluation_metrics.json`` and ``mlcm_speed.json`` (the output of
-``benchmarks/mlcm_speed.py --json``) from ``--reports`` (each optional) and replaces the README block between
+reads ``{pretrain,reward,finetune}_report.json`` (or, without a pretrain report, ``consistency_model_training.json``),
+``evaluation_metrics.json`` and ``mlcm_speed.json`` (the output of ``benchmarks/mlcm_speed.py --json``) from
+``--reports`` (each optional) and replaces the README block between
 ``<!-- results:<name>:begin -->`` and ``<!-- results:<name>:end -->``.
 """
 
@@ -97,6 +98,9 @@ def render(folder: Path) -> str:
     parts = []
     if (report := _load(folder, "pretrain_report.json")):
         parts += ["**Base generators** (`pretrain_report.json`)\n", pretrain_table(report)]
+    elif (report := _load(folder, "consistency_model_training.json")):  # a `--tags mlcm` run writes only this
+        parts += ["**MotionLCM distillation** (`consistency_model_training.json`)\n",
+                  pretrain_table({"consistency_model": report})]
     if (report := _load(folder, "reward_report.json")):
         parts += ["**Reward model before / after SPL** (`reward_report.json`, mean ± 95% CI)\n", reward_table(report)]
     if (report := _load(folder, "finetune_report.json")):
