@@ -6,9 +6,9 @@
 2. Fine-tuning on the 4-step MotionLCM sampler: EasyTune (step) against DRaFT-4 (K = T = 4, the full chain): peak
    bytes saved for backward per update (exact, device independent), seconds per update and, on CUDA, peak memory.
 
-Models: the pipeline checkpoints under ``--data`` (``06_models``: pretrained_latent_denoiser, pretrained_consistency_model,
-motion_vae, reward_model), or with ``--preset`` randomly initialised ones (timings and memory do not depend on the
-weights; the student is built from the random MLD as the distillation builds it).
+Models: the pipeline checkpoints under ``--data`` (``06_models``: pretrained_latent_denoiser,
+pretrained_consistency_model, motion_vae, reward_model), or with ``--preset`` randomly initialised ones (timings and
+memory do not depend on the weights; the student is built from the random MLD as the distillation builds it).
 
     .venv/bin/python benchmarks/mlcm_speed.py --preset cpu                    # random cpu-preset models, CPU
     .venv/bin/python benchmarks/mlcm_speed.py --data data --threads 2         # the trained checkpoints

@@ -13,7 +13,7 @@ from easytune.core.consistency import (
 )
 from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion
 from easytune.core.generator import MotionGenerator, StepControl
-from tests.core.finetune.tiny import MAX_LEN, make_mld, make_mlcm, make_text
+from tests.core.finetune.tiny import MAX_LEN, make_mlcm, make_mld, make_text
 
 LENGTHS = torch.tensor([8, 12, 5])
 

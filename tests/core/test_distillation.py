@@ -213,7 +213,7 @@ def test_tiny_distillation_is_deterministic_and_resumes_to_the_same_weights(tmp_
     torch.manual_seed(999)  # a restarted process: another global RNG state, which the resume file restores
     resumed, result = run(6, str(tmp_path))
     assert result.resumed_from == 3
-    for (k, v), w in zip(full.denoiser.state_dict().items(), resumed.denoiser.state_dict().values()):
+    for (k, v), w in zip(full.denoiser.state_dict().items(), resumed.denoiser.state_dict().values(), strict=True):
         torch.testing.assert_close(v, w, rtol=0, atol=0, msg=k)
     assert any((a - b).abs().max() > 0 for a, b in zip(full.denoiser.parameters(),
-                                                        build_student(mld.denoiser).parameters()))
+                                                        build_student(mld.denoiser).parameters(), strict=True))

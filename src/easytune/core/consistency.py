@@ -3,7 +3,8 @@
 A consistency model maps any point x_t of the teacher's probability-flow ODE trajectory to its origin. It is
 parameterised so that the boundary condition f(x, 0) = x holds exactly (LCM Eq. 9, with epsilon prediction):
 
-    f_theta(x_t, t, s, c) = c_skip(t) x_t + c_out(t) x0_theta,    x0_theta = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)
+    f_theta(x_t, t, s, c) = c_skip(t) x_t + c_out(t) x0_theta,
+    x0_theta = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t)
     c_skip(t) = sigma_data^2 / ((r t)^2 + sigma_data^2),          c_out(t) = r t / sqrt((r t)^2 + sigma_data^2)
 
 with sigma_data = 0.5 and r = ``timestep_scaling`` (10), the values of diffusers' ``LCMScheduler``. eps_theta is the
@@ -74,7 +75,7 @@ class ConsistencySamplerConfig:
             raise ValueError(f"timestep_scaling must be > 0, got {self.timestep_scaling}")
 
     @classmethod
-    def from_teacher(cls, teacher: DiffusionConfig, **kwargs) -> "ConsistencySamplerConfig":
+    def from_teacher(cls, teacher: DiffusionConfig, **kwargs) -> ConsistencySamplerConfig:
         """The teacher's schedule (epsilon prediction required) with the sampler settings ``kwargs``."""
         if teacher.prediction_type != "epsilon":
             raise ValueError(f"consistency distillation needs an epsilon-prediction teacher, got "

@@ -148,7 +148,7 @@ class ConsistencyDistiller(nn.Module):
         self.config = config
         self.register_buffer("optimizer_steps", torch.zeros((), dtype=torch.int64))
 
-    def train(self, mode: bool = True) -> "ConsistencyDistiller":
+    def train(self, mode: bool = True) -> ConsistencyDistiller:
         super().train(mode)
         for frozen in (self.target, self.teacher, self.vae):
             frozen.eval()
@@ -158,9 +158,9 @@ class ConsistencyDistiller(nn.Module):
     def update_target(self) -> None:
         """theta^- <- mu theta^- + (1 - mu) theta (parameters; buffers copied)."""
         mu = self.config.ema_decay
-        for tgt, src in zip(self.target.parameters(), self.student.parameters()):
+        for tgt, src in zip(self.target.parameters(), self.student.parameters(), strict=True):
             tgt.mul_(mu).add_(src.detach(), alpha=1.0 - mu)
-        for tgt, src in zip(self.target.buffers(), self.student.buffers()):
+        for tgt, src in zip(self.target.buffers(), self.student.buffers(), strict=True):
             tgt.copy_(src)
 
     def teacher_solver(self, x: torch.Tensor, t_start: torch.Tensor, t_end: torch.Tensor, scale: torch.Tensor,

@@ -187,8 +187,8 @@ class MotionGenerator(nn.Module):
     def decode(self, x0: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x0 (latent (B, n, d) for MLD / MotionLCM, features (B, T, D) for MDM) -> normalised features (B, T, D).
 
-        Differentiable (the frozen VAE decoder for MLD and MotionLCM, identity for MDM). ``mask`` (B, T) bool selects the
-        frames to decode and zeroes padded ones; without it MLD decodes ``max_length`` frames.
+        Differentiable (the frozen VAE decoder for MLD and MotionLCM, identity for MDM). ``mask`` (B, T) bool selects
+        the frames to decode and zeroes padded ones; without it MLD decodes ``max_length`` frames.
         """
         if self.kind == "mdm":
             return x0 if mask is None else x0 * mask[..., None].to(x0.dtype)
