@@ -19,7 +19,7 @@ from easytune.core.study.runner import (
     select_learning_rates,
     train_study,
 )
-from tests.core.finetune.tiny import make_mdm, make_reward, make_splits
+from tests.core.finetune.tiny import make_mdm, make_mlcm, make_reward, make_splits
 
 
 def tiny_inputs(tmp_path, **kw) -> StudyInputs:
@@ -54,6 +54,21 @@ def test_a_run_has_base_then_budget_snapshots_with_signals_and_is_cached(tmp_pat
     with caplog.at_level(logging.INFO):
         other = run_task(inputs, RunTask("easytune_all", 1e-2, 2))  # another seed is another run
     assert "loaded from" not in caplog.text and other.record["snapshots"] != out.record["snapshots"]
+
+
+def test_a_run_on_the_4_step_motionlcm(tmp_path, one_torch_thread):
+    """finetune.generator: mlcm in the study: the consistency checkpoint with its VAE, 4-step rollouts."""
+    config = tiny_inputs(tmp_path).config
+    gen = make_mlcm(steps=4)
+    train, val, text = make_splits()
+    train, val = light_splits(train, val, config.signals.captions)
+    inputs = StudyInputs(config, make_checkpoint("latent_consistency_denoiser", gen.denoiser,
+                                                 gen.checkpoint_metadata()), make_checkpoint("motion_vae", gen.vae),
+                         make_checkpoint("retrieval_model", make_reward().model), train, val, text, {})
+    inputs.base = base_signals(inputs)
+    out = run_task(inputs, RunTask("draft_2", 1e-2, 1))
+    snaps = out.record["snapshots"]
+    assert [s["at"] for s in snaps] == [0.0, 0.5, 1.0] and snaps[2]["val_reward"] != snaps[0]["val_reward"]
 
 
 def test_lr_choice_reads_the_admissible_val_reward_of_the_selection_runs(tmp_path):
