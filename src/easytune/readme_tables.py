@@ -1,6 +1,7 @@
 """Render the README's results tables from the pipelines' JSON reports (never typed by hand).
 
     python -m easytune.readme_tables --reports docs/results/bandai --name bandai [--readme README.md]
+    python -m easytune.readme_tables --reports docs/results/bandai --name bandai_study --part study
 
 reads ``{pretrain,reward,finetune}_report.json`` and ``evaluation_metrics.json`` from ``--reports`` (each optional)
 and replaces the README block between ``<!-- results:<name>:begin -->`` and ``<!-- results:<name>:end -->``.
@@ -68,6 +69,16 @@ def finetune_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_study(folder: Path) -> str:
+    """The method study's tables and conclusions from ``study_report.json`` (finetune_study pipeline)."""
+    from easytune.core.study.report import markdown_tables
+
+    report = _load(folder, "study_report.json")
+    if not report:
+        raise SystemExit(f"{folder}: no study_report.json found")
+    return markdown_tables(report)
+
+
 def render(folder: Path) -> str:
     parts = []
     if (report := _load(folder, "pretrain_report.json")):
@@ -98,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reports", type=Path, required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--part", choices=("results", "study"), default="results",
+                        help="results: the pipelines' reports; study: study_report.json of finetune_study")
     args = parser.parse_args(argv)
-    body = render(args.reports)
+    body = render_study(args.reports) if args.part == "study" else render(args.reports)
     args.readme.write_text(replace_block(args.readme.read_text(), args.name, body))
     print(f"updated {args.readme} block {args.name!r} from {args.reports}")
 

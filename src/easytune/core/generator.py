@@ -192,21 +192,23 @@ class MotionGenerator(nn.Module):
             return self.decode(step.x_prev, step.mask)
 
     # ----------------------------------------------------------------------------------------------- training
-    def training_loss(self, features: torch.Tensor, mask: torch.Tensor, text: TextBatch,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_loss(self, features: torch.Tensor | None, mask: torch.Tensor | None, text: TextBatch,
+                      generator: torch.Generator | None = None,
+                      posterior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Denoising loss of the denoiser on clean normalised features (B, T, D) with mask (B, T).
 
-        MLD: x0 = a posterior sample of the frozen VAE's latent; MDM: x0 = the features. With t ~ U{0..T-1} and
+        MLD: x0 = a posterior sample of the frozen VAE's latent (``posterior`` = (mu, logvar) (B, n, d) already
+        encoded by that VAE: features and mask are then not needed); MDM: x0 = the features. With t ~ U{0..T-1} and
         eps ~ N(0, I): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; the caption is replaced by the null embedding
         with probability ``cond_drop_prob``; MSE between the output and the target (eps or x0), over valid frames.
         """
-        b = features.shape[0]
-        dev = features.device
         if self.kind == "mld":
             with torch.no_grad():
-                mu, logvar = self.vae.encode(features, mask)
+                mu, logvar = self.vae.encode(features, mask) if posterior is None else posterior
+                b, dev = mu.shape[0], mu.device
                 x0 = mu + (0.5 * logvar).exp() * _randn(mu.shape, generator, dev)  # (B, n, d)
         else:
+            b, dev = features.shape[0], features.device
             x0 = features * mask[..., None]  # (B, T, D)
         noise = _randn(x0.shape, generator, dev)
         if self.kind == "mdm":

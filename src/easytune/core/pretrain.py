@@ -48,12 +48,19 @@ class PretrainData:
 @dataclass
 class ModelTraining:
     """model: model config overrides (``preset`` + fields; data-dependent sizes are filled in); train: the loop;
-    diffusion / guidance_scale: denoisers only (defaults: MLD scaled-linear eps 7.5, MDM cosine x0 2.5)."""
+    diffusion / guidance_scale: denoisers only (defaults: MLD scaled-linear eps 7.5, MDM cosine x0 2.5);
+    cached_crops: MLD denoiser only: encode this many random crops of every training sample once with the frozen
+    VAE and train on their posteriors (:class:`LatentCache`) instead of encoding every batch (0: on the fly)."""
 
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     diffusion: DiffusionConfig | None = None
     guidance_scale: float | None = None
+    cached_crops: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cached_crops < 0:
+            raise ValueError(f"cached_crops must be >= 0, got {self.cached_crops}")
 
 
 @dataclass
@@ -129,6 +136,8 @@ def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: Tex
     """Train the motion VAE (masked smooth-L1 reconstruction + 1e-4 KL, + the joint-position term when
     ``position_weight`` > 0, which needs ``stats`` and ``skeleton``) on random crops; validation = the same loss on
     fixed crops with fixed noise."""
+    if config.motion_vae.cached_crops:
+        raise ValueError("pretrain.motion_vae.cached_crops: latent caching applies to the MLD denoiser only")
     model_cfg = from_dict(MotionVAEConfig, {"feature_dim": train_split.feature_dim, **config.motion_vae.model},
                           where="pretrain.motion_vae.model")
     torch.manual_seed(seed)
@@ -149,6 +158,52 @@ def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: Tex
                                model_cfg.position_weight > 0 and fingerprint([stats, skeleton.name])],
                    desc="motion_vae")
     return vae.eval(), result
+
+
+@dataclass
+class LatentBatch:
+    """Posteriors (B, n, d) of cached crops and one caption each."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    text: TextBatch
+
+
+class LatentCache:
+    """The frozen VAE's posteriors (mu, logvar) of ``crops`` random crops of every training sample, encoded once.
+
+    The crops follow the training batches' distribution (:class:`MotionBatches`, epochs ``10_000 + k`` of ``seed``);
+    an MLD step then needs no VAE encoder pass (the encoder over every frame costs more than the latent denoiser's
+    step). ``cache(epoch)`` yields :class:`LatentBatch` es over every cached crop in a seeded order, each with a
+    caption drawn from its sample's captions, deterministic per (seed, epoch) like :class:`MotionBatches`.
+    """
+
+    def __init__(self, vae: MotionVAE, split: MotionSplit, text: TextEmbeddings, data: PretrainData, crops: int,
+                 seed: int, device: torch.device):
+        self.split, self.text, self.batch_size, self.seed, self.device = split, text, data.batch_size, seed, device
+        batches = MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit)
+        mus, logvars, index = [], [], []
+        with torch.no_grad():
+            for k in range(crops):
+                for b in batches(10_000 + k):
+                    mu, logvar = vae.encode(b.features, b.mask)  # (B, n, d)
+                    mus.append(mu)
+                    logvars.append(logvar)
+                    index.append(b.index)
+        self.mu, self.logvar = torch.cat(mus), torch.cat(logvars)  # (M, n, d)
+        self.index = np.concatenate(index)  # (M,) sample of each cached crop
+
+    def __len__(self) -> int:
+        return len(self.index) // self.batch_size
+
+    def __call__(self, epoch: int):
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.index))
+        captions = self.split.sample_caption_ids(rng)  # (N,) one caption per sample for this epoch
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            rows = captions[self.index[idx]]
+            yield LatentBatch(self.mu[idx], self.logvar[idx], TextBatch.from_embeddings(self.text, rows, self.device))
 
 
 def build_generator(kind: str, config: PretrainConfig, feature_dim: int, vae: MotionVAE | None = None
@@ -181,10 +236,15 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
     gen = build_generator(kind, config, train_split.feature_dim, vae).to(device)
     section = config.latent_denoiser if kind == "mld" else config.frame_denoiser
     name = "latent_denoiser" if kind == "mld" else "frame_denoiser"
-    batches = _batches(train_split, text, config.data, seed, device, train=True)
+    if section.cached_crops and kind != "mld":
+        raise ValueError(f"pretrain.{name}.cached_crops: latent caching applies to the MLD denoiser only")
+    batches = (LatentCache(vae, train_split, text, config.data, section.cached_crops, seed, device)
+               if section.cached_crops else _batches(train_split, text, config.data, seed, device, train=True))
     val = _batches(val_split, text, config.data, seed, device, train=False)
 
-    def loss_fn(b: MotionBatch) -> torch.Tensor:
+    def loss_fn(b: MotionBatch | LatentBatch) -> torch.Tensor:
+        if isinstance(b, LatentBatch):
+            return gen.training_loss(None, None, b.text, posterior=(b.mu, b.logvar))
         return gen.training_loss(b.features, b.mask, b.text)
 
     def val_fn() -> float:
@@ -193,7 +253,7 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
 
     result = train(gen, loss_fn, batches, section.train, val_fn, config.resume_path(name),
                    params=gen.denoiser.parameters(),
-                   resume_tag=[to_dict(config.data), gen.checkpoint_metadata(), seed,
+                   resume_tag=[to_dict(config.data), gen.checkpoint_metadata(), seed, section.cached_crops,
                                _data_fingerprint(train_split, val_split, text), vae is not None and fingerprint(vae)],
                    desc=name)
     return gen.eval(), result
