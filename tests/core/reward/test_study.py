@@ -20,7 +20,7 @@ def test_compare_arms_cis_over_training_seeds_and_paired_differences():
                 {"before": _metrics(0.32), "control": _metrics(0.30), "after": _metrics(0.37, 1.0)},
                 {"before": _metrics(0.28), "control": _metrics(0.32), "after": _metrics(0.35, 1.0)}]
     out = compare_arms(per_seed)
-    assert out["training_seeds"] == 3
+    assert out["training_seeds"] == 3 and out["tests"] == 6 and out["multiple_comparisons"].startswith("4 of 6")
     before = out["arms"]["before"]["full"]["t2m"]["R@1"]
     assert before["mean"] == pytest.approx(0.30)
     assert before["ci"] == pytest.approx(4.302652729911275 * 0.02 / np.sqrt(3))

@@ -157,12 +157,13 @@ def compare_arms(per_seed: list[dict]) -> dict:
     {arm: {protocol: {direction: {metric: {mean, ci}}}}} with the 95% Student-t CI over training seeds of each
     seed's value (itself the mean over evaluation seeds), ``differences``: paired per-seed differences
     (after - control, after - before, control - before) with their CI and ``supported`` (the CI excludes 0;
-    never with fewer than 2 seeds), and ``supported`` as readable lines.
+    never with fewer than 2 seeds), ``supported`` as readable lines, and how many tests were made (``tests``; the
+    CIs are not corrected for multiple comparisons).
     """
     arms = [a for a in ARMS if all(a in seed for seed in per_seed)]
     points = [{a: _point(seed[a]) for a in arms} for seed in per_seed]
     if not points:
-        return {"arms": {}, "differences": {}, "supported": [], "training_seeds": 0}
+        return {"arms": {}, "differences": {}, "supported": [], "training_seeds": 0, "tests": 0}
     first = points[0][arms[0]]
     out_arms = {a: {p: {d: {m: mean_ci([pt[a][p][d][m] for pt in points]) for m in first[p][d]}
                         for d in first[p]} for p in first} for a in arms}
@@ -184,4 +185,8 @@ def compare_arms(per_seed: list[dict]) -> dict:
                                          f"{stat['mean']:+.4f} ± {stat['ci']:.4f} "
                                          f"({'better' if better else 'worse'})")
         differences[name] = block
-    return {"arms": out_arms, "differences": differences, "supported": supported, "training_seeds": len(points)}
+    tests = sum(len(ms) for block in differences.values() for dirs in block.values() for ms in dirs.values())
+    return {"arms": out_arms, "differences": differences, "supported": supported, "training_seeds": len(points),
+            "tests": tests, "multiple_comparisons": f"{len(supported)} of {tests} paired differences have a 95% CI "
+                                                    f"excluding 0, uncorrected (about {tests / 20:.1f} expected by "
+                                                    f"chance alone)"}
