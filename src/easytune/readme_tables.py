@@ -78,7 +78,7 @@ def reward_table(report: dict) -> str:
     parts = []
     cal = report["calibration"]
     choice = cal["choice"]
-    pool = "the whole split" if choice["whole_split"] else f"pools of {choice['pool_size']}"
+    pool = "the whole split" if choice["whole_split"] else f"pools of {choice['pool_size']:,}"
     parts.append(f"SPL calibration on the train split ({cal['train_samples']:,} samples, pre-SPL model, failures / "
                  f"successes, target {_ratio(choice['target_ratio'])}): {pool}, k = {choice['k']}, measured "
                  f"{_ratio(choice['failure_ratio'])}; verdict: {cal['verdict']}.\n")
