@@ -102,9 +102,38 @@ def build_report(config: StudyConfig, base_metrics: Mapping, base_signals: Mappi
                      for v, runs in variants.items()},
         "views": views,
     }
+    if config.spl_ablation and all(v in variants for v in config.spl_ablation):
+        report["spl_ablation"] = spl_ablation(variants[config.spl_ablation[0]], variants[config.spl_ablation[1]],
+                                              config.spl_ablation, views)
     report["rankings"] = rankings(report)
     report["conclusions"] = conclusions(report)
     return report
+
+
+#: metrics of the Fig. 8 win rates (True: higher is better)
+SPL_ABLATION_METRICS = {"R@1": True, "R@2": True, "R@3": True, "FID": False}
+
+
+def spl_ablation(after: Sequence[Sequence[Mapping]], before: Sequence[Sequence[Mapping]], names: Sequence[str],
+                 views: Mapping) -> dict[str, Any]:
+    """Paper Fig. 8: the variant fine-tuned with the SPL reward against the same variant with the reward before SPL
+    (same method, budget, seeds and learning rate). Win rate per metric = fraction of matched (seed, snapshot)
+    pairs, snapshots after the base, where the SPL variant is better (ties count half); the metrics themselves at
+    the whole budget with their CIs come from the equal-cost view."""
+    out: dict[str, Any] = {"variants": {"after_spl": names[0], "before_spl": names[1]}, "win_rate": {}, "pairs": 0}
+    for metric, higher in SPL_ABLATION_METRICS.items():
+        wins = []
+        for run_a, run_b in zip(after, before, strict=True):
+            for p, q in zip(run_a[1:], run_b[1:], strict=True):
+                a, b = snapshot_value(p, metric), snapshot_value(q, metric)
+                if a is None or b is None:
+                    continue
+                wins.append(0.5 if a == b else float((a > b) == higher))
+        out["win_rate"][metric] = sum(wins) / len(wins) if wins else None
+        out["pairs"] = max(out["pairs"], len(wins))
+        out[metric] = {"after_spl": views["equal_cost"][names[0]][-1].get(metric),
+                       "before_spl": views["equal_cost"][names[1]][-1].get(metric)}
+    return out
 
 
 def rankings(report: Mapping) -> dict[str, dict[str, Any]]:
@@ -205,5 +234,16 @@ def markdown_tables(report: Mapping) -> str:
     front = ", ".join(f"{p['variant']}@{p['at']:g}" for p in views["pareto"]["front"])
     out += ["", f"**Pareto front** (R@1 up, FID down, snapshot means): {front}", "",
             "**What the data supports**", ""] + [f"- {line}" for line in report["conclusions"]]
+    if "spl_ablation" in report:
+        abl = report["spl_ablation"]
+        a, b = abl["variants"]["after_spl"], abl["variants"]["before_spl"]
+        out += ["", f"**SPL ablation (paper Fig. 8)**: {a} (reward after SPL) against {b} (reward before SPL); win "
+                f"rate = share of {abl['pairs']} matched (seed, snapshot) pairs where the SPL reward's model is better",
+                "", "| metric | win rate of SPL | after SPL (whole budget) | before SPL (whole budget) |",
+                "|---|---|---|---|"]
+        for metric in SPL_ABLATION_METRICS:
+            rate = abl["win_rate"][metric]
+            out.append(f"| {metric} | {'-' if rate is None else f'{rate:.2f}'} | {_cell(abl[metric]['after_spl'])} | "
+                       f"{_cell(abl[metric]['before_spl'])} |")
     out += ["", f"_{report['ci']}_"]
     return "\n".join(out) + "\n"

@@ -38,9 +38,16 @@ def _generator_checkpoints(finetune: dict, latent: dict | None, frame: dict | No
     return settings, ckpt, vae if settings.generator == "mld" else None
 
 
-def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
-            val_motions, text_embeddings, finetune_study, finetune, runtime, base=None) -> StudyInputs:
+def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, rewards: dict, train_motions,
+            val_motions, text_embeddings, finetune_study, finetune, runtime, base=None,
+            variant_rewards: bool = True) -> StudyInputs:
     study = _study(finetune_study)
+    wanted = {study.variants[v].reward for v in study.enabled if variant_rewards} | {"reward_model"}
+    missing = sorted(name for name in wanted if rewards.get(name) is None)
+    if missing:
+        raise ValueError(f"finetune_study: variants fine-tune with {missing} (data/06_models/<name>.pt), which do not "
+                         f"exist: run `kedro run --pipeline reward` (it writes reward_model, retrieval_model and "
+                         f"reward_model_no_spl) or disable those variants")
     device = resolve_device(runtime["device"])
     settings, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
                                                      motion_vae, device)
@@ -50,24 +57,28 @@ def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, r
     for name, split in (("train_motions", train), ("val_motions", val)):
         split.check_against(text, name)
     train, val = light_splits(train, val, study.signals.captions)
-    return StudyInputs(study, denoiser, vae, reward_model, train, val, text, dict(settings.common), str(device),
-                       base=base)
+    return StudyInputs(study, denoiser, vae, {k: v for k, v in rewards.items() if v is not None}, train, val, text,
+                       dict(settings.common), str(device), base=base)
 
 
 def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
                        reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
                        finetune_study: dict, finetune: dict, runtime: dict) -> dict:
     """-> validation signals of the pretrained generator (every run's snapshot 0)."""
-    return base_signals(_inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model,
-                                train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime))
+    return base_signals(_inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
+                                {"reward_model": reward_model}, train_motions, val_motions, text_embeddings,
+                                finetune_study, finetune, runtime, variant_rewards=False))
 
 
 def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
-                                motion_vae: dict, reward_model: dict, train_motions: dict, val_motions: dict,
+                                motion_vae: dict, reward_model: dict, retrieval_model: dict,
+                                reward_model_no_spl: dict | None, train_motions: dict, val_motions: dict,
                                 text_embeddings: dict, study_base_signals: dict, finetune_study: dict,
                                 finetune: dict, runtime: dict) -> dict:
     """-> ``{variant: {lr, grid, candidates, rule}}`` from runs on the selection seed, val signals only."""
-    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
+    rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
+               "reward_model_no_spl": reward_model_no_spl}
+    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, rewards, train_motions,
                      val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals)
     choice = select_learning_rates(inputs)
     log.info("finetune_study: learning rates %s", {v: c["lr"] for v, c in choice.items()})
@@ -75,11 +86,14 @@ def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_fra
 
 
 def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                     reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                     study_base_signals: dict, study_lr_selection: dict, finetune_study: dict, finetune: dict,
+                     reward_model: dict, retrieval_model: dict, reward_model_no_spl: dict | None,
+                     train_motions: dict, val_motions: dict, text_embeddings: dict, study_base_signals: dict,
+                     study_lr_selection: dict, finetune_study: dict, finetune: dict,
                      runtime: dict) -> tuple[dict, dict]:
     """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot weights}``)."""
-    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, reward_model, train_motions,
+    rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
+               "reward_model_no_spl": reward_model_no_spl}
+    inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, rewards, train_motions,
                      val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals)
     missing = sorted(set(inputs.config.enabled) - set(study_lr_selection))
     if missing:
