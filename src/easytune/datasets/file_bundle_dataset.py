@@ -6,11 +6,12 @@ artifacts under ``artifact_path``. Loading returns the same dict.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
+
+from easytune.datasets.atomic import atomic_replace_folder
 
 
 class FileBundleDataset(AbstractDataset[dict, dict]):
@@ -28,14 +29,16 @@ class FileBundleDataset(AbstractDataset[dict, dict]):
     def save(self, data: dict[str, bytes]) -> None:
         if not isinstance(data, dict):
             raise DatasetError(f"{self._path}: expected dict[name, bytes], got {type(data).__name__}")
-        folder = Path(self._path)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        for name, payload in data.items():
+        for name in data:
             if "/" in name or name.startswith("."):
                 raise DatasetError(f"{self._path}: bad file name {name!r}")
-            (folder / name).write_bytes(payload)
+        folder = Path(self._path)
+
+        def fill(tmp: Path) -> None:
+            for name, payload in data.items():
+                (tmp / name).write_bytes(payload)
+
+        atomic_replace_folder(folder, fill)  # a reader (or a second run) never sees a half-written folder
         if self._artifact_path is not None:
             import mlflow  # the adapter layer may use mlflow; the core never does
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
 
-from easytune.core.config import with_overrides
+from easytune.core.config import AT_LEAST_1, NON_NEGATIVE, parameter_group, with_overrides
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.metrics import RetrievalEvalConfig, evaluate_retrieval
 from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
@@ -15,6 +16,7 @@ from easytune.core.reward.spl import MiningConfig, mine_preferences, spl_finetun
 from easytune.core.reward.training import RetrievalTrainingConfig
 
 
+@parameter_group("reward")
 @dataclass
 class RewardConfig:
     """``model`` sizes (feature_dim/text_dim are taken from the data), retrieval ``training``, SPL fine-tuning
@@ -28,8 +30,8 @@ class RewardConfig:
                                                                                          warmup_steps=20))
     mining: MiningConfig = field(default_factory=MiningConfig)
     evaluation: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
-    sanity_seed: int = 0
-    k_sensitivity: list[int] = field(default_factory=list)
+    sanity_seed: Annotated[int, NON_NEGATIVE] = 0
+    k_sensitivity: Annotated[list[int], AT_LEAST_1] = field(default_factory=list)
     no_spl_control: bool = False
 
 

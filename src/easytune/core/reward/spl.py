@@ -12,11 +12,12 @@ forms a smaller last pool), ``full`` = the whole split (protocol (a)).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 
+from easytune.core.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, Range
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.retrieval_model import RetrievalModel, embed_captions, embed_motions
@@ -26,11 +27,11 @@ from easytune.core.reward.training import PreferenceBatchSource, RetrievalTraini
 @dataclass
 class MiningConfig:
     pool: Literal["batch", "full"] = "batch"
-    batch_size: int = 32
-    k: int = 10
-    duplicate_threshold: float | None = None
+    batch_size: Annotated[int, AT_LEAST_2] = 32
+    k: Annotated[int, AT_LEAST_1] = 10
+    duplicate_threshold: Annotated[float | None, Range(ge=-1, le=1)] = None
     use_labels: bool = True
-    seed: int = 0
+    seed: Annotated[int, NON_NEGATIVE] = 0
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.batch_size < 2:

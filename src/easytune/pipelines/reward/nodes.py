@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import from_dict, to_dict
+from easytune.core.config import RuntimeConfig, from_dict, to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.config import RewardConfig, build_model, mining_summary, spl_sensitivity
 from easytune.core.reward.metrics import evaluate_retrieval
@@ -30,8 +30,8 @@ def _splits(text_embeddings: dict, *named: tuple[str, dict]) -> tuple[TextEmbedd
     return text, splits
 
 
-def train_retrieval(train_motions: dict, val_motions: dict, text_embeddings: dict, reward: dict,
-                    runtime: dict) -> tuple[dict, dict]:
+def train_retrieval(train_motions: dict, val_motions: dict, text_embeddings: dict, reward: RewardConfig,
+                    runtime: RuntimeConfig) -> tuple[dict, dict]:
     """-> (``retrieval_model`` checkpoint, training curves)."""
     config = from_dict(RewardConfig, reward, where="params:reward")
     device = resolve_device(runtime["device"])
@@ -43,7 +43,8 @@ def train_retrieval(train_motions: dict, val_motions: dict, text_embeddings: dic
     return make_checkpoint("retrieval_model", model, meta), history
 
 
-def evaluate(model_checkpoint: dict, test_motions: dict, text_embeddings: dict, reward: dict, runtime: dict) -> dict:
+def evaluate(model_checkpoint: dict, test_motions: dict, text_embeddings: dict, reward: RewardConfig,
+             runtime: RuntimeConfig) -> dict:
     """-> ``{protocol: {direction: {metric: {mean, ci}}}}`` on the test split."""
     config = from_dict(RewardConfig, reward, where="params:reward")
     device = resolve_device(runtime["device"])
@@ -52,8 +53,8 @@ def evaluate(model_checkpoint: dict, test_motions: dict, text_embeddings: dict, 
     return evaluate_retrieval(model, test, text, config.evaluation, device)
 
 
-def mine_preference_pairs(retrieval_model: dict, train_motions: dict, text_embeddings: dict, reward: dict,
-                          runtime: dict) -> tuple[pd.DataFrame, dict]:
+def mine_preference_pairs(retrieval_model: dict, train_motions: dict, text_embeddings: dict, reward: RewardConfig,
+                          runtime: RuntimeConfig) -> tuple[pd.DataFrame, dict]:
     """-> (``preference_pairs`` table, mining summary with the failure ratio)."""
     config = from_dict(RewardConfig, reward, where="params:reward")
     device = resolve_device(runtime["device"])
@@ -67,7 +68,8 @@ def mine_preference_pairs(retrieval_model: dict, train_motions: dict, text_embed
 
 
 def spl_finetune_reward(retrieval_model: dict, preference_pairs: pd.DataFrame, train_motions: dict,
-                        val_motions: dict, text_embeddings: dict, reward: dict, runtime: dict) -> tuple[dict, dict]:
+                        val_motions: dict, text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig
+                        ) -> tuple[dict, dict]:
     """-> (``reward_model`` checkpoint, SPL training curves)."""
     config = from_dict(RewardConfig, reward, where="params:reward")
     device = resolve_device(runtime["device"])
@@ -80,7 +82,8 @@ def spl_finetune_reward(retrieval_model: dict, preference_pairs: pd.DataFrame, t
     return make_checkpoint("retrieval_model", model, meta), history
 
 
-def sanity_check(reward_model: dict, test_motions: dict, text_embeddings: dict, reward: dict, runtime: dict) -> dict:
+def sanity_check(reward_model: dict, test_motions: dict, text_embeddings: dict, reward: RewardConfig,
+                 runtime: RuntimeConfig) -> dict:
     """-> reward sanity figures on the test split (R(gt, c) > R(other label, c), and with the empty caption)."""
     config = from_dict(RewardConfig, reward, where="params:reward")
     device = resolve_device(runtime["device"])
@@ -89,7 +92,7 @@ def sanity_check(reward_model: dict, test_motions: dict, text_embeddings: dict, 
 
 
 def k_sensitivity(retrieval_model: dict, train_motions: dict, val_motions: dict, test_motions: dict,
-                  text_embeddings: dict, reward: dict, runtime: dict) -> dict:
+                  text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig) -> dict:
     """-> SPL sensitivity over ``k_sensitivity`` (+ no-SPL control); {} unless the parameters ask for it."""
     config = from_dict(RewardConfig, reward, where="params:reward")
     if not config.k_sensitivity and not config.no_spl_control:
@@ -103,7 +106,7 @@ def k_sensitivity(retrieval_model: dict, train_motions: dict, val_motions: dict,
 
 
 def build_report(before: dict, after: dict, mining: dict, sanity: dict, sensitivity: dict,
-                 reward: dict) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
+                 reward: RewardConfig) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
     """-> (``reward_report`` JSON, flattened MLflow metrics ``{name: [{"value", "step": 0}]}``)."""
     config = from_dict(RewardConfig, reward, where="params:reward")
     report = {"before": before, "after": after, "failure_ratio": mining["failure_ratio"], "pairs": mining["pairs"],
