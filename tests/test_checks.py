@@ -5,7 +5,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 
 from easytune.checks import checkpoint_problems, npz_array_shape, parameter_groups, parameter_problems

@@ -1,0 +1,234 @@
+"""Reliability (#17), tried as a hostile user would, on the tiny configuration in temporary copies of the project.
+
+Each test reproduces one defect of the issue and checks the fix:
+
+- parameters: ``num_steps=0``, ``lr=-1``, unknown keys at any level (top level included) -> one clear error naming
+  the parameter, the value and the allowed range, before the runner starts (no node runs);
+- a checkpoint of another model size -> one error naming the file before any node trains (fine-tuning, and the
+  evaluation, which used to train its evaluator first);
+- a 10 MB caption line -> a warning naming the file and line, and ``text_embeddings`` within 2x of a clean run's;
+- two simultaneous ``kedro run`` in one folder -> the second stops at once naming the lock; outputs = a clean run's;
+- a run killed with SIGKILL (found by the next run) or stopped with SIGTERM -> KILLED in MLflow, not RUNNING;
+- a rerun that resumes a training loop says so in MLflow (tag).
+
+Resume keys (seed, lr, input checkpoint; kill -9 at random points) are tested in tests/core/test_training.py,
+tests/core/finetune/test_trainer.py and tests/integration/test_kill_resume.py; the batched metric histories (3,000
+updates in under 10 s) in tests/datasets/test_datasets.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.integration.test_project_run import KEDRO, _env, _kedro, _make_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, project_root) -> Path:
+    """A project after one clean ``kedro run --env tiny --pipeline data_processing``."""
+    root = _make_project(tmp_path_factory.mktemp("clean"), project_root)
+    _kedro(root, "run", "--env", "tiny", "--pipeline", "data_processing")
+    return root
+
+
+def _copy(processed: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(processed, root, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", ".kedro_run.lock"))
+    return root
+
+
+def _runs(root: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("easytune")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def _tiny_checkpoints(models: Path, latent=(2, 16)) -> None:
+    """motion_vae (tiny: latent 1 x 32), a latent denoiser of latent ``latent``, a frame denoiser, a reward model;
+    well-formed checkpoints, all 263-d features and 384-d text like the data."""
+    from easytune.core.checkpoint import make_checkpoint
+    from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
+    from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
+    from easytune.core.models.vae import MotionVAE, MotionVAEConfig
+    from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
+    from easytune.datasets import CheckpointDataset
+
+    torch.manual_seed(0)
+    reward = RetrievalModel(RetrievalModelConfig(latent_dim=8, d_model=16, ff_dim=32, num_heads=2, num_layers=1))
+    for name, kind, model in (
+            ("motion_vae", "motion_vae", MotionVAE(MotionVAEConfig(preset="tiny"))),
+            ("pretrained_latent_denoiser", "latent_denoiser",
+             LatentDenoiser(LatentDenoiserConfig(preset="tiny", latent_tokens=latent[0], latent_dim=latent[1]))),
+            ("pretrained_frame_denoiser", "frame_denoiser", FrameDenoiser(FrameDenoiserConfig(preset="tiny"))),
+            ("reward_model", "retrieval_model", reward)):
+        CheckpointDataset(str(models / f"{name}.pt")).save(make_checkpoint(kind, model))
+
+
+def test_bad_parameters_and_checkpoints_of_another_size_fail_before_any_node(processed, tmp_path):
+    root = _copy(processed, tmp_path)
+    models = root / "data" / "06_models"
+    _tiny_checkpoints(models)
+    (models / "finetuned").mkdir()
+    shutil.copy(models / "pretrained_latent_denoiser.pt", models / "finetuned" / "odd_size.pt")
+    cases = [
+        ("finetune", {"finetune": {"common": {"num_steps": 0}}}, "finetune.common.num_steps = 0: must be >= 1"),
+        ("pretrain", {"pretrain": {"frame_denoiser": {"train": {"lr": -1}}}},
+         "pretrain.frame_denoiser.train.lr = -1.0: must be > 0"),
+        ("finetune", {"finetune": {"common": {"lr": -1}}}, "finetune.common.lr = -1.0: must be > 0"),
+        ("reward", {"reward": {"spl": {"lrr": 1.0}}}, "reward.spl: unknown key(s) ['lrr']; valid keys are"),
+        ("finetune", {"finetune": {"methods": {"draft_k": {"policy": {"kk": 3}}}}},
+         "finetune.methods.draft_k.policy: unknown key(s) ['kk']; valid keys are ['k']"),
+        ("data_processing", {"finetun": {"common": {"lr": 1.0}}}, "unknown top-level parameter key(s) ['finetun']"),
+        ("data_processing", {"evaluation": {"protocol": {"replications": 0}}},  # a group of another pipeline
+         "evaluation.protocol.replications = 0: must be >= 1"),
+        ("finetune", {}, f"{models / 'pretrained_latent_denoiser.pt'} (pretrained_latent_denoiser): latent shape "
+                         f"(2, 16), the motion VAE's is (1, 32)"),
+        ("evaluation", {}, f"{models / 'finetuned' / 'odd_size.pt'} (finetuned_denoisers/odd_size): latent shape "
+                           f"(2, 16), the motion VAE's is (1, 32)"),
+    ]
+    env = dict(_env(root), PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    spec = json.dumps([{"pipeline": p, "params": params} for p, params, _ in cases])
+    proc = subprocess.run([sys.executable, "-m", "tests.integration.start_checks_worker", str(root), spec], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, (proc.stdout + proc.stderr)[-4000:]
+    for (pipeline, params, expected), result in zip(cases, json.loads(lines[-1][len("RESULTS "):]), strict=True):
+        message = " ".join((result["error"] or "").split())
+        assert expected in message, (pipeline, params, message)
+        assert not result["runner_started"], (pipeline, params)  # nothing ran: the VAE of `pretrain` did not train
+    assert not (models / "evaluator.pt").exists()
+
+
+def test_a_10mb_caption_line_is_skipped_with_a_warning_and_text_embeddings_stay_bounded(processed, tmp_path):
+    root = _copy(processed, tmp_path)
+    clean_size = (processed / "data" / "04_feature" / "text_embeddings.npz").stat().st_size
+    texts = sorted((root / "data" / "01_raw" / "embedded_tiny" / "texts").glob("*.txt"))
+    victim = texts[0]
+    lines = victim.read_text(encoding="utf-8").splitlines()
+    victim.write_text("\n".join([*lines, "a person " + "walks " * 1_750_000 + "#x#0.0#0.0"]) + "\n", encoding="utf-8")
+    assert victim.stat().st_size > 10_000_000
+    result = _kedro(root, "run", "--env", "tiny", "--pipeline", "data_processing")
+    output = "".join((result.stdout + result.stderr).split())  # rich wraps long log lines
+    assert f"{victim.relative_to(root)}:{len(lines) + 1}:caption_too_long(10500008characters>" in output
+    report = json.loads((root / "data" / "08_reporting" / "data_processing_report.json").read_text())
+    assert report["skipped"].get("caption_too_long") == 1
+    size = (root / "data" / "04_feature" / "text_embeddings.npz").stat().st_size
+    assert size <= 2 * clean_size, (size, clean_size)
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.stdout.read()[-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+class _Run:
+    """A ``kedro run`` in the background; its output is collected as it comes."""
+
+    def __init__(self, root: Path, *args: str):
+        self.proc = subprocess.Popen([KEDRO, *args], cwd=root, env=_env(root), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")),
+                                        daemon=True)
+        self._reader.start()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait(self, timeout: float = 600) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+
+def _lock_holder(root: Path) -> int | None:
+    try:
+        return json.loads((root / "data" / ".kedro_run.lock").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_lock(processed, tmp_path):
+    """Run 1 is frozen (SIGSTOP) while its first node runs, so run 2 certainly starts while run 1 is mid-run."""
+    root = _make_project(tmp_path, Path(__file__).resolve().parents[2])
+    first = _Run(root, "run", "--env", "tiny", "--pipeline", "data_processing")
+    _wait_for(lambda: _lock_holder(root) == first.pid and "Running node" in first.output, 300, first.proc)
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        t0 = time.perf_counter()
+        second = subprocess.run([KEDRO, "run", "--env", "tiny", "--pipeline", "data_processing"], cwd=root,
+                                env=_env(root), capture_output=True, text=True, timeout=300)
+        seconds = time.perf_counter() - t0
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert first.wait() == 0, first.output[-3000:]
+    output = " ".join((second.stdout + second.stderr).split())
+    assert second.returncode != 0 and "Running node" not in output, output[-3000:]
+    assert "holds the run lock" in output and f"pid {first.pid}" in output
+    assert ".kedro_run.lock" in output.replace(" ", "")
+    print(f"the second run stopped after {seconds:.1f} s (start-up included)")
+    for name in ("05_model_input/train_motions.npz", "05_model_input/val_motions.npz",
+                 "05_model_input/test_motions.npz", "04_feature/feature_stats.npz", "04_feature/text_embeddings.npz"):
+        with np.load(root / "data" / name) as got, np.load(processed / "data" / name) as clean:
+            assert sorted(got.files) == sorted(clean.files), name
+            for key in clean.files:
+                np.testing.assert_array_equal(got[key], clean[key], err_msg=f"{name}:{key}")
+    assert not [p for p in (root / "data").rglob("*") if ".tmp" in p.name]  # no temporary left behind
+
+
+def test_killed_runs_end_as_killed_in_mlflow(processed, tmp_path):
+    """SIGKILL cannot be caught: the run stays RUNNING until the next run sees that its process is gone and marks
+    it KILLED. SIGTERM (or Ctrl-C) is caught: the run ends as KILLED itself."""
+    root = _copy(processed, tmp_path)
+    args = ("run", "--env", "tiny", "--pipeline", "data_processing")
+    killed = _Run(root, *args)
+    _wait_for(lambda: "Running node" in killed.output, 300, killed.proc)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert [r.info.status for r in _runs(root)] == ["RUNNING"]  # the defect: left RUNNING forever
+    terminated = _Run(root, *args)
+    _wait_for(lambda: "Running node" in terminated.output, 300, terminated.proc)
+    os.kill(terminated.pid, signal.SIGTERM)
+    assert terminated.wait(120) != 0
+    first, second = _runs(root)
+    assert first.info.status == "KILLED" and f"process {killed.pid} ended" in first.data.tags["easytune.end_reason"]
+    assert second.info.status == "KILLED", terminated.output[-3000:]
+    assert second.data.tags["easytune.end_reason"] == "interrupted by SIGTERM"
+
+
+def test_a_run_that_resumes_says_so_in_mlflow(processed, tmp_path):
+    root = _copy(processed, tmp_path)
+    args = ("run", "--env", "tiny", "--pipeline", "pretrain", "--nodes", "train_motion_vae", "--params",
+            "pretrain.motion_vae.train.keep_resume=true")
+    _kedro(root, *args)
+    assert (root / "data" / "06_models" / "resume" / "motion_vae.pt").exists()
+    _kedro(root, *args)  # same settings: resumes from the kept state (at its last step)
+    fresh, resumed = _runs(root)
+    assert "easytune.resumed" not in fresh.data.tags
+    assert resumed.data.tags["easytune.resumed"] == "true"
+    assert resumed.data.tags["easytune.resumed.train_motion_vae"] == "6"
