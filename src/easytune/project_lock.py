@@ -34,10 +34,10 @@ class ProjectLock:
     _held: dict[str, list] = {}  # lock path -> [file object, depth] held by this process
 
     def __init__(self, project_path: str | Path):
-        self.path = Path(project_path) / LOCK_NAME
+        self.path = Path(os.path.abspath(Path(project_path) / LOCK_NAME))
 
     def acquire(self, description: str = "") -> None:
-        key = str(self.path.resolve()) if self.path.exists() else str(self.path)
+        key = str(self.path)
         if key in self._held:
             self._held[key][1] += 1
             return
@@ -62,10 +62,10 @@ class ProjectLock:
                                  "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                  "command": description or " ".join(sys.argv)}) + "\n")
         handle.flush()
-        self._held[str(self.path.resolve())] = [handle, 1]
+        self._held[key] = [handle, 1]
 
     def release(self) -> None:
-        key = str(self.path.resolve()) if self.path.exists() else str(self.path)
+        key = str(self.path)
         entry = self._held.get(key)
         if entry is None:
             return
@@ -80,7 +80,8 @@ class ProjectLock:
 
     @property
     def held(self) -> bool:
-        return str(self.path.resolve()) in self._held if self.path.exists() else False
+        """This process holds the lock."""
+        return str(self.path) in self._held
 
 
 def _describe(holder: str) -> str:

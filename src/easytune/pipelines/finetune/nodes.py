@@ -63,8 +63,6 @@ class FinetuneSettings:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def __post_init__(self) -> None:
-        if "method" in self.common or "policy" in self.common:
-            raise ConfigError("finetune.common: 'method' and 'policy' belong to finetune.methods.<name>")
         from_dict(FinetuneConfig, self.common, where="finetune.common")
         for name, options in self.methods.items():
             where = f"finetune.methods.{name}"
