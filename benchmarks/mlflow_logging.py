@@ -1,4 +1,4 @@
-"""Time to log a fine-tuning run's metric histories to the project's kind of MLflow store (sqlite), per point vs batched.
+"""Time to log a fine-tuning run's metric histories to an MLflow sqlite store (as the project's), per point vs batched.
 
 The histories have the shape :class:`easytune.core.finetune.accounting.UpdateAccountant` produces on a CPU run:
 per update ``train_reward``, ``loss``, ``lr``, ``grad_norm``, ``step_index``, ``s_per_update``,
