@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -203,6 +204,16 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
+def _in_tracking_store(frame) -> bool:
+    """The interrupted code is inside the MLflow store or its database layer (a write may be half done)."""
+    markers = ("sqlalchemy", os.path.join("mlflow", "store"), os.path.join("mlflow", "tracking"), "sqlite3")
+    while frame is not None:
+        if any(marker in frame.f_code.co_filename for marker in markers):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -220,11 +231,13 @@ class EasyTuneMlflowHook(MlflowHook):
         super().__init__()
         self._ended = True
         self._signal = None
+        self._deferred: int | None = None
         self._previous_handlers: dict[int, Any] = {}
 
     # -- parameters: log validated dataclasses as flattened dicts, as kedro-mlflow does for dicts
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
+        self._raise_deferred()
         super().before_node_run(node, catalog, {k: _plain(v) for k, v in inputs.items()}, is_async)
 
     # -- run states
@@ -240,6 +253,7 @@ class EasyTuneMlflowHook(MlflowHook):
                          "easytune.pid_start": _process_start(pid) or ""})
         self._mark_stale_runs_killed()
         self._ended = False
+        self._signal, self._deferred = None, None
         self._install_signal_handlers()
         atexit.unregister(self._end_if_interrupted)  # the same hook object serves every session of a process
         atexit.register(self._end_if_interrupted)
@@ -289,9 +303,21 @@ class EasyTuneMlflowHook(MlflowHook):
 
     def _on_signal(self, signum: int, frame) -> None:
         self._signal = signal.Signals(signum).name
+        if _in_tracking_store(frame):  # never interrupt a write to the MLflow store: raise once it is done
+            self._deferred = signum
+            return
+        self._raise(signum)
+
+    @staticmethod
+    def _raise(signum: int) -> None:
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)  # unwinds (files are closed, temporaries removed), then exits
+
+    def _raise_deferred(self) -> None:
+        if self._deferred is not None:
+            signum, self._deferred = self._deferred, None
+            self._raise(signum)
 
     def _end_if_interrupted(self) -> None:
         """At interpreter exit: a run that neither finished nor failed through the hooks was interrupted."""
@@ -301,6 +327,7 @@ class EasyTuneMlflowHook(MlflowHook):
         import mlflow
 
         reason = f"interrupted by {self._signal}" if self._signal else "interrupted (the process exited mid-run)"
+        gc.collect()  # sessions of an interrupted call still referenced by its traceback give their connections back
         try:
             client = self.mlflow_config.server._mlflow_client
             client.set_tag(self.run_id, "easytune.end_reason", reason)
@@ -315,6 +342,7 @@ class EasyTuneMlflowHook(MlflowHook):
         super().after_pipeline_run(run_params, pipeline, catalog)
         self._ended = True
         self._restore_signal_handlers()
+        self._raise_deferred()  # a signal during the last MLflow write: the run did finish, now exit as asked
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -331,6 +359,7 @@ class EasyTuneMlflowHook(MlflowHook):
     def after_node_run(self, node, catalog, inputs, outputs, is_async) -> None:
         if not (self._is_mlflow_enabled and self.run_id):
             return
+        self._raise_deferred()
         resumed = {name: value["resumed_from"] for name, value in (outputs or {}).items()
                    if isinstance(value, dict) and isinstance(value.get("resumed_from"), int)
                    and value["resumed_from"] > 0}

@@ -205,7 +205,8 @@ def test_killed_runs_end_as_killed_in_mlflow(processed, tmp_path):
     """SIGKILL cannot be caught: the run stays RUNNING until the next run sees that its process is gone and marks
     it KILLED. SIGTERM (or Ctrl-C) is caught: the run ends as KILLED itself."""
     root = _copy(processed, tmp_path)
-    args = ("run", "--env", "tiny", "--pipeline", "data_processing")
+    args = ("run", "--env", "tiny", "--pipeline", "pretrain", "--nodes", "train_motion_vae", "--params",
+            "pretrain.motion_vae.train.max_steps=100000")  # a node that trains until it is stopped
     killed = _Run(root, *args)
     _wait_for(lambda: "Running node" in killed.output, 300, killed.proc)
     os.kill(killed.pid, signal.SIGKILL)
@@ -213,6 +214,7 @@ def test_killed_runs_end_as_killed_in_mlflow(processed, tmp_path):
     assert [r.info.status for r in _runs(root)] == ["RUNNING"]  # the defect: left RUNNING forever
     terminated = _Run(root, *args)
     _wait_for(lambda: "Running node" in terminated.output, 300, terminated.proc)
+    time.sleep(1)
     os.kill(terminated.pid, signal.SIGTERM)
     assert terminated.wait(120) != 0
     first, second = _runs(root)
