@@ -27,13 +27,14 @@ import os
 import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 
 from easytune.checks import all_pipelines, checkpoint_problems, parameter_problems
-from easytune.project_lock import ProjectLock
+from easytune.project_lock import ProjectLock, setup_lock
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +235,12 @@ class EasyTuneMlflowHook(MlflowHook):
         self._deferred: int | None = None
         self._previous_handlers: dict[int, Any] = {}
 
+    # -- set-up: two runs starting together must not create the sqlite store at the same time
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        with setup_lock(Path(context.project_path)):
+            super().after_context_created(context)
+
     # -- parameters: log validated dataclasses as flattened dicts, as kedro-mlflow does for dicts
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
@@ -262,7 +269,7 @@ class EasyTuneMlflowHook(MlflowHook):
         """RUNNING runs of this host whose process no longer runs (killed by SIGKILL, or the machine stopped)
         are marked KILLED."""
         client = self.mlflow_config.server._mlflow_client
-        experiment = self.mlflow_config.tracking.experiment._experiment.experiment_id
+        experiment = client.get_run(self.run_id).info.experiment_id
         host = socket.gethostname()
         try:
             runs = client.search_runs([experiment], filter_string=f"attributes.status = 'RUNNING' and "
@@ -340,6 +347,13 @@ class EasyTuneMlflowHook(MlflowHook):
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         super().after_pipeline_run(run_params, pipeline, catalog)
+        if self._is_mlflow_enabled and not self._already_active_mlflow:
+            import mlflow
+
+            # kedro-mlflow re-enters the run before each node and ends it once: close it fully, so that the next
+            # session of this process (a notebook) gets its own run instead of logging into this one
+            while mlflow.active_run() is not None and mlflow.active_run().info.run_id == self.run_id:
+                mlflow.end_run()
         self._ended = True
         self._restore_signal_handlers()
         self._raise_deferred()  # a signal during the last MLflow write: the run did finish, now exit as asked

@@ -9,6 +9,7 @@ sessions one after another).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -22,6 +23,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 LOCK_NAME = "data/.kedro_run.lock"
+SETUP_LOCK_NAME = "data/.mlflow_setup.lock"
 
 
 class ProjectLockedError(RuntimeError):
@@ -90,3 +92,20 @@ def _describe(holder: str) -> str:
         return f"pid {info['pid']} on {info['host']}, started {info['started']}: {info['command']}"
     except (ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+@contextlib.contextmanager
+def setup_lock(project_path: str | Path):
+    """Wait for, then hold, the project's short set-up lock (creating or migrating the MLflow store): two runs started
+    together would otherwise both create the sqlite tables and one would crash in SQL."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    path = Path(project_path) / SETUP_LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

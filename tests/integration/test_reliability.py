@@ -47,7 +47,7 @@ def processed(tmp_path_factory, project_root) -> Path:
 
 def _copy(processed: Path, tmp_path: Path) -> Path:
     root = tmp_path / "project"
-    shutil.copytree(processed, root, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", ".kedro_run.lock"))
+    shutil.copytree(processed, root, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", ".*.lock"))
     return root
 
 
@@ -80,57 +80,91 @@ def _tiny_checkpoints(models: Path, latent=(2, 16)) -> None:
         CheckpointDataset(str(models / f"{name}.pt")).save(make_checkpoint(kind, model))
 
 
-def test_bad_parameters_and_checkpoints_of_another_size_fail_before_any_node(processed, tmp_path):
-    root = _copy(processed, tmp_path)
+BAD_PARAMETERS = [  # (pipeline, --params, the message)
+    ("finetune", {"finetune": {"common": {"num_steps": 0}}}, "finetune.common.num_steps = 0: must be >= 1"),
+    ("pretrain", {"pretrain": {"frame_denoiser": {"train": {"lr": -1}}}},
+     "pretrain.frame_denoiser.train.lr = -1.0: must be > 0"),
+    ("finetune", {"finetune": {"common": {"lr": -1}}}, "finetune.common.lr = -1.0: must be > 0"),
+    ("reward", {"reward": {"spl": {"lrr": 1.0}}}, "reward.spl: unknown key(s) ['lrr']; valid keys are"),
+    ("finetune", {"finetune": {"methods": {"draft_k": {"policy": {"kk": 3}}}}},
+     "finetune.methods.draft_k.policy: unknown key(s) ['kk']; valid keys are ['k']"),
+    ("data_processing", {"finetun": {"common": {"lr": 1.0}}}, "unknown top-level parameter key(s) ['finetun']"),
+    ("data_processing", {"evaluation": {"protocol": {"replications": 0}}},  # a group of another pipeline
+     "evaluation.protocol.replications = 0: must be >= 1"),
+]
+RESUME_RUN = {"pipeline": "pretrain", "nodes": ["train_motion_vae"],
+              "params": {"pretrain": {"motion_vae": {"train": {"keep_resume": True}}}}}
+
+
+@pytest.fixture(scope="module")
+def sessions(processed, tmp_path_factory) -> dict:
+    """One process runs every in-process session of the tests below (one start-up instead of one per run) in a copy
+    of ``processed`` with checkpoints of another size and a 10 MB caption line: the bad parameters, fine-tuning and
+    evaluation with those checkpoints, data_processing, then the VAE node twice (the second resumes)."""
+    root = _copy(processed, tmp_path_factory.mktemp("sessions"))
     models = root / "data" / "06_models"
     _tiny_checkpoints(models)
     (models / "finetuned").mkdir()
     shutil.copy(models / "pretrained_latent_denoiser.pt", models / "finetuned" / "odd_size.pt")
-    cases = [
-        ("finetune", {"finetune": {"common": {"num_steps": 0}}}, "finetune.common.num_steps = 0: must be >= 1"),
-        ("pretrain", {"pretrain": {"frame_denoiser": {"train": {"lr": -1}}}},
-         "pretrain.frame_denoiser.train.lr = -1.0: must be > 0"),
-        ("finetune", {"finetune": {"common": {"lr": -1}}}, "finetune.common.lr = -1.0: must be > 0"),
-        ("reward", {"reward": {"spl": {"lrr": 1.0}}}, "reward.spl: unknown key(s) ['lrr']; valid keys are"),
-        ("finetune", {"finetune": {"methods": {"draft_k": {"policy": {"kk": 3}}}}},
-         "finetune.methods.draft_k.policy: unknown key(s) ['kk']; valid keys are ['k']"),
-        ("data_processing", {"finetun": {"common": {"lr": 1.0}}}, "unknown top-level parameter key(s) ['finetun']"),
-        ("data_processing", {"evaluation": {"protocol": {"replications": 0}}},  # a group of another pipeline
-         "evaluation.protocol.replications = 0: must be >= 1"),
-        ("finetune", {}, f"{models / 'pretrained_latent_denoiser.pt'} (pretrained_latent_denoiser): latent shape "
-                         f"(2, 16), the motion VAE's is (1, 32)"),
-        ("evaluation", {}, f"{models / 'finetuned' / 'odd_size.pt'} (finetuned_denoisers/odd_size): latent shape "
-                           f"(2, 16), the motion VAE's is (1, 32)"),
-    ]
-    env = dict(_env(root), PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
-                                                       os.environ.get("PYTHONPATH", "")]))
-    spec = json.dumps([{"pipeline": p, "params": params} for p, params, _ in cases])
-    proc = subprocess.run([sys.executable, "-m", "tests.integration.start_checks_worker", str(root), spec], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
-    assert proc.returncode == 0 and lines, (proc.stdout + proc.stderr)[-4000:]
-    for (pipeline, params, expected), result in zip(cases, json.loads(lines[-1][len("RESULTS "):]), strict=True):
-        message = " ".join((result["error"] or "").split())
-        assert expected in message, (pipeline, params, message)
-        assert not result["runner_started"], (pipeline, params)  # nothing ran: the VAE of `pretrain` did not train
-    assert not (models / "evaluator.pt").exists()
-
-
-def test_a_10mb_caption_line_is_skipped_with_a_warning_and_text_embeddings_stay_bounded(processed, tmp_path):
-    root = _copy(processed, tmp_path)
-    clean_size = (processed / "data" / "04_feature" / "text_embeddings.npz").stat().st_size
-    texts = sorted((root / "data" / "01_raw" / "embedded_tiny" / "texts").glob("*.txt"))
-    victim = texts[0]
+    victim = sorted((root / "data" / "01_raw" / "embedded_tiny" / "texts").glob("*.txt"))[0]
     lines = victim.read_text(encoding="utf-8").splitlines()
     victim.write_text("\n".join([*lines, "a person " + "walks " * 1_750_000 + "#x#0.0#0.0"]) + "\n", encoding="utf-8")
     assert victim.stat().st_size > 10_000_000
-    result = _kedro(root, "run", "--env", "tiny", "--pipeline", "data_processing")
-    output = "".join((result.stdout + result.stderr).split())  # rich wraps long log lines
-    assert f"{victim.relative_to(root)}:{len(lines) + 1}:caption_too_long(10500008characters>" in output
+    cases = [{"pipeline": p, "params": params} for p, params, _ in BAD_PARAMETERS]
+    cases += [{"pipeline": "finetune", "params": {}}, {"pipeline": "evaluation", "params": {}},
+              {"pipeline": "data_processing", "params": {}}, RESUME_RUN, RESUME_RUN]
+    env = dict(_env(root), PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "tests.integration.start_checks_worker", str(root),
+                           json.dumps(cases)], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    results = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert proc.returncode == 0 and results, (proc.stdout + proc.stderr)[-4000:]
+    logs = proc.stdout.split("=== CASE ")[1:]
+    return {"root": root, "results": json.loads(results[-1][len("RESULTS "):]), "victim": victim,
+            "victim_line": len(lines) + 1, "logs": {int(chunk.split(" ", 1)[0]): chunk for chunk in logs}}
+
+
+def test_bad_parameters_fail_before_any_node_naming_parameter_value_and_range(sessions):
+    for i, (pipeline, params, expected) in enumerate(BAD_PARAMETERS):
+        result = sessions["results"][i]
+        message = " ".join((result["error"] or "").split())
+        assert expected in message, (pipeline, params, message)
+        assert not result["runner_started"], (pipeline, params)  # nothing ran: the VAE of `pretrain` did not train
+
+
+def test_a_checkpoint_of_another_size_fails_before_any_node_naming_the_file(sessions):
+    models = sessions["root"] / "data" / "06_models"
+    finetune, evaluation = sessions["results"][len(BAD_PARAMETERS):len(BAD_PARAMETERS) + 2]
+    for result, expected in ((finetune, f"{models / 'pretrained_latent_denoiser.pt'} (pretrained_latent_denoiser): "
+                                        f"latent shape (2, 16), the motion VAE's is (1, 32)"),
+                             (evaluation, f"{models / 'finetuned' / 'odd_size.pt'} (finetuned_denoisers/odd_size): "
+                                          f"latent shape (2, 16), the motion VAE's is (1, 32)")):
+        assert expected in " ".join((result["error"] or "").split())
+        assert not result["runner_started"]
+    assert not (models / "evaluator.pt").exists()  # the evaluator was not trained first
+
+
+def test_a_10mb_caption_line_is_skipped_with_a_warning_and_text_embeddings_stay_bounded(sessions, processed):
+    i = len(BAD_PARAMETERS) + 2
+    root, victim = sessions["root"], sessions["victim"]
+    assert sessions["results"][i] == {"error": None, "runner_started": True}
+    output = "".join(sessions["logs"][i].split())  # rich wraps long log lines
+    assert f"{victim.relative_to(root)}:{sessions['victim_line']}:caption_too_long(10500008characters>" in output
     report = json.loads((root / "data" / "08_reporting" / "data_processing_report.json").read_text())
     assert report["skipped"].get("caption_too_long") == 1
+    clean_size = (processed / "data" / "04_feature" / "text_embeddings.npz").stat().st_size
     size = (root / "data" / "04_feature" / "text_embeddings.npz").stat().st_size
     assert size <= 2 * clean_size, (size, clean_size)
+
+
+def test_a_run_that_resumes_says_so_in_mlflow(sessions):
+    i = len(BAD_PARAMETERS) + 3
+    assert sessions["results"][i:] == [{"error": None, "runner_started": True}] * 2
+    *_, fresh, resumed = _runs(sessions["root"])  # the data_processing run comes first
+    assert "easytune.resumed" not in fresh.data.tags
+    assert resumed.data.tags["easytune.resumed"] == "true"
+    assert resumed.data.tags["easytune.resumed.train_motion_vae"] == "6"
+    assert (sessions["root"] / "data" / "06_models" / "resume" / "motion_vae.pt").exists()
 
 
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -174,24 +208,24 @@ def _lock_holder(root: Path) -> int | None:
 
 
 def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_lock(processed, tmp_path):
-    """Run 1 is frozen (SIGSTOP) while its first node runs, so run 2 certainly starts while run 1 is mid-run."""
+    """Two runs started together; whichever takes the lock first is frozen (SIGSTOP) at its first node, so the
+    other one certainly arrives while it is mid-run."""
     root = _make_project(tmp_path, Path(__file__).resolve().parents[2])
-    first = _Run(root, "run", "--env", "tiny", "--pipeline", "data_processing")
-    _wait_for(lambda: _lock_holder(root) == first.pid and "Running node" in first.output, 300, first.proc)
-    os.kill(first.pid, signal.SIGSTOP)
+    runs = [_Run(root, "run", "--env", "tiny", "--pipeline", "data_processing") for _ in range(2)]
+    _wait_for(lambda: _lock_holder(root) in {r.pid for r in runs}, 300)
+    holder = next(r for r in runs if r.pid == _lock_holder(root))
+    other = next(r for r in runs if r is not holder)
+    _wait_for(lambda: "Running node" in holder.output, 300, holder.proc)
+    os.kill(holder.pid, signal.SIGSTOP)
     try:
-        t0 = time.perf_counter()
-        second = subprocess.run([KEDRO, "run", "--env", "tiny", "--pipeline", "data_processing"], cwd=root,
-                                env=_env(root), capture_output=True, text=True, timeout=300)
-        seconds = time.perf_counter() - t0
+        assert other.wait(300) != 0
     finally:
-        os.kill(first.pid, signal.SIGCONT)
-    assert first.wait() == 0, first.output[-3000:]
-    output = " ".join((second.stdout + second.stderr).split())
-    assert second.returncode != 0 and "Running node" not in output, output[-3000:]
-    assert "holds the run lock" in output and f"pid {first.pid}" in output
+        os.kill(holder.pid, signal.SIGCONT)
+    assert holder.wait() == 0, holder.output[-3000:]
+    output = " ".join(other.output.split())
+    assert "Running node" not in output, output[-3000:]
+    assert "holds the run lock" in output and f"pid {holder.pid}" in output
     assert ".kedro_run.lock" in output.replace(" ", "")
-    print(f"the second run stopped after {seconds:.1f} s (start-up included)")
     for name in ("05_model_input/train_motions.npz", "05_model_input/val_motions.npz",
                  "05_model_input/test_motions.npz", "04_feature/feature_stats.npz", "04_feature/text_embeddings.npz"):
         with np.load(root / "data" / name) as got, np.load(processed / "data" / name) as clean:
@@ -221,16 +255,3 @@ def test_killed_runs_end_as_killed_in_mlflow(processed, tmp_path):
     assert first.info.status == "KILLED" and f"process {killed.pid} ended" in first.data.tags["easytune.end_reason"]
     assert second.info.status == "KILLED", terminated.output[-3000:]
     assert second.data.tags["easytune.end_reason"] == "interrupted by SIGTERM"
-
-
-def test_a_run_that_resumes_says_so_in_mlflow(processed, tmp_path):
-    root = _copy(processed, tmp_path)
-    args = ("run", "--env", "tiny", "--pipeline", "pretrain", "--nodes", "train_motion_vae", "--params",
-            "pretrain.motion_vae.train.keep_resume=true")
-    _kedro(root, *args)
-    assert (root / "data" / "06_models" / "resume" / "motion_vae.pt").exists()
-    _kedro(root, *args)  # same settings: resumes from the kept state (at its last step)
-    fresh, resumed = _runs(root)
-    assert "easytune.resumed" not in fresh.data.tags
-    assert resumed.data.tags["easytune.resumed"] == "true"
-    assert resumed.data.tags["easytune.resumed.train_motion_vae"] == "6"
