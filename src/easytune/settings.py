@@ -5,6 +5,8 @@ Custom resolvers:
   current directory (a notebook in ``notebooks/`` must not create its own database);
 - ``${env_or_empty:VAR}``: the value of environment variable VAR or '' (the node that needs it raises a clear
   error naming the variable; Kedro disables ``oc.env`` outside credentials).
+
+Hooks: see :mod:`easytune.hooks` (start-of-run checks, the run lock, kedro-mlflow with truthful run states).
 """
 
 import os
@@ -33,6 +35,18 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
 
-from easytune.hooks import RunSummaryHook, UpstreamArtifactsHook  # noqa: E402
+from easytune.hooks import (  # noqa: E402
+    CheckpointCompatibilityHook,
+    EasyTuneMlflowHook,
+    ParameterCheckHook,
+    ProjectLockHook,
+    RunSummaryHook,
+    UpstreamArtifactsHook,
+)
 
-HOOKS = (UpstreamArtifactsHook(), RunSummaryHook())
+# Before any node runs: parameters (when the catalog is built), then the run lock (tryfirst), the upstream
+# artifacts, the checkpoints, then the MLflow run (trylast). EasyTuneMlflowHook is kedro-mlflow's hook with
+# truthful run states and flattened typed parameters, so the plugin's own instance is not registered.
+HOOKS = (EasyTuneMlflowHook(), ParameterCheckHook(), ProjectLockHook(), CheckpointCompatibilityHook(),
+         UpstreamArtifactsHook(), RunSummaryHook())  # pluggy calls the later ones first: upstream, then checkpoints
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")

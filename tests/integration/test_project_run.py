@@ -85,6 +85,9 @@ def test_mlflow_recorded_parameters_metric_histories_and_artifacts(tiny_project)
     params = run.data.params
     assert params["data_processing.source.kind"] == "embedded"  # flattened parameter dicts
     assert "pretrain.motion_vae.train.max_steps" in params
+    # validated config dataclasses are logged flattened too (not as one truncated string), defaults included
+    assert params["finetune.common.lr"] == "0.001" and params["runtime.seed"] == "1234"
+    assert params["data_processing.limits.max_caption_chars"] == "1000" and "data_processing" not in params
     history = client.get_metric_history(run.info.run_id, "motion_vae.train_loss")
     assert len(history) > 1 and len({m.step for m in history}) == len(history)  # a curve, not one value
     assert any(k.startswith("evaluation.easytune_step.") for k in run.data.metrics)

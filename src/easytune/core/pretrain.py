@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
-from easytune.core.config import from_dict, to_dict
+from easytune.core.config import AT_LEAST_1, NON_NEGATIVE, from_dict, parameter_group, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion, DiffusionConfig
 from easytune.core.generator import DEFAULT_GUIDANCE, MotionGenerator
@@ -35,10 +35,10 @@ class PretrainData:
     """batch_size; max_frames: random crop length (multiple of ``unit``; also the generators' max length);
     val_batches: validation batches per validation (fixed crops and captions)."""
 
-    batch_size: int = 32
-    max_frames: int = 96
-    unit: int = 4
-    val_batches: int = 8
+    batch_size: Annotated[int, AT_LEAST_1] = 32
+    max_frames: Annotated[int, AT_LEAST_1] = 96
+    unit: Annotated[int, AT_LEAST_1] = 4
+    val_batches: Annotated[int, AT_LEAST_1] = 8
 
     def __post_init__(self) -> None:
         if self.max_frames % self.unit or self.batch_size < 1 or self.val_batches < 1:
@@ -55,20 +55,16 @@ class ModelTraining:
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     diffusion: DiffusionConfig | None = None
-    guidance_scale: float | None = None
-    cached_crops: int = 0
-
-    def __post_init__(self) -> None:
-        if self.cached_crops < 0:
-            raise ValueError(f"cached_crops must be >= 0, got {self.cached_crops}")
+    guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
+    cached_crops: Annotated[int, NON_NEGATIVE] = 0
 
 
 @dataclass
 class VAEEvaluation:
     """Test reconstruction: clips cropped from their first frame to ``max_frames`` (None = data.max_frames)."""
 
-    batch_size: int = 64
-    max_frames: int | None = None
+    batch_size: Annotated[int, AT_LEAST_1] = 64
+    max_frames: Annotated[int | None, AT_LEAST_1] = None
 
 
 @dataclass
@@ -78,16 +74,20 @@ class GenerateConfig:
     test sample's length, cropped to the generators' max). num_gifs: how many are rendered; gif_stride: frame step."""
 
     captions: list[str] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    num_samples: int = 8
-    num_steps: int | None = None
-    seed: int = 7
-    num_gifs: int = 2
-    gif_stride: int = 2
+    lengths: Annotated[list[int], AT_LEAST_1] = field(default_factory=list)
+    num_samples: Annotated[int, AT_LEAST_1] = 8
+    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    seed: Annotated[int, NON_NEGATIVE] = 7
+    num_gifs: Annotated[int, NON_NEGATIVE] = 2
+    gif_stride: Annotated[int, AT_LEAST_1] = 2
 
 
+@parameter_group("pretrain")
 @dataclass
 class PretrainConfig:
+    """``params:pretrain``; each ``<model>.model`` override dict is checked against its model config class here
+    (unknown keys, types, ranges), before any training starts."""
+
     data: PretrainData = field(default_factory=PretrainData)
     motion_vae: ModelTraining = field(default_factory=ModelTraining)
     latent_denoiser: ModelTraining = field(default_factory=ModelTraining)
@@ -95,6 +95,11 @@ class PretrainConfig:
     resume_dir: str | None = "data/06_models/resume"
     evaluation: VAEEvaluation = field(default_factory=VAEEvaluation)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def __post_init__(self) -> None:
+        for name, model_class in (("motion_vae", MotionVAEConfig), ("latent_denoiser", LatentDenoiserConfig),
+                                  ("frame_denoiser", FrameDenoiserConfig)):
+            from_dict(model_class, getattr(self, name).model, where=f"pretrain.{name}.model")
 
     def resume_path(self, name: str) -> Path | None:
         return None if not self.resume_dir else Path(self.resume_dir) / f"{name}.pt"

@@ -26,13 +26,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from easytune.core.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.resume import ResumeKey
 from easytune.core.runtime import autocast_context
@@ -59,24 +60,26 @@ class TrainConfig:
         bf16: bf16 autocast (CUDA only; a no-op on CPU).
     """
 
-    max_steps: int = 1000
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    val_every: int = 100
-    patience: int = 0
-    min_delta: float = 0.0
+    max_steps: Annotated[int, AT_LEAST_1] = 1000
+    lr: Annotated[float, POSITIVE] = 1e-4
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    betas: Annotated[list[float], BETA] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: Annotated[int, NON_NEGATIVE] = 100
+    min_lr_ratio: Annotated[float, FRACTION] = 0.1
+    grad_clip: Annotated[float, NON_NEGATIVE] = 1.0
+    val_every: Annotated[int, AT_LEAST_1] = 100
+    patience: Annotated[int, NON_NEGATIVE] = 0
+    min_delta: Annotated[float, NON_NEGATIVE] = 0.0
     restore_best: bool = True
-    resume_every: int = 0
+    resume_every: Annotated[int, NON_NEGATIVE] = 0
     keep_resume: bool = False
     bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.val_every < 1 or self.warmup_steps < 0 or self.resume_every < 0:
             raise ValueError("max_steps and val_every must be >= 1; warmup_steps and resume_every >= 0")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must have two values, got {self.betas}")
 
 
 @dataclass

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from easytune.core.config import to_dict
+from easytune.core.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE, to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune.accounting import UpdateAccountant
 from easytune.core.finetune.cost import CostCounters, CostMeter
@@ -43,9 +43,9 @@ class LoraOptions:
     """LoRA on the denoiser's Linear layers (peft); merged into the weights before saving."""
 
     enabled: bool = False
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    rank: Annotated[int, AT_LEAST_1] = 8
+    alpha: Annotated[float, POSITIVE] = 16.0
+    dropout: Annotated[float, FRACTION] = 0.0
     target_modules: list[str] | None = None  # None: every nn.Linear of the denoiser
 
 
@@ -80,33 +80,33 @@ class FinetuneConfig:
 
     method: str = "easytune_step"
     policy: dict[str, Any] = field(default_factory=dict)
-    num_steps: int | None = None
-    guidance_scale: float | None = None
+    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
     reward_input: Literal["x0_hat", "noisy"] = "x0_hat"
-    batch_size: int = 8
-    max_frames: int | None = None
-    max_updates: int = 100
-    max_trajectories: int | None = None
-    max_train_s: float | None = None
-    max_cost_gflops: float | None = None
+    batch_size: Annotated[int, AT_LEAST_1] = 8
+    max_frames: Annotated[int | None, AT_LEAST_1] = None
+    max_updates: Annotated[int, AT_LEAST_1] = 100
+    max_trajectories: Annotated[int | None, AT_LEAST_1] = None
+    max_train_s: Annotated[float | None, POSITIVE] = None
+    max_cost_gflops: Annotated[float | None, POSITIVE] = None
     snapshot_at: list[float] = field(default_factory=list)
-    lr: float = 1e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    warmup_updates: int = 0
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    reward_weight: float = 1.0
-    kl_weight: float = 0.0
+    lr: Annotated[float, POSITIVE] = 1e-5
+    betas: Annotated[list[float], BETA] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    warmup_updates: Annotated[int, NON_NEGATIVE] = 0
+    min_lr_ratio: Annotated[float, FRACTION] = 0.0
+    grad_clip: Annotated[float | None, NON_NEGATIVE] = 1.0
+    reward_weight: float = 1.0  # any sign (negative: minimise the reward, e.g. to test early stopping)
+    kl_weight: Annotated[float, NON_NEGATIVE] = 0.0
     reward_checkpointing: bool = False
     lora: LoraOptions = field(default_factory=LoraOptions)
-    val_every: int = 0
-    val_captions: int = 16
-    patience: int | None = None
-    min_delta: float = 0.0
+    val_every: Annotated[int, NON_NEGATIVE] = 0
+    val_captions: Annotated[int, AT_LEAST_1] = 16
+    patience: Annotated[int | None, AT_LEAST_1] = None
+    min_delta: Annotated[float, NON_NEGATIVE] = 0.0
     restore_best: bool = True
     resume_path: str | None = None
-    save_every_updates: int = 0
+    save_every_updates: Annotated[int, NON_NEGATIVE] = 0
 
     def __post_init__(self) -> None:
         if self.max_updates < 1:
@@ -115,14 +115,6 @@ class FinetuneConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must have two values, got {self.betas}")
-        if self.num_steps is not None and self.num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1 (or null for the sampler's default), got {self.num_steps}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("max_train_s", "max_cost_gflops"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0 (or null: off), got {value}")
         if any(not 0 < f <= 1 for f in self.snapshot_at) or list(self.snapshot_at) != sorted(set(self.snapshot_at)):
             raise ValueError(f"snapshot_at must be increasing fractions in (0, 1], got {self.snapshot_at}")
 
@@ -272,6 +264,7 @@ class _State:
     snapshots_taken: int = 0
     last_val: int = 0
     last_save: int = 0
+    resumed_from: int = 0  # the update this run resumed at (0: a fresh run)
 
 
 def finetune_resume_key(generator, reward, train: MotionSplit, val: MotionSplit | None, text: TextEmbeddings,
@@ -413,6 +406,7 @@ def finetune(
         if trajectory_gen is not generator:
             trajectory_gen.denoiser.load_state_dict(denoiser.state_dict())
         logger.info("%s: resumed at update %d", resume_path, state.updates)
+        state.resumed_from = state.updates
 
     accountant = UpdateAccountant(device=device, history=history)
     accountant.update_seconds = state.train_s
@@ -588,5 +582,6 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
         "peak_cuda_bytes": int(max(cuda)) if cuda else None,
         "num_steps": config.num_steps or generator.diffusion.config.num_inference_steps,
         "interrupted": interrupted,
+        "resumed_from": state.resumed_from,
     }
     return FinetuneResult(denoiser=denoiser, history=history, summary=summary)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE
 from easytune.core.models.layers import SkipTransformer, apply_preset, sinusoidal_embedding
 
 PRESETS: dict[str, dict] = {
@@ -42,17 +43,17 @@ class MotionVAEConfig:
     """Sizes of the motion VAE; ``None`` fields come from ``PRESETS[preset]``."""
 
     preset: str = "cpu"
-    feature_dim: int = 263
-    d_model: int | None = None
-    ff_dim: int | None = None
-    num_heads: int | None = None
-    encoder_layers: int | None = None
-    decoder_layers: int | None = None
-    latent_tokens: int | None = None
-    latent_dim: int | None = None
-    dropout: float | None = None
-    kl_weight: float = 1e-4
-    position_weight: float = 0.0
+    feature_dim: Annotated[int, AT_LEAST_1] = 263
+    d_model: Annotated[int | None, AT_LEAST_1] = None
+    ff_dim: Annotated[int | None, AT_LEAST_1] = None
+    num_heads: Annotated[int | None, AT_LEAST_1] = None
+    encoder_layers: Annotated[int | None, AT_LEAST_1] = None
+    decoder_layers: Annotated[int | None, AT_LEAST_1] = None
+    latent_tokens: Annotated[int | None, AT_LEAST_1] = None
+    latent_dim: Annotated[int | None, AT_LEAST_1] = None
+    dropout: Annotated[float | None, FRACTION] = None
+    kl_weight: Annotated[float, NON_NEGATIVE] = 1e-4
+    position_weight: Annotated[float, NON_NEGATIVE] = 0.0
 
     def __post_init__(self) -> None:
         apply_preset(self, PRESETS)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 
-from easytune.core.config import with_overrides
+from easytune.core.config import AT_LEAST_1, NON_NEGATIVE, parameter_group, with_overrides
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.metrics import RetrievalEvalConfig
 from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
@@ -14,6 +15,7 @@ from easytune.core.reward.spl import CalibrationConfig, MiningConfig
 from easytune.core.reward.training import RetrievalTrainingConfig
 
 
+@parameter_group("reward")
 @dataclass
 class RewardConfig:
     """``model`` sizes (feature_dim/text_dim are taken from the data), retrieval ``training`` (before SPL), ``spl``
@@ -29,8 +31,8 @@ class RewardConfig:
     mining: MiningConfig = field(default_factory=MiningConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     evaluation: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
-    sanity_seed: int = 0
-    training_seeds: int = 3
+    sanity_seed: Annotated[int, NON_NEGATIVE] = 0
+    training_seeds: Annotated[int, AT_LEAST_1] = 3
 
     def __post_init__(self) -> None:
         if self.training_seeds < 1:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import nn
 
+from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE
 from easytune.core.text import TextBatch, lengths_to_mask
 
 
@@ -24,19 +26,19 @@ from easytune.core.text import TextBatch, lengths_to_mask
 class RetrievalModelConfig:
     """Sizes of the retrieval model (the ``cpu`` preset by default; see ``conf/base/parameters_reward.yml``)."""
 
-    feature_dim: int = 263
-    text_dim: int = 384
-    latent_dim: int = 256
-    d_model: int = 128
-    ff_dim: int = 256
-    num_heads: int = 4
-    num_layers: int = 2
-    decoder_layers: int = 1
-    dropout: float = 0.1
+    feature_dim: Annotated[int, AT_LEAST_1] = 263
+    text_dim: Annotated[int, AT_LEAST_1] = 384
+    latent_dim: Annotated[int, AT_LEAST_1] = 256
+    d_model: Annotated[int, AT_LEAST_1] = 128
+    ff_dim: Annotated[int, AT_LEAST_1] = 256
+    num_heads: Annotated[int, AT_LEAST_1] = 4
+    num_layers: Annotated[int, AT_LEAST_1] = 2
+    decoder_layers: Annotated[int, NON_NEGATIVE] = 1
+    dropout: Annotated[float, FRACTION] = 0.1
     noise_aware: bool = True
-    train_timesteps: int = 1000
+    train_timesteps: Annotated[int, AT_LEAST_1] = 1000
     use_decoder: bool = True
-    init_reward_scale: float = 10.0  # tau at initialisation = 1 / InfoNCE temperature 0.1
+    init_reward_scale: Annotated[float, POSITIVE] = 10.0  # tau at initialisation = 1 / InfoNCE temperature 0.1
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:

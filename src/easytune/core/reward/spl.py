@@ -28,11 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import scipy.sparse
 import torch
 
+from easytune.core.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, Range
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.retrieval_model import RetrievalModel, embed_captions, embed_motions
@@ -44,11 +46,11 @@ class MiningConfig:
     the pre-SPL model. ``pool_size`` (None = whole split) and ``k`` are replaced by the calibration when it is on."""
 
     online: bool = True
-    pool_size: int | None = 32
-    k: int = 10
+    pool_size: Annotated[int | None, AT_LEAST_2] = 32
+    k: Annotated[int, AT_LEAST_1] = 10
     use_labels: bool = False
-    duplicate_threshold: float | None = None
-    seed: int = 0
+    duplicate_threshold: Annotated[float | None, Range(ge=-1, le=1)] = None
+    seed: Annotated[int, NON_NEGATIVE] = 0
 
     def __post_init__(self) -> None:
         if self.k < 1:

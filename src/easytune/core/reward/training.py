@@ -22,12 +22,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from easytune.core.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.losses import (
     caption_groups,
@@ -55,25 +56,25 @@ class Miner(Protocol):
 
 @dataclass
 class RetrievalTrainingConfig:
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    temperature: float = 0.1
-    duplicate_threshold: float | None = None
-    recon_weight: float = 1.0
-    kl_weight: float = 1e-5
-    max_frames: int = 96
-    noise_t_max: int = 500
-    clean_fraction: float = 0.25
-    spl_weight: float = 1.0
+    steps: Annotated[int, AT_LEAST_1] = 1500
+    batch_size: Annotated[int, AT_LEAST_2] = 32
+    lr: Annotated[float, POSITIVE] = 2e-4
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    warmup_steps: Annotated[int, NON_NEGATIVE] = 100
+    grad_clip: Annotated[float, NON_NEGATIVE] = 1.0
+    temperature: Annotated[float, POSITIVE] = 0.1
+    duplicate_threshold: Annotated[float | None, Range(ge=-1, le=1)] = None
+    recon_weight: Annotated[float, NON_NEGATIVE] = 1.0
+    kl_weight: Annotated[float, NON_NEGATIVE] = 1e-5
+    max_frames: Annotated[int, AT_LEAST_1] = 96
+    noise_t_max: Annotated[int, NON_NEGATIVE] = 500
+    clean_fraction: Annotated[float, FRACTION] = 0.25
+    spl_weight: Annotated[float, NON_NEGATIVE] = 1.0
     retrieval_on_failures: bool = False
-    eval_every: int = 250
+    eval_every: Annotated[int, AT_LEAST_1] = 250
     keep_best: bool = True
-    log_every: int = 10
-    seed: int = 1234
+    log_every: Annotated[int, AT_LEAST_1] = 10
+    seed: Annotated[int, NON_NEGATIVE] = 1234
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 2:

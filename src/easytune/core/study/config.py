@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from easytune.core.config import ConfigError, from_dict
+from easytune.core.config import ConfigError, from_dict, parameter_group
 from easytune.core.finetune.policies import make_policy
 from easytune.core.finetune.trainer import FinetuneConfig
 from easytune.core.study.signals import SignalConfig
@@ -38,6 +38,7 @@ class VariantSpec:
             raise ConfigError(f"reward must be one of {list(REWARD_CHECKPOINTS)}, got {self.reward!r}")
 
 
+@parameter_group("finetune_study")
 @dataclass
 class StudyConfig:
     """``params:finetune_study``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import matplotlib
 
@@ -14,10 +14,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from easytune.core.checkpoint import make_checkpoint  # noqa: E402
-from easytune.core.config import from_dict, to_dict  # noqa: E402
+from easytune.core.config import (  # noqa: E402
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    ConfigError,
+    RuntimeConfig,
+    from_dict,
+    parameter_group,
+    to_dict,
+)
 from easytune.core.dataset import MotionSplit, TextEmbeddings  # noqa: E402
 from easytune.core.finetune import load_generator, load_reward  # noqa: E402
 from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
+from easytune.core.finetune.policies import POLICIES  # noqa: E402
 from easytune.core.finetune.trainer import (  # noqa: E402
     FinetuneConfig,
     finetune,
@@ -32,21 +41,37 @@ log = logging.getLogger(__name__)
 class AnalysisConfig:
     """Chain analyses (paper Fig. 3 and 4) on ``captions`` val captions of the pretrained generator."""
 
-    captions: int = 4
-    num_steps: int | None = None
-    seed: int = 0
+    captions: Annotated[int, AT_LEAST_1] = 4
+    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    seed: Annotated[int, NON_NEGATIVE] = 0
 
 
+@parameter_group("finetune")
 @dataclass
 class FinetuneSettings:
     """``params:finetune``: which pretrained generator, where resume files go, the settings shared by every
-    method (``common``: :class:`FinetuneConfig` fields) and per-method overrides (``methods.<name>``)."""
+    method (``common``: :class:`FinetuneConfig` fields) and per-method overrides (``methods.<name>``).
+
+    Built (by Kedro, before any node runs) it checks ``common`` and every ``methods.<name>`` merged over it as a
+    :class:`FinetuneConfig`, and each method's ``policy`` options against its policy class; ``common`` and
+    ``methods`` stay plain dicts (each node merges the one it runs)."""
 
     generator: Literal["mld", "mdm"] = "mld"
     resume_dir: str | None = "data/06_models/resume/finetune"
     common: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, Any] = field(default_factory=dict)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def __post_init__(self) -> None:
+        from_dict(FinetuneConfig, self.common, where="finetune.common")
+        for name, options in self.methods.items():
+            where = f"finetune.methods.{name}"
+            if not isinstance(options, dict):
+                raise ConfigError(f"{where} = {options!r}: expected a mapping of FinetuneConfig fields")
+            config = from_dict(FinetuneConfig, {**self.common, **options}, where=where)
+            if config.method not in POLICIES:
+                raise ConfigError(f"{where}.method = {config.method!r}: must be one of {sorted(POLICIES)}")
+            from_dict(POLICIES[config.method], config.policy, where=f"{where}.policy")
 
 
 def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
@@ -78,7 +103,8 @@ CURVES = ("train_reward", "val_reward", "s_per_update", "peak_saved_bytes")
 
 def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
                     reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                    finetune_params: dict, method_options: dict, runtime: dict) -> tuple[dict, dict, dict]:
+                    finetune_params: FinetuneSettings, method_options: dict, runtime: RuntimeConfig
+                    ) -> tuple[dict, dict, dict]:
     """-> (fine-tuned denoiser checkpoint, metric histories, summary) for one method."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
     config = from_dict(FinetuneConfig, {**settings.common, **method_options}, where="params:finetune.methods")
@@ -114,8 +140,8 @@ def build_finetune_report(*summaries: dict) -> dict:
 
 
 def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
-                           reward_model: dict, val_motions: dict, text_embeddings: dict, finetune_params: dict,
-                           runtime: dict) -> tuple[dict, plt.Figure]:
+                           reward_model: dict, val_motions: dict, text_embeddings: dict,
+                           finetune_params: FinetuneSettings, runtime: RuntimeConfig) -> tuple[dict, plt.Figure]:
     """-> (per-step chain Jacobian norms and noisy/clean similarities, their figure) of the pretrained sampler."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
     common = from_dict(FinetuneConfig, settings.common, where="params:finetune.common")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from easytune.core.config import from_dict
+from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.protocol import EvaluationConfig, ProtocolConfig
 from easytune.core.motion.skeleton import get_skeleton
@@ -26,11 +26,11 @@ from easytune.pipelines.finetune_study import plots
 log = logging.getLogger(__name__)
 
 
-def _study(finetune_study: dict) -> StudyConfig:
+def _study(finetune_study: StudyConfig) -> StudyConfig:
     return from_dict(StudyConfig, finetune_study, where="params:finetune_study")
 
 
-def _generator_checkpoints(finetune: dict, latent: dict | None, frame: dict | None, vae: dict | None, device
+def _generator_checkpoints(finetune: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None, device
                            ) -> tuple[FinetuneSettings, dict, dict | None]:
     """(settings, the chosen pretrained denoiser checkpoint, its VAE or None); a clear error when it is missing."""
     settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
@@ -63,7 +63,7 @@ def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, r
 
 def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
                        reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                       finetune_study: dict, finetune: dict, runtime: dict) -> dict:
+                       finetune_study: StudyConfig, finetune: FinetuneSettings, runtime: RuntimeConfig) -> dict:
     """-> validation signals of the pretrained generator (every run's snapshot 0)."""
     return base_signals(_inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
                                 {"reward_model": reward_model}, train_motions, val_motions, text_embeddings,
@@ -73,8 +73,8 @@ def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denois
 def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
                                 motion_vae: dict, reward_model: dict, retrieval_model: dict,
                                 reward_model_no_spl: dict | None, train_motions: dict, val_motions: dict,
-                                text_embeddings: dict, study_base_signals: dict, finetune_study: dict,
-                                finetune: dict, runtime: dict) -> dict:
+                                text_embeddings: dict, study_base_signals: dict, finetune_study: StudyConfig,
+                                finetune: FinetuneSettings, runtime: RuntimeConfig) -> dict:
     """-> ``{variant: {lr, grid, candidates, rule}}`` from runs on the selection seed, val signals only."""
     rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
                "reward_model_no_spl": reward_model_no_spl}
@@ -88,8 +88,8 @@ def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_fra
 def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
                      reward_model: dict, retrieval_model: dict, reward_model_no_spl: dict | None,
                      train_motions: dict, val_motions: dict, text_embeddings: dict, study_base_signals: dict,
-                     study_lr_selection: dict, finetune_study: dict, finetune: dict,
-                     runtime: dict) -> tuple[dict, dict]:
+                     study_lr_selection: dict, finetune_study: StudyConfig, finetune: FinetuneSettings,
+                     runtime: RuntimeConfig) -> tuple[dict, dict]:
     """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot weights}``)."""
     rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
                "reward_model_no_spl": reward_model_no_spl}
@@ -107,7 +107,7 @@ def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser
     return records, snapshots
 
 
-def select_study_points(study_training: dict, finetune_study: dict) -> dict:
+def select_study_points(study_training: dict, finetune_study: StudyConfig) -> dict:
     """-> the admissible snapshot of every run, from validation signals only (inputs: the records and params)."""
     return select_points(_study(finetune_study), study_training)
 
@@ -115,8 +115,8 @@ def select_study_points(study_training: dict, finetune_study: dict) -> dict:
 def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrained_latent_denoiser: dict,
                           pretrained_frame_denoiser: dict, motion_vae: dict, evaluator: dict,
                           content_classifier: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
-                          finetune_study: dict, finetune: dict, evaluation: dict, dataset: dict,
-                          runtime: dict) -> tuple[dict, dict]:
+                          finetune_study: StudyConfig, finetune: FinetuneSettings, evaluation: EvaluationConfig, dataset: DatasetConfig,
+                          runtime: RuntimeConfig) -> tuple[dict, dict]:
     """-> (``{"base": metrics, "variants": {variant: [run][snapshot - 1] metrics}}``, ``{variant: arrays}`` of the
     test-set generation of each variant's first-seed admissible point)."""
     study = _study(finetune_study)
@@ -164,7 +164,7 @@ def _loaded(partitions: dict, name: str) -> dict:
 
 
 def build_study_report(study_scores: dict, study_base_signals: dict, study_selection: dict, study_training: dict,
-                       finetune_study: dict) -> tuple[Any, ...]:
+                       finetune_study: StudyConfig) -> tuple[Any, ...]:
     """-> (``study_report``, markdown tables, Pareto figure, metrics-vs-cost figure, metrics-vs-gain figure, MLflow
     child runs)."""
     study = _study(finetune_study)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import from_dict, to_dict
+from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.generator import MotionGenerator
 from easytune.core.motion.skeleton import get_skeleton
@@ -37,7 +37,8 @@ def _metadata(result_summary: dict, config: PretrainConfig, section: Any) -> dic
 
 
 def train_motion_vae_node(train_motions: dict, val_motions: dict, text_embeddings: dict, feature_stats: dict,
-                          pretrain: dict, dataset: dict, runtime: dict) -> tuple[dict, dict, dict]:
+                          pretrain: PretrainConfig, dataset: DatasetConfig, runtime: RuntimeConfig
+                          ) -> tuple[dict, dict, dict]:
     """-> (``motion_vae`` checkpoint, training summary, loss curves)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
     device = resolve_device(runtime["device"])
@@ -54,8 +55,8 @@ def train_motion_vae_node(train_motions: dict, val_motions: dict, text_embedding
 def train_denoiser_node(kind: str):
     """Node function training the ``mld`` (needs ``motion_vae``) or ``mdm`` denoiser."""
 
-    def train_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: dict, runtime: dict,
-                   motion_vae: dict | None = None) -> tuple[dict, dict, dict]:
+    def train_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: PretrainConfig,
+                   runtime: RuntimeConfig, motion_vae: dict | None = None) -> tuple[dict, dict, dict]:
         config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
         device = resolve_device(runtime["device"])
         seed_everything(runtime["seed"])
@@ -75,7 +76,7 @@ def train_denoiser_node(kind: str):
 
 
 def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
-                        pretrain: dict, dataset: dict, runtime: dict) -> dict:
+                        pretrain: PretrainConfig, dataset: DatasetConfig, runtime: RuntimeConfig) -> dict:
     """-> ``{"vae_mpjpe_m", "vae_global_mpjpe_m", "vae_root_error_m", "latent_std", "test_samples"}``
     (reconstruction errors in metres on recovered joints; see ``vae_reconstruction_errors``)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
@@ -90,8 +91,8 @@ def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: d
 
 
 def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrained_frame_denoiser: dict,
-                     test_motions: dict, text_embeddings: dict, feature_stats: dict, pretrain: dict, dataset: dict,
-                     runtime: dict) -> tuple[dict, dict]:
+                     test_motions: dict, text_embeddings: dict, feature_stats: dict, pretrain: PretrainConfig,
+                     dataset: DatasetConfig, runtime: RuntimeConfig) -> tuple[dict, dict]:
     """Captions -> motions with the generators that exist (both after a full ``pretrain`` run):
     (``pretrain_samples`` arrays, ``pretrain_sample_gifs``)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
@@ -109,7 +110,7 @@ def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrai
 
 
 def pretrain_report(motion_vae_training: dict, latent_denoiser_training: dict, frame_denoiser_training: dict,
-                    motion_vae_evaluation: dict, runtime: dict) -> tuple[dict, dict]:
+                    motion_vae_evaluation: dict, runtime: RuntimeConfig) -> tuple[dict, dict]:
     """-> (``pretrain_report`` JSON: per model params, train/val loss, steps, wall time, VAE test MPJPE in metres;
     the same numbers as single-point MLflow metrics ``<model>.<name>``)."""
     report = {

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import from_dict, to_dict
+from easytune.core.config import RuntimeConfig, from_dict, to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.config import RewardConfig
 from easytune.core.reward.metrics import evaluate_retrieval
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 KINDS = ("retrieval_model",)
 
 
-def _config(reward: dict) -> RewardConfig:
+def _config(reward: RewardConfig) -> RewardConfig:
     return from_dict(RewardConfig, reward, where="params:reward")
 
 
@@ -48,8 +48,8 @@ def _splits(text_embeddings: dict, *named: tuple[str, dict]) -> tuple[TextEmbedd
     return text, splits
 
 
-def train_retrieval(train_motions: dict, val_motions: dict, text_embeddings: dict, reward: dict,
-                    runtime: dict) -> tuple[dict, dict]:
+def train_retrieval(train_motions: dict, val_motions: dict, text_embeddings: dict, reward: RewardConfig,
+                    runtime: RuntimeConfig) -> tuple[dict, dict]:
     """-> (``retrieval_model`` checkpoint of the primary training seed, training curves)."""
     config = _config(reward)
     device = resolve_device(runtime["device"])
@@ -61,8 +61,8 @@ def train_retrieval(train_motions: dict, val_motions: dict, text_embeddings: dic
     return make_checkpoint("retrieval_model", model, meta), history
 
 
-def calibrate_spl(retrieval_model: dict, train_motions: dict, text_embeddings: dict, reward: dict,
-                  runtime: dict) -> tuple[dict, pd.DataFrame]:
+def calibrate_spl(retrieval_model: dict, train_motions: dict, text_embeddings: dict, reward: RewardConfig,
+                  runtime: RuntimeConfig) -> tuple[dict, pd.DataFrame]:
     """-> (``spl_calibration``: choice, verdict and the calibrated mining setting; the grid as a table)."""
     config = _config(reward)
     device = resolve_device(runtime["device"])
@@ -73,7 +73,7 @@ def calibrate_spl(retrieval_model: dict, train_motions: dict, text_embeddings: d
 
 
 def mine_preference_pairs(retrieval_model: dict, spl_calibration: dict, train_motions: dict, text_embeddings: dict,
-                          reward: dict, runtime: dict) -> tuple[pd.DataFrame, dict]:
+                          reward: RewardConfig, runtime: RuntimeConfig) -> tuple[pd.DataFrame, dict]:
     """One-shot mining of the train split with the pre-SPL model at the calibrated pool and k -> (``preference_pairs``
     table, summary). SPL trains on these only with ``mining.online: false``; online SPL mines its own pairs."""
     config = _config(reward)
@@ -90,8 +90,8 @@ def mine_preference_pairs(retrieval_model: dict, spl_calibration: dict, train_mo
 
 
 def spl_finetune_reward(retrieval_model: dict, spl_calibration: dict, preference_pairs: pd.DataFrame,
-                        train_motions: dict, val_motions: dict, text_embeddings: dict, reward: dict,
-                        runtime: dict) -> tuple[dict, dict, pd.DataFrame, dict]:
+                        train_motions: dict, val_motions: dict, text_embeddings: dict, reward: RewardConfig,
+                        runtime: RuntimeConfig) -> tuple[dict, dict, pd.DataFrame, dict]:
     """-> (``reward_model`` checkpoint, SPL curves (``mined_pairs`` per iteration), the pairs mined in every
     iteration, run summary). When the calibration says SPL is inapplicable nothing is trained: ``reward_model`` is
     the pre-SPL model, marked ``spl_applied: false``."""
@@ -119,7 +119,7 @@ def spl_finetune_reward(retrieval_model: dict, spl_calibration: dict, preference
 
 
 def no_spl_control(retrieval_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                   reward: dict, runtime: dict) -> tuple[dict, dict, dict]:
+                   reward: RewardConfig, runtime: RuntimeConfig) -> tuple[dict, dict, dict]:
     """-> (``reward_model_no_spl``: the same extra steps as SPL without the SPL term, curves, run summary)."""
     config = _config(reward)
     device = resolve_device(runtime["device"])
@@ -134,7 +134,7 @@ def no_spl_control(retrieval_model: dict, train_motions: dict, val_motions: dict
     return make_checkpoint("retrieval_model", model, meta), history, summary
 
 
-def evaluate(model_checkpoint: dict, test_motions: dict, text_embeddings: dict, reward: dict, runtime: dict) -> dict:
+def evaluate(model_checkpoint: dict, test_motions: dict, text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig) -> dict:
     """-> ``{protocol: {direction: {metric: {mean, ci}}}}`` on the test split (CI over evaluation seeds)."""
     config = _config(reward)
     device = resolve_device(runtime["device"])
@@ -143,7 +143,7 @@ def evaluate(model_checkpoint: dict, test_motions: dict, text_embeddings: dict, 
     return evaluate_retrieval(model, test, text, config.evaluation, device)
 
 
-def sanity_check(reward_model: dict, test_motions: dict, text_embeddings: dict, reward: dict, runtime: dict) -> dict:
+def sanity_check(reward_model: dict, test_motions: dict, text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig) -> dict:
     """-> reward sanity figures on the test split (R(gt, c) > R(other label, c), and with the empty caption)."""
     config = _config(reward)
     device = resolve_device(runtime["device"])
@@ -152,7 +152,7 @@ def sanity_check(reward_model: dict, test_motions: dict, text_embeddings: dict, 
 
 
 def seed_replicates(spl_calibration: dict, train_motions: dict, val_motions: dict, test_motions: dict,
-                    text_embeddings: dict, reward: dict, runtime: dict) -> list[dict]:
+                    text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig) -> list[dict]:
     """The three arms for training seeds 1 .. training_seeds - 1 (pool and k from the primary calibration), each
     final model scored once on test -> [{seed_index, model_seed, arms, best_steps, mined_pairs}]."""
     config = _config(reward)
@@ -168,8 +168,8 @@ def seed_replicates(spl_calibration: dict, train_motions: dict, val_motions: dic
 
 
 def build_report(before: dict, control: dict, after: dict, calibration: dict, mining: dict, spl_run: dict,
-                 control_run: dict, sanity: dict, replicates: list[dict], reward: dict,
-                 runtime: dict) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
+                 control_run: dict, sanity: dict, replicates: list[dict], reward: RewardConfig,
+                 runtime: RuntimeConfig) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
     """-> (``reward_report`` JSON, flattened MLflow metrics ``{name: [{"value", "step": 0}]}``)."""
     config = _config(reward)
     applied = bool(spl_run.get("run"))
