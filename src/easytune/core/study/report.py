@@ -62,9 +62,8 @@ def build_report(config: StudyConfig, base_metrics: Mapping, base_signals: Mappi
     names = list(config.metrics)
     variants = {v: attach_scores(records[v], scores[v], base_metrics)
                 for v in records if records.get(v) and scores.get(v)}
-    final_seconds = {v: mean_ci([snapshot_value(r[-1], "train_s") for r in runs])["mean"]
-                     for v, runs in variants.items()}
-    horizon = min(final_seconds.values()) if final_seconds else 0.0
+    final_seconds = [snapshot_value(r[-1], "train_s") for runs in variants.values() for r in runs]
+    horizon = min(final_seconds) if final_seconds else 0.0  # every run of every variant trained at least this long
     seconds = [f * horizon for f in config.seconds_points]
     views: dict[str, Any] = {
         "equal_cost": {v: at_equal_cost(runs, [*names, "val_reward", "val_reward_fid"])
@@ -168,7 +167,7 @@ def conclusions(report: Mapping) -> list[str]:
     base = report["base"]["metrics"]
     budget = report["config"]["budget_gflops"]
     labels = {"equal_cost_final": f"at equal cost (the whole budget, {budget:g} GFLOPs)",
-              "equal_seconds_final": "at equal training seconds (the shortest variant's mean, this machine)",
+              "equal_seconds_final": "at equal training seconds (the shortest run's, this machine)",
               "admissible": "at each variant's best admissible point (chosen on val signals)"}
     for gain in report["config"]["reward_gains"]:
         labels[f"equal_reward_gain_{gain:g}"] = f"at equal held-out reward gain (+{gain:g} over the base; seeds that " \
@@ -181,12 +180,19 @@ def conclusions(report: Mapping) -> list[str]:
 
 
 def _conclusion(label: str, metric: str, rank: Mapping, base: Mapping) -> str:
+    label = label[0].upper() + label[1:]
     if rank.get("best") is None:
-        return f"{label.capitalize()}: no variant has {metric} here (no gain reached by 2 seeds)."
+        return f"{label}: no variant has {metric} here (none reached it with 2 seeds)."
     tied = rank["tied_with"]
-    verdict = ("its interval is separated from every other variant's" if not tied else
-               f"not separated at 95% from {', '.join(tied)}")
-    return (f"{label.capitalize()}, {'highest' if RANKED[metric] else 'lowest'} {metric}: {rank['best']} "
+    if rank.get("candidates", 2) == 1:
+        verdict = "the only variant with a value here"
+    elif rank.get("ci") is None:
+        verdict = "no interval (fewer than 2 seeds), so no separation is claimed"
+    elif not tied:
+        verdict = "its interval is separated from every other variant's"
+    else:
+        verdict = f"not separated at 95% from {', '.join(tied)}"
+    return (f"{label}, {'highest' if RANKED[metric] else 'lowest'} {metric}: {rank['best']} "
             f"({_cell({'mean': rank['mean'], 'ci': rank['ci']})}; base {base[metric]['mean']:.3f}); {verdict}.")
 
 
