@@ -71,5 +71,5 @@ def test_validated_configs_are_logged_as_the_dicts_kedro_mlflow_flattens():
     from easytune.core.config import RuntimeConfig
     from easytune.hooks import _plain
 
-    assert _plain(RuntimeConfig(seed=3)) == {"device": "auto", "seed": 3}
+    assert _plain(RuntimeConfig(seed=3)) == {"device": "auto", "seed": 3, "threads": "auto"}
     assert _plain({"a": 1}) == {"a": 1} and _plain(RuntimeConfig) is RuntimeConfig

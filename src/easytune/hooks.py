@@ -71,7 +71,8 @@ def missing_upstream_message(missing: dict[str, list[str]]) -> str:
 
 class UpstreamArtifactsHook:
     """Datasets with ``optional = True`` (e.g. the pretrained generators: fine-tuning needs only the chosen one)
-    are reported only when every optional input of the pipeline is missing."""
+    are reported only when every optional input of the pipeline is missing and the pipeline produces none of them
+    itself (the main job trains the MLD generator; the MDM checkpoint stays optional)."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -93,12 +94,38 @@ class UpstreamArtifactsHook:
                 optional_missing.append(name)
             elif not exists:
                 missing[name] = _producers(name)
-        if optional_missing and len(optional_missing) == optional_count:
+        produced_optional = any(_is_optional(catalog, name) for name in pipeline.all_outputs())
+        if optional_missing and len(optional_missing) == optional_count and not produced_optional:
             missing.update({name: _producers(name) for name in optional_missing})
         elif optional_missing:
             logger.info("optional inputs not present (the nodes use the others): %s", optional_missing)
         if missing:
             raise MissingUpstreamError(missing_upstream_message(missing))
+
+
+def _is_optional(catalog, name: str) -> bool:
+    try:
+        return bool(getattr(catalog.get(name), "optional", False))
+    except Exception:  # noqa: BLE001 - a catalog without `get`, or a dataset it cannot build: not optional
+        return False
+
+
+class ThreadsHook:
+    """Before the nodes run: torch's intra-op threads from ``params:runtime.threads`` (``auto``: the cores this
+    process may use), logged."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        from easytune.core.runtime import set_threads
+
+        try:
+            runtime = catalog.load("params:runtime")
+        except Exception:  # noqa: BLE001 - a catalog without the runtime group (tests): leave torch's default
+            return
+        threads = runtime.get("threads", "auto") if hasattr(runtime, "get") else "auto"
+        n = set_threads(threads)
+        logger.info("torch intra-op threads: %d (runtime.threads = %s; OMP_WAIT_POLICY = %s)", n, threads,
+                    os.environ.get("OMP_WAIT_POLICY", "unset"))
 
 
 class RunSummaryHook:

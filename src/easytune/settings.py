@@ -12,7 +12,12 @@ Hooks: see :mod:`easytune.hooks` (start-of-run checks, the run lock, kedro-mlflo
 import os
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
+# OpenMP threads that wait by spinning steal the cores of any other job on a small machine (measured on 2 cores
+# with one neighbour: a motion-VAE step 12x slower); passive waiting costs nothing on an idle machine. Read when torch
+# loads, which is after this module in a `kedro run`; an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from kedro.config import OmegaConfigLoader  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +46,7 @@ from easytune.hooks import (  # noqa: E402
     ParameterCheckHook,
     ProjectLockHook,
     RunSummaryHook,
+    ThreadsHook,
     UpstreamArtifactsHook,
 )
 
@@ -48,5 +54,5 @@ from easytune.hooks import (  # noqa: E402
 # artifacts, the checkpoints, then the MLflow run (trylast). EasyTuneMlflowHook is kedro-mlflow's hook with
 # truthful run states and flattened typed parameters, so the plugin's own instance is not registered.
 HOOKS = (EasyTuneMlflowHook(), ParameterCheckHook(), ProjectLockHook(), CheckpointCompatibilityHook(),
-         UpstreamArtifactsHook(), RunSummaryHook())  # pluggy calls the later ones first: upstream, then checkpoints
+         UpstreamArtifactsHook(), ThreadsHook(), RunSummaryHook())  # pluggy calls the later ones first: upstream, then checkpoints
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")

@@ -266,12 +266,16 @@ class _ReadByKey:
 @dataclasses.dataclass
 class RuntimeConfig(_ReadByKey):
     """``params:runtime``: ``device`` (``auto`` = CUDA when present, else CPU; ``cpu``; ``cuda``; ``cuda:N``;
-    ``mps``) and the run's ``seed`` (python, numpy and torch generators; part of every resume key)."""
+    ``mps``), the run's ``seed`` (python, numpy and torch generators; part of every resume key) and ``threads``:
+    torch's intra-op threads for the run (``auto`` = the cores this process may use)."""
 
     device: str = "auto"
     seed: Annotated[int, NON_NEGATIVE] = 1234
+    threads: int | str = "auto"
 
     def __post_init__(self) -> None:
+        if not (self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1)):
+            raise ConfigError(f"runtime.threads = {self.threads!r}: must be 'auto' or an integer >= 1")
         head, _, index = self.device.partition(":")
         if head not in ("auto", "cpu", "cuda", "mps") or (index and (head != "cuda" or not index.isdigit())):
             raise ConfigError(f"runtime.device = {self.device!r}: must be one of 'auto', 'cpu', 'cuda', "

@@ -72,7 +72,7 @@ class BvhIngestConfig:
     ``labels`` has no row for a file; ``content_phrases``/``style_adverbs`` extend or override the built-in tables.
     """
 
-    mapping: Literal["bandai", "table"] = "bandai"
+    mapping: Literal["bandai", "hml22", "table"] = "bandai"
     mapping_table: dict = field(default_factory=dict)
     scale: Annotated[float, POSITIVE] = 0.01
     target_fps: Annotated[float, POSITIVE] = 20.0

@@ -113,10 +113,10 @@ def pretrain_report(motion_vae_training: dict, latent_denoiser_training: dict, f
                     motion_vae_evaluation: dict, runtime: RuntimeConfig) -> tuple[dict, dict]:
     """-> (``pretrain_report`` JSON: per model params, train/val loss, steps, wall time, VAE test MPJPE in metres;
     the same numbers as single-point MLflow metrics ``<model>.<name>``)."""
-    report = {
-        "motion_vae": {**motion_vae_training, **motion_vae_evaluation},
-        "latent_denoiser": latent_denoiser_training,
-        "frame_denoiser": frame_denoiser_training,
+    report = {  # a generator not trained (yet) has no entry ({}: its summary file does not exist)
+        "motion_vae": {**(motion_vae_training or {}), **(motion_vae_evaluation or {})},
+        "latent_denoiser": latent_denoiser_training or {},
+        "frame_denoiser": frame_denoiser_training or {},
         "device": str(resolve_device(runtime["device"])),
     }
     metrics = {f"{model}.{key}": [{"value": float(value), "step": 0}]

@@ -1,6 +1,8 @@
 """``pretrain`` pipeline: motion VAE -> MLD latent denoiser; MDM frame denoiser; VAE test MPJPE; samples; report.
 
-Nodes are tagged ``mld`` / ``mdm``: ``kedro run --pipeline pretrain --tags mdm`` trains one generator only.
+Nodes are tagged ``mld`` / ``mdm``: ``kedro run --pipeline pretrain --tags mdm`` trains one generator only (the
+samples and the report run with either tag and cover every generator that exists). The main job (``kedro run``)
+trains the MLD path, the one it fine-tunes.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -36,9 +38,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(generate_samples,
              inputs=["pretrained_latent_denoiser", "motion_vae", "pretrained_frame_denoiser", "test_motions",
                      "text_embeddings", "feature_stats", "params:pretrain", "params:dataset", "params:runtime"],
-             outputs=["pretrain_samples", "pretrain_sample_gifs"], name="generate_samples"),
+             outputs=["pretrain_samples", "pretrain_sample_gifs"], name="generate_samples", tags=["mld", "mdm"]),
         Node(pretrain_report,
              inputs=["motion_vae_training", "latent_denoiser_training", "frame_denoiser_training",
                      "motion_vae_evaluation", "params:runtime"],
-             outputs=["pretrain_report", "pretrain_metrics"], name="pretrain_report"),
+             outputs=["pretrain_report", "pretrain_metrics"], name="pretrain_report", tags=["mld", "mdm"]),
     ])

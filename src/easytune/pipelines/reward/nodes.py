@@ -172,6 +172,7 @@ def build_report(before: dict, control: dict, after: dict, calibration: dict, mi
                  runtime: RuntimeConfig) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
     """-> (``reward_report`` JSON, flattened MLflow metrics ``{name: [{"value", "step": 0}]}``)."""
     config = _config(reward)
+    replicates = list(replicates or [])  # {} when the main job ran without the other training seeds
     applied = bool(spl_run.get("run"))
     primary = {"before": before, "control": control, **({"after": after} if applied else {})}
     per_seed = [primary] + [r["arms"] for r in replicates]
