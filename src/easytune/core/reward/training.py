@@ -5,6 +5,11 @@ Retrieval objective per batch (TMR): InfoNCE(motion mean, text mean) with near-d
 on motions noised at t ~ U[0, t_max] (a ``clean_fraction`` of each batch kept at t = 0) when the model is
 noise-aware. SPL fine-tuning adds spl_weight * KL(Q || P) on batches of mined (winner, loser) pairs
 (:mod:`easytune.core.reward.spl`), scored on clean motions.
+
+Data-parallel (:mod:`easytune.core.distributed`): every rank draws and noises the global batch and keeps its rows;
+the contrastive loss gathers every rank's embeddings (global negatives, as in one process); the SPL term is computed
+on the whole pair batch on every rank; gradients are averaged before clipping; rank 0 validates (broadcast).
+``bf16``: autocast of the forward passes on CUDA (a no-op on CPU).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from easytune.core import distributed
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.losses import (
     caption_groups,
@@ -31,6 +37,7 @@ from easytune.core.reward.losses import (
 from easytune.core.reward.metrics import RetrievalEvalConfig, evaluate_retrieval
 from easytune.core.reward.noising import ForwardNoiser
 from easytune.core.reward.retrieval_model import RetrievalModel, reparameterise
+from easytune.core.runtime import autocast_context
 from easytune.core.text import TextBatch, lengths_to_mask
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,7 @@ class RetrievalTrainingConfig:
     keep_best: bool = True
     log_every: int = 10
     seed: int = 1234
+    bf16: bool = False  # bf16 autocast of the forward passes on CUDA (no-op on CPU)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 2:
@@ -102,8 +110,10 @@ def retrieval_step_loss(model: RetrievalModel, x: torch.Tensor, lengths: torch.T
     """Losses of one batch: x (B,T,D) model input (maybe noised), x_clean (B,T,D) reconstruction target."""
     m_mu, m_logvar = model.encode_motion(x, lengths, t)  # (B, L) each
     c_mu, c_logvar = model.encode_text(text)  # (B, L) each
-    dup = near_duplicate_mask(text.sentence, groups, config.duplicate_threshold)  # (B, B)
-    losses = {"contrastive": info_nce_loss(m_mu, c_mu, config.temperature, dup)}
+    # data-parallel: negatives from every rank's rows (gather_rows is the identity in one process)
+    gather = distributed.gather_rows
+    dup = near_duplicate_mask(gather(text.sentence), gather(groups), config.duplicate_threshold)  # (B, B)
+    losses = {"contrastive": info_nce_loss(gather(m_mu), gather(c_mu), config.temperature, dup)}
     if model.decoder is not None and config.recon_weight > 0:
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         rec_m = model.decode(reparameterise(m_mu, m_logvar, generator), lengths, x.shape[1])  # (B, T, D)
@@ -141,11 +151,16 @@ def train_retrieval_model(
     eval_cfg = RetrievalEvalConfig(protocols=["batch32"], seeds=[0])
     best = (-1.0, None)
     started = time.perf_counter()
+    ctx = distributed.context()
+    shard = distributed.shard_of(min(config.batch_size, len(train)), ctx, what="reward batch_size")
+    # reparameterisation noise: the shared stream in one process, a stream per rank otherwise
+    step_gen = gen if shard is None else torch.Generator().manual_seed(distributed.rank_seed(config.seed, ctx=ctx))
 
     def record(name: str, step: int, value: float) -> None:
         history.setdefault(name, []).append({"step": step, "value": float(value)})
 
-    for step in tqdm(range(config.steps), desc="retrieval" if preferences is None else "spl", disable=None):
+    for step in tqdm(range(config.steps), desc="retrieval" if preferences is None else "spl",
+                     disable=None if ctx.is_main else True):
         idx = rng.choice(len(train), size=min(config.batch_size, len(train)), replace=False)
         x0, lengths = _crop(train, idx, config.max_frames, rng, device)  # (B, T, D), (B,)
         rows = train.sample_caption_ids(rng)[idx]
@@ -153,25 +168,33 @@ def train_retrieval_model(
         x, t = x0, None
         if noiser is not None:
             x, t = noiser.noise(x0, lengths, config.noise_t_max, gen, config.clean_fraction)
-        losses = retrieval_step_loss(model, x, lengths, x0, t, batch_text, groups_all[rows].to(device), config, gen)
-        total = losses["contrastive"] + config.recon_weight * losses.get("reconstruction", 0.0) \
-            + config.kl_weight * losses["kl"]
-        if preferences is not None and config.spl_weight > 0 and preferences.has_preference.any():
-            # a batch without any preference has KL(Q || P) = 0 exactly (x_w = x_l): it is skipped when no pair has one
-            losses["spl"] = _spl_batch_loss(model, train, text, preferences, config, rng, device)
-            total = total + config.spl_weight * losses["spl"]
+        groups = groups_all[rows].to(device)
+        if shard is not None:  # data-parallel: this rank's rows of the batch drawn and noised as one process does
+            x, x0, lengths, groups = (shard.take(v) for v in (x, x0, lengths, groups))
+            t, batch_text = None if t is None else shard.take(t), batch_text.index(shard.rows)
+        with autocast_context(device, config.bf16):
+            losses = retrieval_step_loss(model, x, lengths, x0, t, batch_text, groups, config, step_gen)
+            total = losses["contrastive"] + config.recon_weight * losses.get("reconstruction", 0.0) \
+                + config.kl_weight * losses["kl"]
+            if preferences is not None and config.spl_weight > 0 and preferences.has_preference.any():
+                # a batch without any preference has KL(Q || P) = 0 exactly (x_w = x_l): skipped when no pair has one
+                losses["spl"] = _spl_batch_loss(model, train, text, preferences, config, rng, device)
+                total = total + config.spl_weight * losses["spl"]
         opt.zero_grad(set_to_none=True)
         total.backward()
+        total_value, = distributed.average_gradients(model.parameters(), [total.detach()])  # ranks' mean
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         sched.step()
         if step % config.log_every == 0 or step == config.steps - 1:
             for name, value in losses.items():
                 record(f"loss_{name}", step, float(torch.as_tensor(value).detach()))
-            record("loss_total", step, float(total.detach()))
+            record("loss_total", step, total_value)
             record("reward_scale", step, float(model.reward_scale.detach()))
         if val is not None and len(val) and ((step + 1) % config.eval_every == 0 or step == config.steps - 1):
-            r1 = evaluate_retrieval(model, val, text, eval_cfg, device)["batch32"]["t2m"]["R@1"]["mean"]
+            r1 = (evaluate_retrieval(model, val, text, eval_cfg, device)["batch32"]["t2m"]["R@1"]["mean"]
+                  if ctx.is_main else None)
+            r1 = distributed.broadcast_object(r1)  # rank 0 validates; every rank keeps the same best weights
             record("val_t2m_R1", step, r1)
             log.info("step %d/%d: loss %.4f, val batch32 t2m R@1 %.4f (%.0f s)", step + 1, config.steps,
                      float(total.detach()), r1, time.perf_counter() - started)
