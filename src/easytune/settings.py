@@ -4,7 +4,11 @@ Custom resolvers:
 - ``${project_root:}``: absolute path of the project, so the MLflow sqlite store is one file whatever the
   current directory (a notebook in ``notebooks/`` must not create its own database);
 - ``${env_or_empty:VAR}``: the value of environment variable VAR or '' (the node that needs it raises a clear
-  error naming the variable; Kedro disables ``oc.env`` outside credentials).
+  error naming the variable; Kedro disables ``oc.env`` outside credentials);
+- ``${env_or:VAR,default}``: the value of VAR when set and not empty, else ``default``; ``${unless_env:VAR,value}``:
+  None when VAR is set, else ``value`` (``conf/base/mlflow.yml``: ``MLFLOW_TRACKING_URI`` wins over the local sqlite
+  store, and the experiment then keeps the server's artifact store).
+
 
 Hooks: see :mod:`easytune.hooks` (start-of-run checks, the run lock, kedro-mlflow with truthful run states).
 """
@@ -31,12 +35,21 @@ def _env_or_empty(name: str) -> str:
     return os.environ.get(name, "")
 
 
+def _env_or(name: str, default):
+    return os.environ.get(name) or default
+
+
+def _unless_env(name: str, value):
+    return None if os.environ.get(name) else value
+
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
-    "custom_resolvers": {"project_root": _project_root, "env_or_empty": _env_or_empty},
+    "custom_resolvers": {"project_root": _project_root, "env_or_empty": _env_or_empty, "env_or": _env_or,
+                         "unless_env": _unless_env},
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
 

@@ -36,7 +36,7 @@ def _make_project(root: Path, source: Path) -> Path:
 
 
 def _env(root: Path) -> dict:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
     env.update(DO_NOT_TRACK="true", KEDRO_DISABLE_TELEMETRY="1", MLFLOW_DISABLE_TELEMETRY="true",
                HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", EASYTUNE_PROJECT_ROOT=str(root),
                KEDRO_ENV="tiny", OMP_NUM_THREADS="1")
@@ -190,6 +190,7 @@ def test_notebook_executes_headless(tiny_project, notebook, monkeypatch):
 
     for key, value in _env(tiny_project).items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store
     path = tiny_project / "notebooks" / notebook
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",

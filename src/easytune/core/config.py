@@ -262,6 +262,19 @@ class _ReadByKey:
         return self[name] if name in {f.name for f in dataclasses.fields(self)} else default
 
 
+@dataclasses.dataclass
+class DistributedOptions(_ReadByKey):
+    """``params:runtime.distributed``: ``nproc_per_node`` > 1 runs each fine-tuning in that many local workers
+    (torch's elastic launcher; one GPU each on CUDA, gloo on CPU) and keeps rank 0's result; ``auto`` = every GPU."""
+
+    nproc_per_node: int | str = 1
+
+    def __post_init__(self) -> None:
+        if not (self.nproc_per_node == "auto" or (isinstance(self.nproc_per_node, int) and self.nproc_per_node >= 1)):
+            raise ConfigError(f"runtime.distributed.nproc_per_node = {self.nproc_per_node!r}: must be 'auto' or an "
+                              f"integer >= 1")
+
+
 @parameter_group("runtime")
 @dataclasses.dataclass
 class RuntimeConfig(_ReadByKey):
@@ -272,6 +285,7 @@ class RuntimeConfig(_ReadByKey):
     device: str = "auto"
     seed: Annotated[int, NON_NEGATIVE] = 1234
     threads: int | str = "auto"
+    distributed: DistributedOptions = dataclasses.field(default_factory=DistributedOptions)
 
     def __post_init__(self) -> None:
         if not (self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1)):

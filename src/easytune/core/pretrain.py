@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
+from easytune.core import distributed
 from easytune.core.config import AT_LEAST_1, NON_NEGATIVE, from_dict, parameter_group, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion, DiffusionConfig
@@ -114,8 +115,9 @@ def summary(model: torch.nn.Module, result: TrainResult) -> dict[str, Any]:
 
 def _batches(split: MotionSplit, text: TextEmbeddings, data: PretrainData, seed: int, device, train: bool
              ) -> MotionBatches:
-    if train:
-        return MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit)
+    if train:  # data-parallel under torchrun: each rank its rows of every global batch
+        return MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit,
+                             shard=distributed.context().sharded)
     return MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit, shuffle=False,
                          random_crop=False, drop_last=False, max_batches=data.val_batches)
 
@@ -157,7 +159,7 @@ def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: Tex
         g = torch.Generator().manual_seed(seed)
         return _mean_over(val, lambda b: vae.loss(b.features, b.mask, g, joints_fn).total)
 
-    result = train(vae, lambda b: vae.loss(b.features, b.mask, joints_fn=joints_fn).total, batches,
+    result = train(vae, lambda b: vae.loss(b.features, b.mask, joints_fn=joints_fn, shard=b.shard).total, batches,
                    config.motion_vae.train, val_fn, config.resume_path("motion_vae"),
                    resume_tag=[to_dict(config.data), seed, _data_fingerprint(train_split, val_split, text),
                                model_cfg.position_weight > 0 and fingerprint([stats, skeleton.name])],
@@ -250,7 +252,7 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
     def loss_fn(b: MotionBatch | LatentBatch) -> torch.Tensor:
         if isinstance(b, LatentBatch):
             return gen.training_loss(None, None, b.text, posterior=(b.mu, b.logvar))
-        return gen.training_loss(b.features, b.mask, b.text)
+        return gen.training_loss(b.features, b.mask, b.text, shard=b.shard)
 
     def val_fn() -> float:
         g = torch.Generator().manual_seed(seed)

@@ -13,6 +13,12 @@ clean motions; a query whose retrieval succeeds falls back to the retrieval obje
 (``retrieval_on_failures: true`` keeps the retrieval terms of failed queries too: the authors' release, which adds
 the SPL loss to the retrieval loss). Without a preference Q = P = (0.5, 0.5) and the SPL loss is exactly 0, so it is
 not computed. The miner has its own RNG: with or without mining the loop draws the same batches, crops and noise.
+
+Data-parallel (:mod:`easytune.core.distributed`): every rank draws and noises the global batch and keeps its rows;
+the contrastive loss gathers every rank's embeddings (global negatives, as in one process); mining and the SPL term
+cover the whole batch on every rank (identical), so averaging the gradients keeps them as in one process; gradients
+are averaged before clipping; rank 0 validates (broadcast). ``bf16``: autocast of the forward passes on CUDA (a no-op
+on CPU).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from easytune.core import distributed
 from easytune.core.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.losses import (
@@ -42,6 +49,7 @@ from easytune.core.reward.metrics import RetrievalEvalConfig, evaluate_retrieval
 from easytune.core.reward.noising import ForwardNoiser
 from easytune.core.reward.retrieval_model import RetrievalModel, reparameterise
 from easytune.core.reward.spl import BatchMining
+from easytune.core.runtime import autocast_context
 from easytune.core.text import TextBatch, lengths_to_mask
 
 log = logging.getLogger(__name__)
@@ -75,6 +83,7 @@ class RetrievalTrainingConfig:
     keep_best: bool = True
     log_every: Annotated[int, AT_LEAST_1] = 10
     seed: Annotated[int, NON_NEGATIVE] = 1234
+    bf16: bool = False  # bf16 autocast of the forward passes on CUDA (no-op on CPU)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 2:
@@ -114,8 +123,11 @@ def retrieval_step_loss(model: RetrievalModel, x: torch.Tensor, lengths: torch.T
     all-ones weights give exactly the unweighted losses)."""
     m_mu, m_logvar = model.encode_motion(x, lengths, t)  # (B, L) each
     c_mu, c_logvar = model.encode_text(text)  # (B, L) each
-    dup = near_duplicate_mask(text.sentence, groups, config.duplicate_threshold)  # (B, B)
-    losses = {"contrastive": info_nce_loss(m_mu, c_mu, config.temperature, dup, weights)}
+    # data-parallel: negatives from every rank's rows (gather_rows is the identity in one process)
+    gather = distributed.gather_rows
+    dup = near_duplicate_mask(gather(text.sentence), gather(groups), config.duplicate_threshold)  # (B, B)
+    losses = {"contrastive": info_nce_loss(gather(m_mu), gather(c_mu), config.temperature, dup,
+                                           None if weights is None else gather(weights))}
     if model.decoder is not None and config.recon_weight > 0:
         mask = lengths_to_mask(lengths, x.shape[1])  # (B, T)
         rec_m = model.decode(reparameterise(m_mu, m_logvar, generator), lengths, x.shape[1])  # (B, T, D)
@@ -156,11 +168,20 @@ def train_retrieval_model(
     eval_cfg = RetrievalEvalConfig(protocols=["batch32"], seeds=[0])
     best = (-1.0, None, -1)
     started = time.perf_counter()
+    ctx = distributed.context()
+    shard = distributed.shard_of(min(config.batch_size, len(train)), ctx, what="reward batch_size")
+    # reparameterisation noise: the shared stream in one process, a stream per rank otherwise
+    step_gen = gen if shard is None else torch.Generator().manual_seed(distributed.rank_seed(config.seed, ctx=ctx))
+    ctx = distributed.context()
+    shard = distributed.shard_of(min(config.batch_size, len(train)), ctx, what="reward batch_size")
+    # reparameterisation noise: the shared stream in one process, a stream per rank otherwise
+    step_gen = gen if shard is None else torch.Generator().manual_seed(distributed.rank_seed(config.seed, ctx=ctx))
 
     def record(name: str, step: int, value: float) -> None:
         history.setdefault(name, []).append({"step": step, "value": float(value)})
 
-    for step in tqdm(range(config.steps), desc="retrieval" if miner is None else "spl", disable=None):
+    for step in tqdm(range(config.steps), desc="retrieval" if miner is None else "spl",
+                     disable=None if ctx.is_main else True):
         idx = rng.choice(len(train), size=min(config.batch_size, len(train)), replace=False)
         x0, lengths = _crop(train, idx, config.max_frames, rng, device)  # (B, T, D), (B,)
         rows = train.sample_caption_ids(rng)[idx]
@@ -170,33 +191,42 @@ def train_retrieval_model(
             x, t = noiser.noise(x0, lengths, config.noise_t_max, gen, config.clean_fraction)
         weights, spl_term = None, None
         if miner is not None:
-            mined = miner(model, idx, rows, step)  # current weights, no gradient
+            mined = miner(model, idx, rows, step)  # current weights, no gradient; the whole batch on every rank
             fails = np.flatnonzero(mined.has_preference)
             record("mined_pairs", step, len(fails))
             if len(fails) and config.spl_weight > 0:
-                spl_term = spl_pairs_loss(model, train, text, idx[fails], mined.loser[fails],
-                                          mined.caption_rows[fails], device).sum() / len(idx)
+                with autocast_context(device, config.bf16):
+                    spl_term = spl_pairs_loss(model, train, text, idx[fails], mined.loser[fails],
+                                              mined.caption_rows[fails], device).sum() / len(idx)
                 if not config.retrieval_on_failures:
                     weights = torch.as_tensor(~mined.has_preference, dtype=torch.float32, device=device)
-        losses = retrieval_step_loss(model, x, lengths, x0, t, batch_text, groups_all[rows].to(device), config, gen,
-                                     weights)
-        total = losses["contrastive"] + config.recon_weight * losses.get("reconstruction", 0.0) \
-            + config.kl_weight * losses["kl"]
+        groups = groups_all[rows].to(device)
+        if shard is not None:  # data-parallel: this rank's rows of the batch drawn and noised as one process does
+            x, x0, lengths, groups = (shard.take(v) for v in (x, x0, lengths, groups))
+            t, batch_text = None if t is None else shard.take(t), batch_text.index(shard.rows)
+            weights = None if weights is None else shard.take(weights)
+        with autocast_context(device, config.bf16):
+            losses = retrieval_step_loss(model, x, lengths, x0, t, batch_text, groups, config, step_gen, weights)
+            total = losses["contrastive"] + config.recon_weight * losses.get("reconstruction", 0.0) \
+                + config.kl_weight * losses["kl"]
         if miner is not None:
             losses["spl"] = spl_term if spl_term is not None else torch.zeros((), device=device)
             total = total + config.spl_weight * losses["spl"]
         opt.zero_grad(set_to_none=True)
         total.backward()
+        total_value, = distributed.average_gradients(model.parameters(), [total.detach()])  # ranks' mean
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         sched.step()
         if step % config.log_every == 0 or step == config.steps - 1:
             for name, value in losses.items():
                 record(f"loss_{name}", step, float(torch.as_tensor(value).detach()))
-            record("loss_total", step, float(total.detach()))
+            record("loss_total", step, total_value)
             record("reward_scale", step, float(model.reward_scale.detach()))
         if val is not None and len(val) and ((step + 1) % config.eval_every == 0 or step == config.steps - 1):
-            r1 = evaluate_retrieval(model, val, text, eval_cfg, device)["batch32"]["t2m"]["R@1"]["mean"]
+            r1 = (evaluate_retrieval(model, val, text, eval_cfg, device)["batch32"]["t2m"]["R@1"]["mean"]
+                  if ctx.is_main else None)
+            r1 = distributed.broadcast_object(r1)  # rank 0 validates; every rank keeps the same best weights
             record("val_t2m_R1", step, r1)
             log.info("step %d/%d: loss %.4f, val batch32 t2m R@1 %.4f (%.0f s)", step + 1, config.steps,
                      float(total.detach()), r1, time.perf_counter() - started)

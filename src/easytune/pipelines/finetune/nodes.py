@@ -13,26 +13,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from easytune.core.checkpoint import make_checkpoint  # noqa: E402
+from easytune.core import distributed  # noqa: E402
 from easytune.core.config import (  # noqa: E402
     AT_LEAST_1,
     NON_NEGATIVE,
     ConfigError,
+    DistributedOptions,
     RuntimeConfig,
     from_dict,
     parameter_group,
-    to_dict,
 )
 from easytune.core.dataset import MotionSplit, TextEmbeddings  # noqa: E402
+from easytune.core.distributed_entry import (  # noqa: E402
+    CURVES,
+    FinetuneJob,
+    launch_finetune_job,
+    run_finetune_job,
+)
 from easytune.core.finetune import load_generator, load_reward  # noqa: E402
 from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
 from easytune.core.finetune.policies import POLICIES  # noqa: E402
-from easytune.core.finetune.trainer import (  # noqa: E402
-    FinetuneConfig,
-    finetune,
-    validation_batch,
-)
-from easytune.core.runtime import resolve_device, seed_everything  # noqa: E402
+from easytune.core.finetune.trainer import FinetuneConfig, validation_batch  # noqa: E402
+from easytune.core.runtime import resolve_device  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,10 @@ class FinetuneSettings:
             from_dict(POLICIES[config.method], config.policy, where=f"{where}.policy")
 
 
-def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
-                    device: torch.device):
-    """The chosen pretrained generator (``finetune.generator``); the other one's checkpoint may be missing (None)."""
+def _chosen_checkpoint(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None
+                       ) -> tuple[str, dict, dict | None]:
+    """(catalog name, checkpoint, VAE checkpoint or None) of the chosen pretrained generator
+    (``finetune.generator``); the other one's checkpoint may be missing (None)."""
     mld = settings.generator == "mld"
     ckpt = latent if mld else frame
     name = "pretrained_latent_denoiser" if mld else "pretrained_frame_denoiser"
@@ -86,7 +89,14 @@ def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict
         raise ValueError(f"finetune.generator is {settings.generator!r} but {absent} (data/06_models/<name>.pt) do "
                          f"not exist: run `kedro run --pipeline pretrain --tags {settings.generator}` first, or "
                          f"choose the generator that was trained")
-    return ckpt, load_generator(ckpt, vae if mld else None, device, source=name)
+    return name, ckpt, vae if mld else None
+
+
+def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
+                    device: torch.device):
+    """The chosen pretrained generator, rebuilt on ``device``: (checkpoint, generator)."""
+    name, ckpt, vae = _chosen_checkpoint(settings, latent, frame, vae)
+    return ckpt, load_generator(ckpt, vae, device, source=name)
 
 
 def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[str, MotionSplit]]:
@@ -97,34 +107,34 @@ def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[
     return text, splits
 
 
-#: per-update series copied into each method's summary (``curves``: [[update, value], ...])
-CURVES = ("train_reward", "val_reward", "s_per_update", "peak_saved_bytes")
+__all__ = ["CURVES", "DistributedOptions", "FinetuneSettings", "analyse_sampling_chain", "build_finetune_report",
+           "finetune_method"]
 
 
 def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict, motion_vae: dict,
                     reward_model: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
                     finetune_params: FinetuneSettings, method_options: dict, runtime: RuntimeConfig
                     ) -> tuple[dict, dict, dict]:
-    """-> (fine-tuned denoiser checkpoint, metric histories, summary) for one method."""
+    """-> (fine-tuned denoiser checkpoint, metric histories, summary) for one method; with
+    ``runtime.distributed.nproc_per_node`` > 1 data-parallel in that many local workers (rank 0's result)."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
     config = from_dict(FinetuneConfig, {**settings.common, **method_options}, where="params:finetune.methods")
+    options = from_dict(DistributedOptions, runtime.get("distributed") or {}, where="runtime.distributed")
+    nproc = distributed.resolve_nproc(options.nproc_per_node, runtime["device"])
     if settings.resume_dir:
         config.resume_path = str(Path(settings.resume_dir) / f"{config.method}.pt")
-    device = resolve_device(runtime["device"])
-    seed_everything(runtime["seed"])
-    text, splits = _splits(text_embeddings, train_motions=train_motions, val_motions=val_motions)
-    ckpt, generator = _pick_generator(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
-                                      device)
-    reward = load_reward(reward_model, device)
-    result = finetune(generator, reward, splits["train_motions"], splits["val_motions"], text, config,
-                      seed=runtime["seed"], device=device)
-    summary = {**result.summary, "generator": settings.generator, "device": str(device)}
-    metadata = {**ckpt.get("metadata", {}), "method": config.method, "finetune": to_dict(config), "summary": summary}
-    # the per-update curves a notebook plots from the catalog (the same series are MLflow metric histories)
-    summary["curves"] = {name: [[r["step"], r["value"]] for r in result.history.get(name, [])]
-                         for name in CURVES}
-    log.info("finetune %s: %s", config.method, summary)
-    return make_checkpoint(ckpt["kind"], result.denoiser, metadata), result.history, summary
+    name, ckpt, vae = _chosen_checkpoint(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae)
+    job = FinetuneJob(ckpt, vae, reward_model, train_motions, val_motions, text_embeddings, config, runtime["seed"],
+                      settings.generator, name)
+    if nproc > 1:
+        _splits(text_embeddings, train_motions=train_motions, val_motions=val_motions)  # bad input: fail here
+        distributed.shard_of(config.batch_size, distributed.DistContext(world_size=nproc),
+                             what="finetune batch_size")
+        checkpoint, history, summary = launch_finetune_job(job, nproc, runtime["device"])
+    else:
+        checkpoint, history, summary = run_finetune_job(resolve_device(runtime["device"]), job)
+    log.info("finetune %s: %s", config.method, {k: v for k, v in summary.items() if k != "curves"})
+    return checkpoint, history, summary
 
 
 def build_finetune_report(*summaries: dict) -> dict:
