@@ -245,6 +245,9 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
     name = "latent_denoiser" if kind == "mld" else "frame_denoiser"
     if section.cached_crops and kind != "mld":
         raise ValueError(f"pretrain.{name}.cached_crops: latent caching applies to the MLD denoiser only")
+    if section.cached_crops and distributed.context().world_size > 1:
+        raise ValueError(f"pretrain.{name}.cached_crops: the latent cache is single-process; set it to 0 for "
+                         f"data-parallel pretraining")
     batches = (LatentCache(vae, train_split, text, config.data, section.cached_crops, seed, device)
                if section.cached_crops else _batches(train_split, text, config.data, seed, device, train=True))
     val = _batches(val_split, text, config.data, seed, device, train=False)
