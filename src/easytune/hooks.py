@@ -34,6 +34,7 @@ from kedro.framework.hooks import hook_impl
 from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 
 from easytune.checks import all_pipelines, checkpoint_problems, parameter_problems
+from easytune.core.atomic import pid_alive
 from easytune.project_lock import ProjectLock, setup_lock
 
 logger = logging.getLogger(__name__)
@@ -242,16 +243,6 @@ def _in_tracking_store(frame) -> bool:
     return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class EasyTuneMlflowHook(MlflowHook):
     """kedro-mlflow's hook, with truthful run states and parameters (see the module docstring)."""
 
@@ -310,7 +301,7 @@ class EasyTuneMlflowHook(MlflowHook):
                 continue
             pid = int(tags["easytune.pid"])
             started = tags.get("easytune.pid_start") or None
-            if _pid_alive(pid) and (started is None or _process_start(pid) in (None, started)):
+            if pid_alive(pid) and (started is None or _process_start(pid) in (None, started)):
                 continue
             client.set_tag(run.info.run_id, "easytune.end_reason",
                            f"process {pid} ended without closing the run (killed); found by run {self.run_id}")

@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 from easytune.core import distributed
+from easytune.core.atomic import atomic_torch_save
 from easytune.core.checkpoint import make_checkpoint
 from easytune.core.config import from_dict, to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune import load_generator, load_reward
 from easytune.core.finetune.trainer import FinetuneConfig, finetune
 from easytune.core.runtime import seed_everything
-from easytune.core.training import atomic_torch_save
 
 log = logging.getLogger(__name__)
 

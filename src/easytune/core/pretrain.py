@@ -308,7 +308,7 @@ def vae_reconstruction_errors(vae: MotionVAE, test_split: MotionSplit, text: Tex
 def generation_requests(test_split: MotionSplit, text: TextEmbeddings, config: PretrainConfig
                         ) -> tuple[np.ndarray, np.ndarray]:
     """(caption rows (N,), lengths (N,)) to generate from ``config.generate``."""
-    g, unit, max_len = config.generate, config.data.unit, config.data.max_frames
+    g, max_len = config.generate, config.data.max_frames
     if g.captions:
         index = text.index()
         missing = [c for c in g.captions if c not in index]

@@ -24,9 +24,7 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from easytune.core import distributed
+from easytune.core.atomic import atomic_torch_save
 from easytune.core.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.resume import ResumeKey
@@ -283,36 +282,6 @@ def train(
                        val_loss=state["best_val"], history=state["history"], val_history=state["val_history"],
                        wall_s=time.perf_counter() - start, stopped_early=state["stopped_early"],
                        resumed_from=resumed_from)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file unique to this process and call, then an atomic rename: a reader never
-    sees a half-written file, and two runs writing the same path never share a temporary file. Temporary files of
-    the same target left by a killed process (its pid no longer runs) are removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _save_resume(path: Path, key: ResumeKey, model, optimizer, scheduler, state: dict) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from kedro.io import AbstractDataset, DatasetError
 
-from easytune.datasets.atomic import atomic_write
+from easytune.core.atomic import atomic_write
 
 REQUIRED_KEYS = ("kind", "config", "state_dict", "metadata")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from easytune.datasets.atomic import atomic_replace_folder
+from easytune.core.atomic import atomic_replace_folder
 
 
 def _check_name(name: str, where: PurePosixPath) -> None:

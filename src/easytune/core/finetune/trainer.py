@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from easytune.core import distributed
+from easytune.core.atomic import atomic_torch_save
 from easytune.core.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE, to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune.accounting import UpdateAccountant
@@ -42,7 +43,6 @@ from easytune.core.finetune.rollout import StepTrace, run_rollout
 from easytune.core.resume import ResumeKey
 from easytune.core.runtime import autocast_context
 from easytune.core.text import TextBatch
-from easytune.core.training import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from easytune.core.atomic import atomic_torch_save
 from easytune.core.config import to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune import load_generator, load_reward
@@ -31,7 +32,6 @@ from easytune.core.resume import ResumeKey
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.signals import real_embeddings, validation_signals
 from easytune.core.study.views import admissible_index
-from easytune.core.training import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 

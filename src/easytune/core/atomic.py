@@ -1,4 +1,5 @@
-"""Atomic writes for the catalog datasets: a temporary name unique to this process and call, then ``os.replace``.
+"""Atomic writes (catalog datasets, resume files, checkpoints): a temporary name unique to this process and call,
+then ``os.replace``.
 
 A reader never sees a half-written file, and two processes writing the same path never share a temporary file
 (fixed names like ``<file>.tmp`` made two ``kedro run`` in one folder crash each other). Temporaries of the same
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -27,7 +29,7 @@ def _pid_alive(pid: int) -> bool:
 def _remove_stale(path: Path) -> None:
     for stale in path.parent.glob(f".{path.name}.*.tmp*"):
         pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
@@ -83,3 +85,10 @@ def atomic_replace_folder(path: str | Path, fill: Callable[[Path], None]) -> Non
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """``torch.save`` through :func:`atomic_write` (a reader never sees a half-written file)."""
+    import torch  # lazy: the other helpers need no torch
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
