@@ -88,7 +88,8 @@ def build_report(config: StudyConfig, base_metrics: Mapping, base_signals: Mappi
                                                       *names)}}
     views["admissible"] = {"rule": selection["rule"], "variants": admissible}
     report = {
-        "config": {"seeds": config.seeds, "selection_seed": config.selection_seed, "budget_gflops":
+        "config": {"metrics": list(config.metrics), "seeds": config.seeds, "selection_seed": config.selection_seed,
+                   "budget_gflops":
                    config.budget_gflops, "snapshot_at": config.snapshot_at, "lr_grid": config.lr_grid,
                    "signals": vars(config.signals), "reward_gains": config.reward_gains, "protocol": config.protocol},
         "ci": CI_NOTE,
@@ -205,7 +206,8 @@ def _gflops(c: Mapping | None) -> str:
 def markdown_tables(report: Mapping) -> str:
     """README/MLflow tables of the study: learning rates, equal cost (final), equal reward gain, admissible points,
     and the conclusions."""
-    views, names = report["views"], ["R@1", "FID", "content_accuracy", "MultiModality", "jitter"]
+    views = report["views"]
+    names = [n for n in ("R@1", "FID", "content_accuracy", "MultiModality", "jitter") if n in report["config"]["metrics"]]
     out = ["**Learning rate per variant** (chosen on the selection seed, val signals only)", "",
            "| variant | method | lr | grid | val reward at admissible point per lr |", "|---|---|---|---|---|"]
     for v, rec in report["variants"].items():
