@@ -112,7 +112,8 @@ def test_mld_denoiser_trains_on_cached_latents_and_refuses_them_elsewhere():
     config = from_dict(PretrainConfig, params)
     trained, result = train_denoiser("mld", train, val, text, config, torch.device("cpu"), 0, gen.vae)
     assert result.steps == 3 and np.isfinite(result.train_loss)
-    bad = from_dict(PretrainConfig, {**params, "frame_denoiser": {"model": {"preset": "tiny", "text_dim": 8}, "cached_crops": 2,
+    bad = from_dict(PretrainConfig, {**params, "frame_denoiser": {"model": {"preset": "tiny", "text_dim": 8},
+                                                                  "cached_crops": 2,
                                                                   "train": {"max_steps": 1}}})
     with pytest.raises(ValueError, match="MLD denoiser only"):
         train_denoiser("mdm", train, val, text, bad, torch.device("cpu"), 0)

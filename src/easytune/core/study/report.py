@@ -70,7 +70,8 @@ def build_report(config: StudyConfig, base_metrics: Mapping, base_signals: Mappi
                        for v, runs in variants.items()},
         "equal_seconds": {"seconds": seconds,
                           "variants": {v: at_equal_seconds(runs, names, seconds) for v, runs in variants.items()}},
-        "equal_reward_gain": {v: at_equal_reward_gain(runs, names, config.reward_gains) for v, runs in variants.items()},
+        "equal_reward_gain": {v: at_equal_reward_gain(runs, names, config.reward_gains)
+                              for v, runs in variants.items()},
     }
     points = [{"variant": "base", "index": 0, "at": 0.0, "FID": base_metrics["FID"]["mean"],
                "R@1": base_metrics["R@1"]["mean"]}]
@@ -207,15 +208,16 @@ def markdown_tables(report: Mapping) -> str:
     """README/MLflow tables of the study: learning rates, equal cost (final), equal reward gain, admissible points,
     and the conclusions."""
     views = report["views"]
-    names = [n for n in ("R@1", "FID", "content_accuracy", "MultiModality", "jitter") if n in report["config"]["metrics"]]
+    names = [n for n in ("R@1", "FID", "content_accuracy", "MultiModality", "jitter")
+             if n in report["config"]["metrics"]]
     out = ["**Learning rate per variant** (chosen on the selection seed, val signals only)", "",
            "| variant | method | lr | grid | val reward at admissible point per lr |", "|---|---|---|---|---|"]
     for v, rec in report["variants"].items():
         cands = ", ".join(f"{c['lr']:g}: {c['val_reward']:.2f}" for c in rec["lr_selection"]["candidates"]) or "-"
-        out.append(f"| {v} | {rec['method']} | {rec['lr']:g} | {', '.join(f'{x:g}' for x in rec['lr_selection']['grid'])}"
-                   f" | {cands} |")
-    out += ["", f"**At equal cost** (the whole budget, {report['config']['budget_gflops']:g} GFLOPs; mean ± 95% CI over "
-            f"{len(report['config']['seeds'])} seeds)", "",
+        grid = ", ".join(f"{x:g}" for x in rec["lr_selection"]["grid"])
+        out.append(f"| {v} | {rec['method']} | {rec['lr']:g} | {grid} | {cands} |")
+    out += ["", f"**At equal cost** (the whole budget, {report['config']['budget_gflops']:g} GFLOPs; mean ± 95% CI "
+            f"over {len(report['config']['seeds'])} seeds)", "",
             "| variant | updates | train s | val reward | val reward FID | " + " | ".join(names) + " |",
             "|---" * (5 + len(names)) + "|"]
     base = report["base"]

@@ -90,7 +90,8 @@ def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser
                      train_motions: dict, val_motions: dict, text_embeddings: dict, study_base_signals: dict,
                      study_lr_selection: dict, finetune_study: StudyConfig, finetune: FinetuneSettings,
                      runtime: RuntimeConfig) -> tuple[dict, dict]:
-    """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot weights}``)."""
+    """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot
+    weights}``)."""
     rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
                "reward_model_no_spl": reward_model_no_spl}
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae, rewards, train_motions,
@@ -115,7 +116,8 @@ def select_study_points(study_training: dict, finetune_study: StudyConfig) -> di
 def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrained_latent_denoiser: dict,
                           pretrained_frame_denoiser: dict, motion_vae: dict, evaluator: dict,
                           content_classifier: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
-                          finetune_study: StudyConfig, finetune: FinetuneSettings, evaluation: EvaluationConfig, dataset: DatasetConfig,
+                          finetune_study: StudyConfig, finetune: FinetuneSettings, evaluation: EvaluationConfig,
+                          dataset: DatasetConfig,
                           runtime: RuntimeConfig) -> tuple[dict, dict]:
     """-> (``{"base": metrics, "variants": {variant: [run][snapshot - 1] metrics}}``, ``{variant: arrays}`` of the
     test-set generation of each variant's first-seed admissible point)."""
