@@ -24,9 +24,9 @@ from easytune.core.study.views import (
 #: metrics ranked in the conclusions, with their direction (True: higher is better)
 RANKED = {"R@1": True, "FID": False}
 
-CI_NOTE = ("95% Student-t intervals over training seeds; each seed's value is the evaluation protocol's mean over "
-           "its replications, which regenerate the test set generation_replications times (so generation noise is "
-           "inside the interval). The intervals do not cover retraining the base generator, the reward model or the "
+CI_NOTE = ("95% Student-t intervals over training seeds; each seed's snapshots are generated with that seed's own "
+           "noise (and the protocol's mean over generation_replications generations when > 1), so generation noise "
+           "is inside the interval. The intervals do not cover retraining the base generator, the reward model or the "
            "evaluator, nor other datasets.")
 
 

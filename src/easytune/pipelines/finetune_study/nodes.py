@@ -19,7 +19,7 @@ from easytune.core.runtime import resolve_device
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, select_points
 from easytune.core.study.runner import StudyInputs, base_signals, light_splits, select_learning_rates, train_study
-from easytune.core.study.scoring import ScoreTask, ScoringInputs, score_many
+from easytune.core.study.scoring import SEED_OFFSET, ScoreTask, ScoringInputs, score_many
 from easytune.pipelines.finetune.nodes import FinetuneSettings, _pick_generator
 from easytune.pipelines.finetune_study import plots
 
@@ -140,11 +140,13 @@ def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrain
         runs = _loaded(study_snapshots, variant)["runs"]
         chosen = study_selection["variants"][variant]["indices"][0]
         if chosen == 0:  # the first seed's admissible point is the base model itself
-            tasks.append(ScoreTask(f"{variant} base", None, keep=True))
+            tasks.append(ScoreTask(f"{variant} base", None, keep=True, seed_offset=SEED_OFFSET * study.seeds[0]))
             where.append((variant, None, None))
         for r, run in enumerate(runs):
+            offset = SEED_OFFSET * study.seeds[r]  # each training seed generates with its own noise
             for j, state_dict in enumerate(run, start=1):
-                tasks.append(ScoreTask(f"{variant} run {r} snapshot {j}", state_dict, keep=(r == 0 and j == chosen)))
+                tasks.append(ScoreTask(f"{variant} run {r} snapshot {j}", state_dict,
+                                       keep=(r == 0 and j == chosen), seed_offset=offset))
                 where.append((variant, r, j))
     results = score_many(inputs, tasks, workers=study.workers, threads=study.threads)
     scores: dict[str, Any] = {"base": results[0][0], "variants": {}}
