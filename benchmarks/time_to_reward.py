@@ -1,11 +1,14 @@
-"""Wall-clock time for each method to reach a fixed validation-reward level from the same start (not a test).
+"""Training time for each method to reach a fixed held-out reward from the same start (not a test).
 
-All methods start from the same pretrained generator and reward (the pipeline checkpoints in data/06_models, or
-randomly initialised models of a preset with --preset) and the same captions. The reward level is measured on
-fixed held-out captions with the no-grad sampler (same noise every time), so every method is judged alike; the
-time counts optimizer-update windows only (validation excluded). The target is ``--target`` or, by default,
-the start value plus ``--gain`` of the improvement EasyTune reaches within ``--budget-updates`` (EasyTune runs
-first). Prints the ratio DRaFT-T / EasyTune (paper, HumanML3D on an A6000: 2,617 s / 358 s = 7.3x).
+Every method starts from the same pretrained generator and reward (the pipeline checkpoints in data/06_models, or
+randomly initialised models of a preset with --preset) and samples the same captions. Each method trains for the
+same ``--budget-seconds`` of update windows (validation excluded) and its held-out reward is checked at the SAME
+points for every method: ``--checks`` equally spaced training times (a weights snapshot at the first update past
+each point, scored outside the timed windows with the no-grad sampler on fixed val captions and noise). The time to
+reach the target is interpolated linearly between the two checks around the first crossing, so the ratio is a
+measurement at a resolution of budget / checks, not a bound. The target is ``--target`` or the start value plus
+``--gain`` of the improvement the first method reaches within its budget.
+Prints the ratio <method> / first method (paper, HumanML3D on an A6000: DRaFT / EasyTune = 2,617 s / 358 s = 7.3x).
 
     .venv/bin/python benchmarks/time_to_reward.py                       # pipeline checkpoints, MLD, CPU
     .venv/bin/python benchmarks/time_to_reward.py --preset cpu          # random init, synthetic captions
@@ -19,7 +22,44 @@ import json
 from pathlib import Path
 
 import torch
-from common import ROOT, catalog_captions, catalog_models, random_models, run_method, synthetic_captions
+from common import ROOT, catalog_captions, catalog_models, policy_of, random_models, synthetic_captions
+
+from easytune.core.finetune.trainer import FinetuneConfig, finetune, validation_batch, validation_reward
+
+
+def run(name, factory, train, val, text, device, args) -> dict:
+    """Train ``name`` for the seconds budget; held-out reward at every check point -> {"checks": [(s, r)], ...}."""
+    gen, reward = factory()
+    method, options = policy_of(name, args.steps)
+    fractions = [(k + 1) / args.checks for k in range(args.checks)]
+    config = FinetuneConfig(method=method, policy=options, num_steps=args.steps, batch_size=args.batch_size,
+                            lr=args.lr, warmup_updates=0, max_frames=96, restore_best=False, max_updates=10**9,
+                            max_train_s=args.budget_seconds, snapshot_at=fractions)
+    val_text, val_len = validation_batch(val, text, args.val_captions, 96, device)
+
+    def score() -> float:
+        return validation_reward(gen, reward, val_text, val_len, seed=1, num_steps=args.steps,
+                                 guidance_scale=None)
+
+    checks = [(0.0, score())]
+
+    def on_snapshot(record: dict, state_dict: dict) -> None:  # outside the timed update windows
+        checks.append((record["train_s"], score()))
+
+    result = finetune(gen, reward, train, None, text, config, seed=0, device=device, progress=False,
+                      on_snapshot=on_snapshot)
+    return {"method": name, "checks": checks, "updates": result.summary["updates"],
+            "s_per_update": result.summary["s_per_update"], "train_s": result.summary["train_s"]}
+
+
+def crossing(checks: list[tuple[float, float]], target: float) -> float | None:
+    """Training seconds where the checked reward first reaches ``target`` (linear between two checks)."""
+    for (s0, r0), (s1, r1) in zip(checks, checks[1:]):
+        if r0 >= target:
+            return s0
+        if r1 >= target:
+            return s0 + (target - r0) / (r1 - r0) * (s1 - s0)
+    return None
 
 
 def main() -> None:
@@ -33,10 +73,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-5, help="the pipeline default (finetune.common.lr)")
     ap.add_argument("--methods", default="easytune_step,draft_T", help="the first one defines the target")
-    ap.add_argument("--budget-updates", type=int, default=200, help="EasyTune's updates to define the target")
+    ap.add_argument("--budget-seconds", type=float, default=120.0, help="training seconds per method")
+    ap.add_argument("--checks", type=int, default=40, help="reward checks per method, equally spaced in time")
     ap.add_argument("--gain", type=float, default=0.5)
     ap.add_argument("--target", type=float, default=None)
-    ap.add_argument("--max-seconds", type=float, default=600.0, help="train-time budget per method")
     ap.add_argument("--val-captions", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
@@ -50,58 +90,27 @@ def main() -> None:
     else:
         train, val, text = catalog_captions(Path(args.data))
         factory = functools.partial(catalog_models, Path(args.data) / "06_models", args.generator, device)
-    every = {"easytune_step": 10, "easytune_chain": 10}  # others: validate after every update
-    common = dict(batch_size=args.batch_size, lr=args.lr, warmup_updates=0, val_captions=args.val_captions,
-                  max_frames=96, restore_best=False)
+    results = [run(name, factory, train, val, text, device, args) for name in args.methods.split(",")]
+    first = results[0]["checks"]
     target = args.target
-    results = []
-    for i, name in enumerate(args.methods.split(",")):
-        crossed: dict = {}
-
-        def stop(updates: int, value: float, seconds: float) -> bool:
-            if target is not None and value >= target and "seconds" not in crossed:
-                crossed.update(updates=updates, seconds=seconds, value=value)
-            return ("seconds" in crossed) or seconds > args.max_seconds
-
-        define_target = target is None and i == 0
-        max_updates = args.budget_updates if define_target else 100000
-        s = run_method(name, factory, train, val, text, device, num_steps=args.steps, max_updates=max_updates,
-                       val_every=every.get(name, 1), on_validation=None if define_target else stop, **common)
-        curve = s["history"]["val_reward"]
-        if define_target:
-            start, best = curve[0]["value"], max(r["value"] for r in curve)
-            target = start + args.gain * (best - start)
-            seconds = _seconds_at(s["history"], target)
-            crossed = seconds
-        print(f"{name:>15}: start {curve[0]['value']:.4f} best {max(r['value'] for r in curve):.4f} "
-              f"updates {s['updates']} s/update {s['s_per_update']:.3f} -> target {target:.4f} "
-              f"{'reached at %.1f s (update %d)' % (crossed['seconds'], crossed['updates']) if crossed else 'NOT reached'}",
-              flush=True)
-        results.append({"method": name, "target": target, "time_to_target_s": crossed.get("seconds") if crossed else None,
-                        "updates_to_target": crossed.get("updates") if crossed else None,
-                        "s_per_update": s["s_per_update"], "updates": s["updates"],
-                        "val_curve": [(r["step"], r["value"]) for r in curve]})
-    if len(results) >= 2 and results[0]["time_to_target_s"]:
-        base = results[0]["time_to_target_s"]
-        for r in results[1:]:
-            if r["time_to_target_s"] is not None:
-                print(f"time to reward {target:.4f}: {r['method']} / {results[0]['method']} = "
-                      f"{r['time_to_target_s'] / base:.2f}x (paper DRaFT / EasyTune: 7.3x)")
-            else:
-                print(f"time to reward {target:.4f}: {r['method']} did not reach it within {args.max_seconds:.0f} s "
-                      f"of updates: ratio > {args.max_seconds / base:.2f}x")
+    if target is None:
+        target = first[0][1] + args.gain * (max(r for _, r in first) - first[0][1])
+    for r in results:
+        r["target"], r["time_to_target_s"] = target, crossing(r["checks"], target)
+        reached = "NOT reached" if r["time_to_target_s"] is None else f"reached at {r['time_to_target_s']:.1f} s"
+        print(f"{r['method']:>15}: start {r['checks'][0][1]:.4f} best {max(v for _, v in r['checks']):.4f} "
+              f"updates {r['updates']} s/update {r['s_per_update']:.3f} -> target {target:.4f} {reached}", flush=True)
+    base = results[0]["time_to_target_s"]
+    for r in results[1:]:
+        if base and r["time_to_target_s"] is not None:
+            print(f"time to reward {target:.4f}: {r['method']} / {results[0]['method']} = "
+                  f"{r['time_to_target_s'] / base:.2f}x (checks every {args.budget_seconds / args.checks:.1f} s of "
+                  f"training for every method; paper DRaFT / EasyTune: 7.3x)")
+        elif base:
+            print(f"time to reward {target:.4f}: {r['method']} did not reach it within {args.budget_seconds:.0f} s "
+                  f"of training: ratio > {args.budget_seconds / base:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-
-
-def _seconds_at(history: dict, target: float) -> dict:
-    """First validation at or above ``target`` and the summed update seconds up to it."""
-    seconds = {r["step"]: r["value"] for r in history["s_per_update"]}
-    for r in history["val_reward"]:
-        if r["value"] >= target:
-            return {"updates": r["step"], "value": r["value"],
-                    "seconds": sum(v for step, v in seconds.items() if step <= r["step"])}
-    return {}
 
 
 if __name__ == "__main__":

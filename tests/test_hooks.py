@@ -25,7 +25,8 @@ def test_message_names_the_pipeline_to_run_first():
 
 def test_hook_raises_only_for_missing_non_parameter_inputs(monkeypatch):
     monkeypatch.setattr("easytune.hooks._producers", lambda name: ["pretrain"])
-    pipeline = SimpleNamespace(inputs=lambda: {"params:finetune", "parameters", "motion_vae", "train_motions"})
+    pipeline = SimpleNamespace(inputs=lambda: {"params:finetune", "parameters", "motion_vae", "train_motions"},
+                               all_outputs=lambda: {"finetune_report"})
     hook = UpstreamArtifactsHook()
     hook.before_pipeline_run({}, pipeline, _Catalog({"motion_vae", "train_motions"}))  # nothing missing
     with pytest.raises(MissingUpstreamError, match="train_motions"):
@@ -37,10 +38,45 @@ def test_optional_inputs_are_reported_only_when_all_of_them_are_missing(monkeypa
     on a fresh project (every generator missing) the hook still names `pretrain`."""
     monkeypatch.setattr("easytune.hooks._producers", lambda name: ["pretrain"])
     optional = {"motion_vae", "pretrained_latent_denoiser", "pretrained_frame_denoiser"}
-    pipeline = SimpleNamespace(inputs=lambda: optional | {"reward_model", "params:finetune"})
+    pipeline = SimpleNamespace(inputs=lambda: optional | {"reward_model", "params:finetune"},
+                               all_outputs=lambda: {"finetune_report"})
     hook = UpstreamArtifactsHook()
     hook.before_pipeline_run({}, pipeline, _Catalog({"reward_model", "motion_vae", "pretrained_latent_denoiser"},
                                                     optional))
     with pytest.raises(MissingUpstreamError, match="pretrained_frame_denoiser") as info:
         hook.before_pipeline_run({}, pipeline, _Catalog({"reward_model"}, optional))
     assert "motion_vae" in str(info.value) and "run first: `kedro run --pipeline pretrain`" in str(info.value)
+    # the main job trains the MLD generator itself: the MDM checkpoint, its only optional input, may be missing
+    main_job = SimpleNamespace(inputs=lambda: {"pretrained_frame_denoiser", "params:finetune"},
+                               all_outputs=lambda: {"motion_vae", "pretrained_latent_denoiser"})
+    hook.before_pipeline_run({}, main_job, _Catalog(set(), optional))
+
+
+def test_a_signal_inside_an_mlflow_store_write_is_raised_once_the_write_is_done():
+    """SIGTERM/SIGINT end the run (KILLED in MLflow), but never in the middle of a write to the tracking store: there
+    it is deferred to the next hook call (a half-written sqlite transaction would block marking the run KILLED)."""
+    import signal
+
+    from easytune.hooks import EasyTuneMlflowHook
+
+    hook = EasyTuneMlflowHook()
+    store_frame = SimpleNamespace(f_code=SimpleNamespace(co_filename="/x/site-packages/sqlalchemy/orm/session.py"),
+                                  f_back=SimpleNamespace(f_code=SimpleNamespace(co_filename="/x/node.py"), f_back=None))
+    hook._on_signal(signal.SIGTERM, store_frame)  # deferred: no exception here
+    assert hook._signal == "SIGTERM"
+    with pytest.raises(SystemExit) as info:
+        hook._raise_deferred()
+    assert info.value.code == 128 + signal.SIGTERM
+    hook._raise_deferred()  # raised once only
+    node_frame = SimpleNamespace(f_code=SimpleNamespace(co_filename="/p/src/easytune/core/training.py"), f_back=None)
+    with pytest.raises(KeyboardInterrupt):
+        hook._on_signal(signal.SIGINT, node_frame)
+
+
+def test_validated_configs_are_logged_as_the_dicts_kedro_mlflow_flattens():
+    from easytune.core.config import RuntimeConfig
+    from easytune.hooks import _plain
+
+    assert _plain(RuntimeConfig(seed=3)) == {"device": "auto", "seed": 3, "threads": "auto",
+                                                 "distributed": {"nproc_per_node": 1}}
+    assert _plain({"a": 1}) == {"a": 1} and _plain(RuntimeConfig) is RuntimeConfig

@@ -1,16 +1,41 @@
-"""Project hooks: fail early, and clearly, when a pipeline's upstream artifacts are missing.
+"""Project hooks: check everything a run needs before any node runs, keep runs of one project apart, and make
+MLflow tell the truth about every run.
 
-``kedro run --pipeline finetune`` on a fresh clone would otherwise fail deep inside the first node that loads a
-checkpoint. Before any node runs, :class:`UpstreamArtifactsHook` checks every free input of the pipeline being run
-and, for each missing one, names the registered pipeline that produces it.
+Before any node runs:
+
+- :class:`ParameterCheckHook` (when the catalog is built): unknown top-level parameter keys and every parameter
+  group of every pipeline (Kedro itself builds the annotated config dataclasses of the pipelines being run);
+- :class:`ProjectLockHook`: one run at a time per project folder (``data/.kedro_run.lock``);
+- :class:`UpstreamArtifactsHook`: every free input of the pipeline exists, else the message names the pipeline that
+  produces it (``kedro run --pipeline finetune`` on a fresh clone would otherwise fail deep inside a node);
+- :class:`CheckpointCompatibilityHook`: every checkpoint the run reads fits its consumers (kind, configuration,
+  feature dimension, latent shape, format version), else one error naming each file.
+
+:class:`EasyTuneMlflowHook` replaces kedro-mlflow's hook (``settings.DISABLE_HOOKS_FOR_PLUGINS``): the same
+tracking, plus validated config dataclasses logged as flattened parameters, an interrupted run (SIGTERM, SIGINT)
+ended as KILLED, a run left RUNNING by a killed process (SIGKILL) marked KILLED by the next run, and a
+``resumed`` tag when a training loop resumed from its resumable checkpoint.
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import gc
 import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+
+from easytune.checks import all_pipelines, checkpoint_problems, parameter_problems
+from easytune.core.atomic import pid_alive
+from easytune.project_lock import ProjectLock, setup_lock
 
 logger = logging.getLogger(__name__)
 
@@ -22,24 +47,9 @@ class MissingUpstreamError(RuntimeError):
     """A pipeline's inputs do not exist yet; the message says which pipeline to run first."""
 
 
-def _all_pipelines() -> dict:
-    """Every pipeline of the project, built directly (``kedro run --pipeline X`` loads only X)."""
-    import importlib
-    import pkgutil
-
-    import easytune.pipelines
-
-    found = {}
-    for info in pkgutil.iter_modules(easytune.pipelines.__path__):
-        module = importlib.import_module(f"easytune.pipelines.{info.name}")
-        if hasattr(module, "create_pipeline"):
-            found[info.name] = module.create_pipeline()
-    return found
-
-
 def _producers(dataset: str) -> list[str]:
     found = []
-    for name, pipeline in _all_pipelines().items():
+    for name, pipeline in all_pipelines().items():
         if dataset in pipeline.all_outputs():
             found.append(name)
     return sorted(found, key=lambda n: (MAIN_JOB.index(n) if n in MAIN_JOB else len(MAIN_JOB), n))
@@ -62,7 +72,8 @@ def missing_upstream_message(missing: dict[str, list[str]]) -> str:
 
 class UpstreamArtifactsHook:
     """Datasets with ``optional = True`` (e.g. the pretrained generators: fine-tuning needs only the chosen one)
-    are reported only when every optional input of the pipeline is missing."""
+    are reported only when every optional input of the pipeline is missing and the pipeline produces none of them
+    itself (the main job trains the MLD generator; the MDM checkpoint stays optional)."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -84,12 +95,38 @@ class UpstreamArtifactsHook:
                 optional_missing.append(name)
             elif not exists:
                 missing[name] = _producers(name)
-        if optional_missing and len(optional_missing) == optional_count:
+        produced_optional = any(_is_optional(catalog, name) for name in pipeline.all_outputs())
+        if optional_missing and len(optional_missing) == optional_count and not produced_optional:
             missing.update({name: _producers(name) for name in optional_missing})
         elif optional_missing:
             logger.info("optional inputs not present (the nodes use the others): %s", optional_missing)
         if missing:
             raise MissingUpstreamError(missing_upstream_message(missing))
+
+
+def _is_optional(catalog, name: str) -> bool:
+    try:
+        return bool(getattr(catalog.get(name), "optional", False))
+    except Exception:  # noqa: BLE001 - a catalog without `get`, or a dataset it cannot build: not optional
+        return False
+
+
+class ThreadsHook:
+    """Before the nodes run: torch's intra-op threads from ``params:runtime.threads`` (``auto``: the cores this
+    process may use), logged."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        from easytune.core.runtime import set_threads
+
+        try:
+            runtime = catalog.load("params:runtime")
+        except Exception:  # noqa: BLE001 - a catalog without the runtime group (tests): leave torch's default
+            return
+        threads = runtime.get("threads", "auto") if hasattr(runtime, "get") else "auto"
+        n = set_threads(threads)
+        logger.info("torch intra-op threads: %d (runtime.threads = %s; OMP_WAIT_POLICY = %s)", n, threads,
+                    os.environ.get("OMP_WAIT_POLICY", "unset"))
 
 
 class RunSummaryHook:
@@ -116,3 +153,252 @@ class RunSummaryHook:
                          f"browse with `kedro mlflow ui`")
         if lines:
             print("\n".join(["", "EasyTune run finished.", *lines]), flush=True)
+
+
+class StartOfRunError(RuntimeError):
+    """Parameters or checkpoints that would fail the run later; raised before any node runs."""
+
+
+class ParameterCheckHook:
+    """When the catalog is built (before any hook of the run and any node): unknown top-level parameter keys, and
+    every parameter group of every pipeline validated against its config dataclass (see :mod:`easytune.checks`)."""
+
+    @hook_impl
+    def after_catalog_created(self, catalog, conf_catalog, conf_creds, parameters, save_version,
+                              load_versions) -> None:
+        from kedro.validation.exceptions import ParameterValidationError
+
+        problems = parameter_problems(parameters.get("parameters") or {})
+        if problems:
+            raise ParameterValidationError("Parameter validation failed:\n" + "\n".join(f"- {p}" for p in problems))
+
+
+class ProjectLockHook:
+    """Holds the project's run lock (:mod:`easytune.project_lock`) from before the first node to the end of the run;
+    a second ``kedro run`` in the same folder stops at once with a message naming the lock."""
+
+    def __init__(self) -> None:
+        self._lock: ProjectLock | None = None
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self._lock = ProjectLock(run_params.get("project_path") or os.getcwd())
+        self._lock.acquire()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result: Any = None, pipeline=None,
+                           catalog=None) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self._release()
+
+
+class CheckpointCompatibilityHook:
+    """Every checkpoint that is a free input of the run is compared with what consumes it (see
+    :func:`easytune.checks.checkpoint_problems`) before any node runs; one error lists each file that does not
+    fit and why (e.g. a denoiser of another latent size than the motion VAE)."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        problems = checkpoint_problems(pipeline, catalog)
+        if problems:
+            raise StartOfRunError("checkpoints that do not fit this run (nothing has run):\n"
+                                  + "\n".join(f"  - {p}" for p in problems)
+                                  + "\nre-create them with the current parameters (the pipeline that writes each "
+                                    "file), or restore the matching files")
+
+
+# ------------------------------------------------------------------------------------------------------ MLflow
+def _plain(value: Any) -> Any:
+    """A validated config dataclass as the nested dict kedro-mlflow flattens (``finetune.common.lr``, ...)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of process ``pid`` (Linux ``/proc``; None elsewhere or when it does not run): tells a reused pid
+    from the process that recorded it."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _in_tracking_store(frame) -> bool:
+    """The interrupted code is inside the MLflow store or its database layer (a write may be half done)."""
+    markers = ("sqlalchemy", os.path.join("mlflow", "store"), os.path.join("mlflow", "tracking"), "sqlite3")
+    while frame is not None:
+        if any(marker in frame.f_code.co_filename for marker in markers):
+            return True
+        frame = frame.f_back
+    return False
+
+
+class EasyTuneMlflowHook(MlflowHook):
+    """kedro-mlflow's hook, with truthful run states and parameters (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ended = True
+        self._signal = None
+        self._deferred: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    # -- set-up: two runs starting together must not create the sqlite store at the same time
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        with setup_lock(Path(context.project_path)):
+            super().after_context_created(context)
+
+    # -- parameters: log validated dataclasses as flattened dicts, as kedro-mlflow does for dicts
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
+        self._raise_deferred()
+        super().before_node_run(node, catalog, {k: _plain(v) for k, v in inputs.items()}, is_async)
+
+    # -- run states
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        super().before_pipeline_run(run_params, pipeline, catalog)
+        if not (self._is_mlflow_enabled and self.run_id):
+            return
+        import mlflow
+
+        pid = os.getpid()
+        mlflow.set_tags({"easytune.pid": str(pid), "easytune.host": socket.gethostname(),
+                         "easytune.pid_start": _process_start(pid) or ""})
+        self._mark_stale_runs_killed()
+        self._ended = False
+        self._signal, self._deferred = None, None
+        self._install_signal_handlers()
+        atexit.unregister(self._end_if_interrupted)  # the same hook object serves every session of a process
+        atexit.register(self._end_if_interrupted)
+
+    def _mark_stale_runs_killed(self) -> None:
+        """RUNNING runs of this host whose process no longer runs (killed by SIGKILL, or the machine stopped)
+        are marked KILLED."""
+        client = self.mlflow_config.server._mlflow_client
+        experiment = client.get_run(self.run_id).info.experiment_id
+        host = socket.gethostname()
+        try:
+            runs = client.search_runs([experiment], filter_string=f"attributes.status = 'RUNNING' and "
+                                                                  f"tags.`easytune.host` = '{host}'")
+        except Exception as exc:  # noqa: BLE001 - a store that cannot search: nothing to mark
+            logger.debug("stale-run search failed: %s", exc)
+            return
+        for run in runs:
+            tags = run.data.tags
+            if run.info.run_id == self.run_id or not tags.get("easytune.pid", "").isdigit():
+                continue
+            pid = int(tags["easytune.pid"])
+            started = tags.get("easytune.pid_start") or None
+            if pid_alive(pid) and (started is None or _process_start(pid) in (None, started)):
+                continue
+            client.set_tag(run.info.run_id, "easytune.end_reason",
+                           f"process {pid} ended without closing the run (killed); found by run {self.run_id}")
+            client.set_terminated(run.info.run_id, "KILLED")
+            logger.warning("MLflow run %s was left RUNNING by process %d, which no longer runs: marked KILLED",
+                           run.info.run_id, pid)
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+            if signum is None:
+                continue
+            self._previous_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            try:
+                signal.signal(signum, handler)
+            except (TypeError, ValueError):  # not the main thread any more
+                pass
+        self._previous_handlers = {}
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self._signal = signal.Signals(signum).name
+        if _in_tracking_store(frame):  # never interrupt a write to the MLflow store: raise once it is done
+            self._deferred = signum
+            return
+        self._raise(signum)
+
+    @staticmethod
+    def _raise(signum: int) -> None:
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)  # unwinds (files are closed, temporaries removed), then exits
+
+    def _raise_deferred(self) -> None:
+        if self._deferred is not None:
+            signum, self._deferred = self._deferred, None
+            self._raise(signum)
+
+    def _end_if_interrupted(self) -> None:
+        """At interpreter exit: a run that neither finished nor failed through the hooks was interrupted."""
+        if self._ended or self.run_id is None:
+            return
+        self._ended = True
+        import mlflow
+
+        reason = f"interrupted by {self._signal}" if self._signal else "interrupted (the process exited mid-run)"
+        gc.collect()  # sessions of an interrupted call still referenced by its traceback give their connections back
+        try:
+            client = self.mlflow_config.server._mlflow_client
+            client.set_tag(self.run_id, "easytune.end_reason", reason)
+            client.set_terminated(self.run_id, "KILLED")
+            while mlflow.active_run() is not None:
+                mlflow.end_run("KILLED")
+        except Exception as exc:  # noqa: BLE001 - exiting anyway
+            logger.warning("could not mark MLflow run %s KILLED: %s", self.run_id, exc)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        super().after_pipeline_run(run_params, pipeline, catalog)
+        if self._is_mlflow_enabled and not self._already_active_mlflow:
+            import mlflow
+
+            # kedro-mlflow re-enters the run before each node and ends it once: close it fully, so that the next
+            # session of this process (a notebook) gets its own run instead of logging into this one
+            while mlflow.active_run() is not None and mlflow.active_run().info.run_id == self.run_id:
+                mlflow.end_run()
+        self._ended = True
+        self._restore_signal_handlers()
+        self._raise_deferred()  # a signal during the last MLflow write: the run did finish, now exit as asked
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if self._is_mlflow_enabled and self.run_id:
+            import mlflow
+
+            mlflow.set_tag("easytune.end_reason", f"{type(error).__name__}: {error}"[:5000])
+        super().on_pipeline_error(error, run_params, pipeline, catalog)
+        self._ended = True
+        self._restore_signal_handlers()
+
+    # -- resumed loops
+    @hook_impl
+    def after_node_run(self, node, catalog, inputs, outputs, is_async) -> None:
+        if not (self._is_mlflow_enabled and self.run_id):
+            return
+        self._raise_deferred()
+        resumed = {name: value["resumed_from"] for name, value in (outputs or {}).items()
+                   if isinstance(value, dict) and isinstance(value.get("resumed_from"), int)
+                   and value["resumed_from"] > 0}
+        if resumed:
+            import mlflow
+
+            mlflow.set_tags({"easytune.resumed": "true",
+                             **{f"easytune.resumed.{node.name}": str(step) for step in resumed.values()}})
+            logger.info("node %s resumed from its resumable checkpoint (step/update %s): tagged in MLflow",
+                        node.name, ", ".join(map(str, resumed.values())))

@@ -10,8 +10,20 @@ from kedro.pipeline import Pipeline
 from easytune.hooks import MAIN_JOB
 
 
+def main_job(pipelines: dict[str, Pipeline]) -> Pipeline:
+    """data_processing -> pretrain (the MLD path it fine-tunes) -> reward (primary training seed: before SPL, SPL and
+    the no-SPL control) -> finetune -> evaluation. The MDM generator (``kedro run --pipeline pretrain``) and the
+    reward's other training seeds (``kedro run --pipeline reward``) are their pipelines' full runs."""
+    parts = {name: pipelines[name] for name in MAIN_JOB if name in pipelines}
+    if "pretrain" in parts:
+        parts["pretrain"] = parts["pretrain"].only_nodes_with_tags("mld")
+    if "reward" in parts:
+        parts["reward"] = parts["reward"] - parts["reward"].only_nodes("train_seed_replicates")
+    return sum(parts.values(), Pipeline([]))
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    """``kedro run`` runs data_processing -> pretrain -> reward -> finetune -> evaluation."""
+    """``kedro run`` = :func:`main_job`; every folder of ``easytune.pipelines`` is a pipeline of its own."""
     pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum((pipelines[name] for name in MAIN_JOB if name in pipelines), Pipeline([]))
+    pipelines["__default__"] = main_job(pipelines)
     return pipelines

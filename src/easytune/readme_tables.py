@@ -1,6 +1,7 @@
 """Render the README's results tables from the pipelines' JSON reports (never typed by hand).
 
     python -m easytune.readme_tables --reports docs/results/bandai --name bandai [--readme README.md]
+    python -m easytune.readme_tables --reports docs/results/bandai --name bandai_study --part study
 
 reads ``{pretrain,reward,finetune}_report.json`` (or, without a pretrain report, ``consistency_model_training.json``),
 ``evaluation_metrics.json`` and ``mlcm_speed.json`` (the output of ``benchmarks/mlcm_speed.py --json``) from
@@ -43,13 +44,90 @@ def pretrain_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ratio(value) -> str:
+    """failures / successes as '0.047 (1:21)'."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if value == float("inf"):
+        return "inf"
+    return f"{value:.3f} (1:{1 / value:.0f})"
+
+
+def calibration_table(calibration: dict) -> str:
+    """The calibration grid: failure ratio on train per pool size (rows) and k (columns); the choice in bold."""
+    grid = calibration.get("grid") or []
+    ks = sorted({row["k"] for row in grid})
+    pools = sorted({(row["pool_size"], row["whole_split"]) for row in grid})
+    cells = {(row["pool_size"], row["k"]): row for row in grid}
+    lines = ["| pool size | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for size, whole in pools:
+        row = []
+        for k in ks:
+            cell = cells.get((size, k))
+            text = "-" if cell is None else (f"{cell['failure_ratio']:.4f}" if cell["failure_ratio"] != float("inf")
+                                             else "inf")
+            row.append(f"**{text}**" if cell and cell.get("chosen") else text)
+        label = f"{size:,} (whole split)" if whole else f"{size:,}"
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def reward_table(report: dict) -> str:
+    """Reward part of a results block: calibration, mined pairs, the three-way comparison and what it supports."""
+    if "comparison" not in report:  # reports written before the three-way comparison
+        return _reward_table_before_after(report)
+    parts = []
+    cal = report["calibration"]
+    choice = cal["choice"]
+    pool = "the whole split" if choice["whole_split"] else f"pools of {choice['pool_size']:,}"
+    parts.append(f"SPL calibration on the train split ({cal['train_samples']:,} samples, pre-SPL model, failures / "
+                 f"successes, target {_ratio(choice['target_ratio'])}): {pool}, k = {choice['k']}, measured "
+                 f"{_ratio(choice['failure_ratio'])}; verdict: {cal['verdict']}.\n")
+    parts.append(calibration_table(cal))
+    mined = report.get("mined_pairs")
+    if mined:
+        parts.append(f"Mined pairs per SPL iteration (primary seed, online, {mined['iterations']} iterations): mean "
+                     f"{mined['mean']:.2f}, min {mined['min']}, max {mined['max']}, {mined['iterations_with_pairs']} "
+                     f"iterations with pairs, {mined['total']} in all (failure ratio over the mined queries "
+                     f"{_ratio(mined.get('failure_ratio'))}).\n")
+    else:
+        parts.append("SPL was not run (inapplicable): `reward_model` is the pre-SPL retrieval model.\n")
+    comparison = report["comparison"]
+    arms = [arm for arm in ("before", "control", "after") if arm in comparison["arms"]]
+    metrics = ("R@1", "R@2", "R@3", "R@5", "R@10", "MedR")
+    parts.append(f"Test split, mean ± 95% CI over {comparison['training_seeds']} training seeds "
+                 f"(model seeds {', '.join(str(s) for s in comparison['model_seeds'])}; the catalog keeps seed "
+                 f"{comparison['primary_seed']}); every model chosen on val:\n")
+    lines = ["| protocol | direction | model | " + " | ".join(metrics) + " |", "|---" * (3 + len(metrics)) + "|"]
+    for protocol in ("batch32", "full", "batch32_noised"):
+        for direction in ("t2m", "m2t"):
+            for arm in arms:
+                cells = comparison["arms"][arm].get(protocol, {}).get(direction)
+                if cells:
+                    row = " | ".join(f"{cells[m]['mean']:.3f} ± {cells[m]['ci']:.3f}" for m in metrics if m in cells)
+                    lines.append(f"| {protocol} | {direction} | {comparison['arm_names'][arm]} | {row} |")
+    parts.append("\n".join(lines) + "\n")
+    supported = comparison.get("supported") or []
+    tests = sum(len(ms) for block in comparison.get("differences", {}).values() for dirs in block.values()
+                for ms in dirs.values())
+    parts.append(f"Differences the CIs support (paired over seeds, CI excluding 0; {len(supported)} of {tests} "
+                 f"differences tested, uncorrected for multiple comparisons, so about {tests / 20:.1f} are expected "
+                 "by chance alone): " + ("; ".join(supported) if supported else "none") + ".\n")
+    parts.append(f"Reward sanity (`reward_model`, test): R(gt) > R(other label) "
+                 f"{_fmt(report.get('sanity_gt_beats_other_label'))}, with the empty caption "
+                 f"{_fmt(report.get('sanity_empty_caption_gt_beats_other'))}.\n")
+    return "\n".join(parts)
+
+
+def _reward_table_before_after(report: dict) -> str:
     metrics = ("R@1", "R@2", "R@3", "R@5", "R@10", "MedR")
     lines = ["| protocol | direction | model | " + " | ".join(metrics) + " |", "|---" * (3 + len(metrics)) + "|"]
     for protocol in ("batch32", "full", "batch32_noised"):
         for direction in ("t2m", "m2t"):
             for stage, label in (("before", "before SPL"), ("after", "after SPL")):
-                cells = report.get(stage, {}).get(protocol, {}).get(direction)
+                cells = (report.get(stage) or {}).get(protocol, {}).get(direction)
                 if not cells:
                     continue
                 row = " | ".join(f"{cells[m]['mean']:.3f} ± {cells[m]['ci']:.3f}" for m in metrics if m in cells)
@@ -94,15 +172,26 @@ def mlcm_table(metrics: dict, speed: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_study(folder: Path) -> str:
+    """The method study's tables and conclusions from ``study_report.json`` (finetune_study pipeline)."""
+    from easytune.core.study.report import markdown_tables
+
+    report = _load(folder, "study_report.json")
+    if not report:
+        raise SystemExit(f"{folder}: no study_report.json found")
+    return markdown_tables(report)
+
+
 def render(folder: Path) -> str:
     parts = []
     if (report := _load(folder, "pretrain_report.json")):
         parts += ["**Base generators** (`pretrain_report.json`)\n", pretrain_table(report)]
-    elif (report := _load(folder, "consistency_model_training.json")):  # a `--tags mlcm` run writes only this
+    elif (report := _load(folder, "consistency_model_training.json")):  # the MotionLCM node's summary alone
         parts += ["**MotionLCM distillation** (`consistency_model_training.json`)\n",
                   pretrain_table({"consistency_model": report})]
     if (report := _load(folder, "reward_report.json")):
-        parts += ["**Reward model before / after SPL** (`reward_report.json`, mean ± 95% CI)\n", reward_table(report)]
+        parts += ["**Reward model: SPL calibration, before SPL / same steps without SPL / after SPL** "
+                  "(`reward_report.json`)\n", reward_table(report)]
     if (report := _load(folder, "finetune_report.json")):
         parts += ["**Fine-tuning** (`finetune_report.json`; val = mean reward on held-out captions)\n",
                   finetune_table(report)]
@@ -130,8 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reports", type=Path, required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--part", choices=("results", "study"), default="results",
+                        help="results: the pipelines' reports; study: study_report.json of finetune_study")
     args = parser.parse_args(argv)
-    body = render(args.reports)
+    body = render_study(args.reports) if args.part == "study" else render(args.reports)
     args.readme.write_text(replace_block(args.readme.read_text(), args.name, body))
     print(f"updated {args.readme} block {args.name!r} from {args.reports}")
 

@@ -4,13 +4,24 @@ Custom resolvers:
 - ``${project_root:}``: absolute path of the project, so the MLflow sqlite store is one file whatever the
   current directory (a notebook in ``notebooks/`` must not create its own database);
 - ``${env_or_empty:VAR}``: the value of environment variable VAR or '' (the node that needs it raises a clear
-  error naming the variable; Kedro disables ``oc.env`` outside credentials).
+  error naming the variable; Kedro disables ``oc.env`` outside credentials);
+- ``${env_or:VAR,default}``: the value of VAR when set and not empty, else ``default``; ``${unless_env:VAR,value}``:
+  None when VAR is set, else ``value`` (``conf/base/mlflow.yml``: ``MLFLOW_TRACKING_URI`` wins over the local sqlite
+  store, and the experiment then keeps the server's artifact store).
+
+
+Hooks: see :mod:`easytune.hooks` (start-of-run checks, the run lock, kedro-mlflow with truthful run states).
 """
 
 import os
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
+# OpenMP threads that wait by spinning steal the cores of any other job on a small machine (measured on 2 cores
+# with one neighbour: a motion-VAE step 12x slower); passive waiting costs nothing on an idle machine. Read when torch
+# loads, which is after this module in a `kedro run`; an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from kedro.config import OmegaConfigLoader  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,15 +35,37 @@ def _env_or_empty(name: str) -> str:
     return os.environ.get(name, "")
 
 
+def _env_or(name: str, default):
+    return os.environ.get(name) or default
+
+
+def _unless_env(name: str, value):
+    return None if os.environ.get(name) else value
+
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
-    "custom_resolvers": {"project_root": _project_root, "env_or_empty": _env_or_empty},
+    "custom_resolvers": {"project_root": _project_root, "env_or_empty": _env_or_empty, "env_or": _env_or,
+                         "unless_env": _unless_env},
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"]},
 }
 
-from easytune.hooks import RunSummaryHook, UpstreamArtifactsHook  # noqa: E402
+from easytune.hooks import (  # noqa: E402
+    CheckpointCompatibilityHook,
+    EasyTuneMlflowHook,
+    ParameterCheckHook,
+    ProjectLockHook,
+    RunSummaryHook,
+    ThreadsHook,
+    UpstreamArtifactsHook,
+)
 
-HOOKS = (UpstreamArtifactsHook(), RunSummaryHook())
+# Before any node runs: parameters (when the catalog is built), then the run lock (tryfirst), the upstream
+# artifacts, the checkpoints, then the MLflow run (trylast). EasyTuneMlflowHook is kedro-mlflow's hook with
+# truthful run states and flattened typed parameters, so the plugin's own instance is not registered.
+HOOKS = (EasyTuneMlflowHook(), ParameterCheckHook(), ProjectLockHook(), CheckpointCompatibilityHook(),
+         UpstreamArtifactsHook(), ThreadsHook(), RunSummaryHook())  # pluggy calls the later ones first: upstream, then checkpoints
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")

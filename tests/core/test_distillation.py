@@ -11,7 +11,9 @@ from torch import nn
 from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
 from easytune.core.diffusion import Diffusion, DiffusionConfig
 from easytune.core.distillation import ConsistencyDistiller, ConsistencyTraining, DistillationConfig, build_student
-from tests.core.finetune.tiny import make_mld, make_text
+from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
+from easytune.core.text import TextBatch
+from tests.core.finetune.tiny import TEXT, make_mld, make_text
 
 
 class LinearEps(nn.Module):
@@ -69,6 +71,74 @@ def test_student_starts_as_the_teachers_conditional_branch():
         build_student(mld.denoiser, {"d_model": 32})
     with pytest.raises(ValueError, match="cannot differ"):
         ConsistencyTraining(model={"num_layers": 3})
+
+
+def _token_mld() -> LatentDenoiser:
+    """A tiny MLD latent denoiser with the cpu preset's text-token cross-attention (TextTokenContext)."""
+    torch.manual_seed(0)
+    return LatentDenoiser(LatentDenoiserConfig(preset="tiny", latent_tokens=1, latent_dim=8, text_dim=TEXT,
+                                               d_model=16, ff_dim=32, text_tokens=True)).eval()
+
+
+def test_student_of_a_token_conditioned_teacher_reads_the_tokens_as_the_teacher():
+    """A teacher with text_tokens: the student gets its token context and cross-attention (weights copied), so it
+    starts as the teacher's conditional branch token for token; one changed word changes both alike, padding changes
+    neither, a dropped caption masks every token; the guided teacher solver passes the tokens to both branches."""
+    teacher = _token_mld()
+    student = build_student(teacher).eval()
+    assert student.config.text_tokens and student.text_context is not None
+    assert all(torch.equal(student.state_dict()[k], v) for k, v in teacher.state_dict().items())
+    text, t = make_text(), torch.tensor([3, 400, 999])
+    x = torch.randn(3, 1, 8, generator=torch.Generator().manual_seed(0))
+    s = torch.full((3,), 7.5)
+    out = student(x, t, text, guidance=s)
+    torch.testing.assert_close(out, teacher(x, t, text), rtol=0, atol=0)
+    word = TextBatch(text.sentence, text.tokens.clone(), text.token_lengths, text.rows)
+    word.tokens[:, 1] += 1.0  # one word of each caption, same sentence embedding
+    changed = student(x, t, word, guidance=s)
+    assert (changed - out).abs().amax(dim=(1, 2)).min() > 1e-4
+    torch.testing.assert_close(changed, teacher(x, t, word), rtol=0, atol=0)
+    padded = TextBatch(text.sentence, text.tokens.clone(), torch.tensor([2, 3, 3]), text.rows)
+    moved = TextBatch(padded.sentence, padded.tokens.clone(), padded.token_lengths, padded.rows)
+    moved.tokens[0, 2:] = 5.0  # caption 0 has 2 valid tokens: the third is padding
+    torch.testing.assert_close(student(x, t, moved, guidance=s), student(x, t, padded, guidance=s))
+    drop = torch.ones(3, dtype=torch.bool)
+    torch.testing.assert_close(student(x, t, word, drop_text=drop, guidance=s),
+                               student(x, t, text, drop_text=drop, guidance=s))
+    d = ConsistencyDistiller(student, teacher, nn.Identity(), _sampler(), DistillationConfig())
+    ddim = Diffusion(DiffusionConfig(num_inference_steps=10))
+    tt = torch.full((3,), 499)
+    with torch.no_grad():
+        cond, uncond = teacher(x, tt, word), teacher(x, tt, word, None, drop)
+        expected, _ = ddim.step(uncond + 7.5 * (cond - uncond), 499, x, num_steps=10)
+        got = d.teacher_solver(x, tt, tt - 100, s, word)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert (got - d.teacher_solver(x, tt, tt - 100, s, text)).abs().max() > 1e-5  # the tokens reach the teacher
+
+
+def test_sharded_losses_average_to_the_single_process_loss():
+    """Data-parallel distillation: each rank's rows of one global batch draw the global batch's posterior noise, grid
+    indices, noise and guidance scales (``shard``), so equal shards' losses average to the one-process loss."""
+    from easytune.core.distributed import Shard
+
+    mld = make_mld()
+    d = ConsistencyDistiller(build_student(mld.denoiser), mld.denoiser, mld.vae, _sampler(), DistillationConfig())
+    d.eval()
+    feats = torch.randn(4, 12, 6, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(4, 12, dtype=torch.bool)
+    mask[1, 8:] = False
+    text = make_text(4)
+    with torch.no_grad():
+        full = d.loss(feats, mask, text, generator=torch.Generator().manual_seed(5))
+        sharded, unsharded = [], []
+        for start in (0, 2):
+            rows = slice(start, start + 2)
+            part = TextBatch(text.sentence[rows], text.tokens[rows], text.token_lengths[rows], text.rows[rows])
+            sharded.append(d.loss(feats[rows], mask[rows], part, generator=torch.Generator().manual_seed(5),
+                                  shard=Shard(start, start + 2, 4)))
+            unsharded.append(d.loss(feats[rows], mask[rows], part, generator=torch.Generator().manual_seed(5)))
+    torch.testing.assert_close((sharded[0] + sharded[1]) / 2, full, rtol=1e-5, atol=1e-7)
+    assert ((unsharded[0] + unsharded[1]) / 2 - full).abs() > 1e-5  # ranks drawing only their rows would not
 
 
 def test_loss_on_a_constructed_teacher_matches_the_hand_computation():
@@ -200,11 +270,11 @@ def test_tiny_distillation_is_deterministic_and_resumes_to_the_same_weights(tmp_
     original = ConsistencyDistiller.training_loss
     calls = {"n": 0}
 
-    def killed_after_four(self, *args):
+    def killed_after_four(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 4:
             raise KeyboardInterrupt("simulated kill")
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(ConsistencyDistiller, "training_loss", killed_after_four)
     with pytest.raises(KeyboardInterrupt):

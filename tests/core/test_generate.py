@@ -150,13 +150,13 @@ def test_exactly_one_prompt_source(tmp_path):
 
 
 @pytest.mark.parametrize(("params", "error", "message"), [
-    ({"bvh": {"unit": "mm"}}, PromptError, r"generate.bvh.unit: 'mm' is not one of \['m', 'cm'\]"),
-    ({"bvh": {"euler_order": "XYX"}}, PromptError, "generate.bvh.euler_order"),
-    ({"video": {"format": "avi"}}, PromptError, "generate.video.format: 'avi'"),
-    ({"video": {"width": 400}}, PromptError, "width and height must be in 16..320"),
-    ({"samples_per_prompt": 0}, PromptError, "samples_per_prompt must be >= 1"),
-    ({"num_steps": 0}, PromptError, "num_steps must be >= 1"),
-    ({"model": ""}, PromptError, "generate.model: empty"),
+    ({"bvh": {"unit": "mm"}}, ValueError, r"generate.bvh.unit: 'mm' is not one of \['m', 'cm'\]"),
+    ({"bvh": {"euler_order": "XYX"}}, ValueError, "generate.bvh.euler_order"),
+    ({"video": {"format": "avi"}}, ValueError, "generate.video.format: 'avi'"),
+    ({"video": {"width": 400}}, ValueError, "width and height must be in 16..320"),
+    ({"samples_per_prompt": 0}, ValueError, "samples_per_prompt must be >= 1"),
+    ({"num_steps": 0}, ValueError, "num_steps must be >= 1"),
+    ({"model": ""}, ValueError, "generate.model: empty"),
     ({"sample_count": 2}, ConfigError, r"unknown key\(s\) \['sample_count'\]"),
 ])
 def test_bad_parameters_name_the_parameter(params, error, message):

@@ -70,3 +70,50 @@ def test_pose_error_counts_in_both_mpjpes():
     assert errors["vae_mpjpe_m"] == pytest.approx(0.01, rel=1e-4)
     assert errors["vae_global_mpjpe_m"] == pytest.approx(0.01, rel=1e-4)
     assert errors["vae_root_error_m"] == pytest.approx(0.0, abs=1e-6)
+
+
+def _latent_setup():
+    from tests.core.finetune.tiny import make_mld, make_splits
+
+    gen = make_mld(steps=4)
+    train, val, text = make_splits(10)
+    data = PretrainData(batch_size=4, max_frames=12, unit=2, val_batches=1)
+    return gen, train, val, text, data
+
+
+def test_cached_posteriors_give_the_loss_of_encoding_the_same_crops():
+    """LatentCache: an MLD step on a cached crop's posterior equals the step that encodes that crop (same RNG)."""
+    from easytune.core.pretrain import LatentCache
+    from easytune.core.training import MotionBatches
+
+    gen, train, val, text, data = _latent_setup()
+    cache = LatentCache(gen.vae, train, text, data, crops=2, seed=5, device=torch.device("cpu"))
+    assert len(cache.index) == 2 * (len(train) // 4) * 4 and cache.mu.shape[1:] == gen.vae.latent_shape
+    first = next(iter(MotionBatches(train, text, 4, 12, 5, "cpu", 2)(10_000)))  # the first cached batch's crops
+    mu, logvar = gen.vae.encode(first.features, first.mask)
+    torch.testing.assert_close(cache.mu[:4], mu)
+    cached = gen.training_loss(None, None, first.text, torch.Generator().manual_seed(1), posterior=(mu, logvar))
+    encoded = gen.training_loss(first.features, first.mask, first.text, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(cached, encoded)
+    a, b = [next(iter(cache(e))) for e in (0, 0)], next(iter(cache(1)))
+    torch.testing.assert_close(a[0].mu, a[1].mu)
+    assert not torch.equal(a[0].mu, b.mu)  # another epoch, another order
+
+
+def test_mld_denoiser_trains_on_cached_latents_and_refuses_them_elsewhere():
+    from easytune.core.config import from_dict
+    from easytune.core.pretrain import train_denoiser
+
+    gen, train, val, text, data = _latent_setup()
+    params = {"data": {"batch_size": 4, "max_frames": 12, "unit": 2, "val_batches": 1}, "resume_dir": None,
+              "latent_denoiser": {"model": {"preset": "tiny", "text_dim": 8}, "cached_crops": 2,
+                                  "diffusion": {"num_inference_steps": 4},
+                                  "train": {"max_steps": 3, "warmup_steps": 1, "val_every": 3}}}
+    config = from_dict(PretrainConfig, params)
+    trained, result = train_denoiser("mld", train, val, text, config, torch.device("cpu"), 0, gen.vae)
+    assert result.steps == 3 and np.isfinite(result.train_loss)
+    bad = from_dict(PretrainConfig, {**params, "frame_denoiser": {"model": {"preset": "tiny", "text_dim": 8},
+                                                                  "cached_crops": 2,
+                                                                  "train": {"max_steps": 1}}})
+    with pytest.raises(ValueError, match="MLD denoiser only"):
+        train_denoiser("mdm", train, val, text, bad, torch.device("cpu"), 0)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +77,137 @@ def test_file_bundle_subfolder_failed_save_keeps_the_previous_files(tmp_path):
         ds.save({"m/a.bvh": b"new", "m/b.bvh": "not bytes"})
     assert ds.load() == {"m/a.bvh": b"old"}
     assert [p.name for p in (tmp_path / "bundle").iterdir()] == ["m"]
+
+
+def test_checkpoint_entry_refuses_another_kind_and_reads_its_header_without_the_weights(tmp_path):
+    ds = CheckpointDataset(str(tmp_path / "m.pt"), kinds="motion_vae")
+    ckpt = {"kind": "evaluator", "config": {"a": 1}, "state_dict": {"w": torch.ones(2, 3)}, "metadata": {},
+            "format_version": 1}
+    ds.save(ckpt)
+    with pytest.raises(DatasetError, match=r"m.pt: holds a 'evaluator' checkpoint, this entry expects \['motion_vae'"):
+        ds.load()
+    header = ds.header()
+    assert header == {"kind": "evaluator", "config": {"a": 1}, "metadata": {}, "format_version": 1,
+                      "shapes": {"w": (2, 3)}}
+    assert CheckpointDataset(str(tmp_path / "none.pt")).header() is None
+
+
+def _save_many(kind: str, path: str, worker: int, rounds: int) -> str:
+    """Save ``rounds`` times to the same path (run in two processes at once); '' or the error."""
+    try:
+        for i in range(rounds):
+            value = np.full(2000, worker * 1000 + i, dtype=np.int64)
+            if kind == "npz":
+                NpzDataset(path).save({"x": value})
+            elif kind == "checkpoint":
+                CheckpointDataset(path).save({"kind": "k", "config": {}, "state_dict": {"w": torch.from_numpy(value)},
+                                              "metadata": {}})
+            elif kind == "bundle":
+                FileBundleDataset(path).save({f"{j}.bin": value.tobytes() for j in range(3)})
+            else:
+                from easytune.datasets.optional_json_dataset import OptionalJSONDataset
+
+                OptionalJSONDataset(path).save({"x": value.tolist()})
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+@pytest.mark.parametrize("kind, name", [("npz", "a.npz"), ("checkpoint", "m.pt"), ("bundle", "renders"),
+                                        ("json", "r.json")])
+def test_two_processes_saving_the_same_artifact_never_collide(tmp_path, kind, name):
+    """Fixed temporary names (``<file>.tmp``) made two runs in one folder crash each other; unique names do not.
+    Whichever save is last wins, and the artifact is always complete."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    path = str(tmp_path / name)
+    with ProcessPoolExecutor(2) as pool:
+        errors = list(pool.map(_save_many, [kind, kind], [path, path], [1, 2], [30, 30]))
+    assert errors == ["", ""]
+    if kind == "npz":
+        x = NpzDataset(path).load()["x"]
+    elif kind == "checkpoint":
+        x = CheckpointDataset(path).load()["state_dict"]["w"].numpy()
+    elif kind == "bundle":
+        x = np.frombuffer(FileBundleDataset(path).load()["0.bin"], dtype=np.int64)
+    else:
+        from easytune.datasets.optional_json_dataset import OptionalJSONDataset
+
+        x = np.asarray(OptionalJSONDataset(path).load()["x"])
+    assert len(set(x.tolist())) == 1 and x[0] in (1029, 2029)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left behind
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    path = tmp_path / "a.npz"
+    dead = tmp_path / ".a.npz.999999999.x.tmp.npz"  # a pid that cannot run
+    dead.write_bytes(b"half")
+    NpzDataset(str(path)).save({"x": np.arange(3)})
+    assert not dead.exists() and NpzDataset(str(path)).load()["x"].tolist() == [0, 1, 2]
+
+
+def test_metric_histories_are_logged_in_batches_with_the_same_points(tmp_path, monkeypatch):
+    import mlflow
+    from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
+    from mlflow.tracking import MlflowClient
+
+    from easytune.datasets import MlflowMetricsBatchDataset
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    calls = {"log_batch": 0, "log_metric": 0}
+    for name in calls:
+        original = getattr(MlflowClient, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(MlflowClient, name, counted)
+    big = {"loss": [{"value": float(i) / 3, "step": i} for i in range(1, 1502)], "val": {"value": 2.5, "step": 7}}
+    small = {"loss": [{"value": v, "step": i} for i, v in enumerate([0.5, float("nan"), -2.0, 1e30])],
+             "val": {"value": 2.5, "step": 7}}
+    runs = {}
+    try:
+        for label, cls, data in (("big", MlflowMetricsBatchDataset, big), ("small", MlflowMetricsBatchDataset, small),
+                                 ("per_point", MlflowMetricsHistoryDataset, small)):
+            with mlflow.start_run() as run:
+                cls(prefix="finetune.m").save(data)
+                runs[label] = run.info.run_id
+        loaded = MlflowMetricsBatchDataset(prefix="finetune.m", run_id=runs["big"]).load()
+    finally:
+        mlflow.set_tracking_uri("")
+    assert calls == {"log_batch": 3, "log_metric": 5}  # 1,502 points in 2 batches (<= 1,000 each), then 1 batch
+    client = MlflowClient(uri)
+    assert sorted((m.step, m.value) for m in client.get_metric_history(runs["big"], "finetune.m.loss")) == \
+        [(r["step"], r["value"]) for r in big["loss"]]
+    assert loaded["finetune.m.val"] == {"step": 7, "value": 2.5}
+    for key in ("finetune.m.loss", "finetune.m.val"):  # the same stored points as kedro-mlflow's writer (NaN too)
+        got = sorted((m.step, str(m.value)) for m in client.get_metric_history(runs["small"], key))
+        assert got == sorted((m.step, str(m.value)) for m in client.get_metric_history(runs["per_point"], key))
+
+
+def test_3000_fine_tuning_updates_log_in_under_10_seconds(tmp_path):
+    """Acceptance (#17): the metric histories of a 3,000-update fine-tuning run (7 series per update + the
+    validation reward every 50) reach the sqlite store in under 10 s (per point, kedro-mlflow took minutes)."""
+    import sys
+    import time
+
+    import mlflow
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from mlflow_logging import finetune_histories
+
+    from easytune.datasets import MlflowMetricsBatchDataset
+
+    data = finetune_histories(3000)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run():
+            t0 = time.perf_counter()
+            MlflowMetricsBatchDataset(prefix="finetune.easytune_step").save(data)
+            seconds = time.perf_counter() - t0
+    finally:
+        mlflow.set_tracking_uri("")
+    assert sum(len(v) for v in data.values()) == 21060
+    assert seconds < 10, seconds

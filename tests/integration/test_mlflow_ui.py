@@ -20,14 +20,16 @@ def test_kedro_mlflow_ui_answers_with_the_project_experiment(project_root, tmp_p
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DO_NOT_TRACK="true",
+    env = dict({k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DO_NOT_TRACK="true",
                KEDRO_DISABLE_TELEMETRY="1", MLFLOW_DISABLE_TELEMETRY="true", EASYTUNE_PROJECT_ROOT=str(tmp_path),
                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     # an empty store in tmp_path (EASYTUNE_PROJECT_ROOT) with the experiment the runs use
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.create_experiment("easytune", artifact_location=str(tmp_path / "mlartifacts"))
+    # a client, not mlflow.set_tracking_uri: that also exports MLFLOW_TRACKING_URI to this process's environment,
+    # which later `kedro run` subprocesses would inherit (the variable wins over a project's own store)
+    MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment(
+        "easytune", artifact_location=str(tmp_path / "mlartifacts"))
     proc = subprocess.Popen([str(BIN / "kedro"), "mlflow", "ui", "--port", str(port)], cwd=project_root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:

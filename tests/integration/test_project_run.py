@@ -36,7 +36,7 @@ def _make_project(root: Path, source: Path) -> Path:
 
 
 def _env(root: Path) -> dict:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
     env.update(DO_NOT_TRACK="true", KEDRO_DISABLE_TELEMETRY="1", MLFLOW_DISABLE_TELEMETRY="true",
                HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", EASYTUNE_PROJECT_ROOT=str(root),
                KEDRO_ENV="tiny", OMP_NUM_THREADS="1")
@@ -63,9 +63,9 @@ def test_main_job_writes_every_report(tiny_project):
     for name in ("data_processing", "pretrain", "reward", "finetune"):
         assert (reports / f"{name}_report.json").exists(), name
     metrics = json.loads((reports / "evaluation_metrics.json").read_text())
-    assert {"real", "base_mld", "base_mdm", "base_mlcm", "base_mlcm_1s", "easytune_step"} <= set(metrics)
-    pretrain = json.loads((reports / "pretrain_report.json").read_text())
-    assert pretrain["consistency_model"]["steps"] == 4 and pretrain["consistency_model"]["wall_s"] > 0
+    assert {"real", "base_mld", "easytune_step"} <= set(metrics)
+    assert "base_mdm" not in metrics  # the main job trains the MLD path it fine-tunes (MDM: `pretrain --tags mdm`)
+    assert "base_mlcm" not in metrics  # nor MotionLCM (`pretrain --tags mlcm`: test_mlcm_distils_after_the_mld_nodes)
     for model, values in metrics.items():
         assert {"R@1", "FID", "MM-Dist", "jitter"} <= set(values), model
         assert all(set(v) == {"mean", "ci"} for v in values.values())
@@ -87,6 +87,9 @@ def test_mlflow_recorded_parameters_metric_histories_and_artifacts(tiny_project)
     params = run.data.params
     assert params["data_processing.source.kind"] == "embedded"  # flattened parameter dicts
     assert "pretrain.motion_vae.train.max_steps" in params
+    # validated config dataclasses are logged flattened too (not as one truncated string), defaults included
+    assert params["finetune.common.lr"] == "0.001" and params["runtime.seed"] == "1234"
+    assert params["data_processing.limits.max_caption_chars"] == "1000" and "data_processing" not in params
     history = client.get_metric_history(run.info.run_id, "motion_vae.train_loss")
     assert len(history) > 1 and len({m.step for m in history}) == len(history)  # a curve, not one value
     assert any(k.startswith("evaluation.easytune_step.") for k in run.data.metrics)
@@ -112,32 +115,56 @@ def test_finetune_alone_reuses_upstream_artifacts(tiny_project):
 
 
 def test_finetune_needs_only_the_chosen_generator(tiny_project):
-    """After `pretrain --tags mld` there is no MDM checkpoint: MLD fine-tuning runs, MDM fine-tuning says what to do."""
+    """The main job trains no MDM: MLD fine-tuning runs, MDM fine-tuning says what to do; `pretrain --tags mdm` adds
+    it and the pretrain report then lists both generators."""
     frame = tiny_project / "data" / "06_models" / "pretrained_frame_denoiser.pt"
-    aside = frame.with_name("frame_denoiser.aside")
-    frame.rename(aside)
-    try:
-        _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune")
-        result = _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune", "--params",
-                        "finetune.generator=mdm", check=False)
-        assert result.returncode != 0
-        assert "kedro run --pipeline pretrain --tags mdm" in " ".join((result.stdout + result.stderr).split())
-    finally:
-        aside.rename(frame)
+    assert not frame.exists()
+    _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune")
+    result = _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune", "--params",
+                    "finetune.generator=mdm", check=False)
+    assert result.returncode != 0
+    assert "kedro run --pipeline pretrain --tags mdm" in " ".join((result.stdout + result.stderr).split())
+    _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "pretrain", "--tags", "mdm")
+    report = json.loads((tiny_project / "data" / "08_reporting" / "pretrain_report.json").read_text())
+    assert report["frame_denoiser"]["steps"] > 0 and report["latent_denoiser"]["steps"] > 0
+    frame.unlink()  # the other tests of the module see the main job's state
+    (tiny_project / "data" / "08_reporting" / "pretrain" / "frame_denoiser_training.json").unlink()
 
 
 def test_mlcm_distils_after_the_mld_nodes(tiny_project):
-    """`--tags mlcm` re-distils MotionLCM from the existing MLD, which it leaves alone (fine-tuning the MotionLCM:
-    tests/pipelines/finetune)."""
-    models = tiny_project / "data" / "06_models"
+    """After the main job (MLD path only), `--tags mlcm` distils MotionLCM from the existing MLD, which it leaves
+    alone, and the pretrain report lists it; fine-tuning the 4-step MotionLCM writes a consistency checkpoint where the
+    catalog expects fine-tuned denoisers, and the evaluation scores it and the base MotionLCM with 4 and 1 steps."""
+    models, reports = tiny_project / "data" / "06_models", tiny_project / "data" / "08_reporting"
+    lcm = models / "pretrained_consistency_model.pt"
+    assert not lcm.exists()
     mld_time = (models / "pretrained_latent_denoiser.pt").stat().st_mtime
-    lcm_time = (models / "pretrained_consistency_model.pt").stat().st_mtime
     result = _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "pretrain", "--tags", "mlcm")
     assert "train_consistency_model" in result.stdout + result.stderr
-    assert (models / "pretrained_latent_denoiser.pt").stat().st_mtime == mld_time
-    assert (models / "pretrained_consistency_model.pt").stat().st_mtime > lcm_time
-    summary = json.loads((tiny_project / "data" / "08_reporting" / "consistency_model_training.json").read_text())
+    assert (models / "pretrained_latent_denoiser.pt").stat().st_mtime == mld_time and lcm.exists()
+    summary_file = reports / "pretrain" / "consistency_model_training.json"
+    summary = json.loads(summary_file.read_text())
     assert summary["steps"] == 4 and summary["num_inference_steps"] == 4
+    report = json.loads((reports / "pretrain_report.json").read_text())
+    assert report["consistency_model"] == summary and report["latent_denoiser"]["steps"] > 0
+
+    kept = {path: path.read_bytes() for path in (models / "finetuned" / "easytune_step.pt",
+                                                 reports / "finetune" / "easytune_step_summary.json",
+                                                 reports / "finetune_report.json")}
+    try:
+        _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune", "--params",
+               "finetune.generator=mlcm,finetune.common.num_steps=4")
+        tuned = json.loads((reports / "finetune" / "easytune_step_summary.json").read_text())
+        assert tuned["generator"] == "mlcm" and tuned["updates"] > 0
+        _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "evaluation")
+        metrics = json.loads((reports / "evaluation_metrics.json").read_text())
+        assert {"base_mld", "base_mlcm", "base_mlcm_1s", "easytune_step"} <= set(metrics)
+        assert all({"R@1", "FID"} <= set(metrics[name]) for name in ("base_mlcm", "base_mlcm_1s", "easytune_step"))
+    finally:  # the other tests of the module see the main job's models
+        for path, data in kept.items():
+            path.write_bytes(data)
+        lcm.unlink()
+        summary_file.unlink()
 
 
 def test_finetune_on_a_fresh_project_names_the_pipeline_to_run_first(tmp_path, project_root):
@@ -200,6 +227,7 @@ def test_notebook_executes_headless(tiny_project, notebook, monkeypatch):
 
     for key, value in _env(tiny_project).items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store
     path = tiny_project / "notebooks" / notebook
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
@@ -215,11 +243,11 @@ def test_finetune_study_on_the_tiny_project(tiny_project):
     from mlflow.tracking import MlflowClient
 
     base = yaml.safe_load((tiny_project / "conf" / "base" / "parameters_finetune_study.yml").read_text())
-    variants = set(base["finetune_study"]["variants"])
+    variants = {name for name, spec in base["finetune_study"]["variants"].items() if spec.get("enabled", True)}
     _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune_study")
     reports = tiny_project / "data" / "08_reporting"
     report = json.loads((reports / "study_report.json").read_text())
-    assert set(report["variants"]) == variants and len(variants) >= 10
+    assert set(report["variants"]) == variants and len(variants) >= 8
     for variant, rec in report["variants"].items():
         assert len(rec["runs"]) >= 3, variant
         assert all(len(run["snapshots"]) >= 5 for run in rec["runs"])  # base + 4 snapshots along the budget

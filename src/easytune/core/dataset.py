@@ -2,7 +2,8 @@
 
 Both are plain dataclasses of numpy arrays so they persist as ``.npz`` without pickling
 (``np.load(..., allow_pickle=False)``); :meth:`from_arrays` validates shapes, dtypes and values of anything
-read from disk and names the source in every error.
+read from disk and names the source in every error. Caption texts are stored variable-length (UTF-8 bytes +
+offsets), so one long caption no longer widens every row of a fixed-width string array.
 
 Sample model: one *sample* is a motion segment with one or more captions. A whole-clip caption (``0.0#0.0``)
 attaches to the clip's sample; a caption with its own ``start#end`` becomes its own sample (id
@@ -14,6 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+#: captions longer than this are refused (in memory they are a fixed-width array: U x longest x 4 bytes);
+#: ``data_processing.limits.max_caption_chars`` keeps the data below it
+MAX_STORED_CAPTION_CHARS = 10_000
 
 
 class DataContractError(ValueError):
@@ -31,7 +36,9 @@ class TextEmbeddings:
     """Frozen sentence-encoder outputs for every unique caption, computed once by ``data_processing``.
 
     Attributes:
-        captions: (U,) unicode, the caption text (row i describes row i of the arrays below).
+        captions: (U,) unicode, the caption text (row i describes row i of the arrays below); on disk
+            ``caption_text`` (uint8, the UTF-8 bytes of every caption in order) and ``caption_text_offsets``
+            ((U+1,) int64: caption i is bytes ``offsets[i]:offsets[i+1]``).
         sentence: (U, E) float32 mean-pooled, L2-normalised sentence embeddings.
         tokens: (U, L, E) float16 per-token hidden states (zero beyond ``token_lengths``).
         token_lengths: (U,) int64 number of valid tokens, 1..L.
@@ -65,10 +72,18 @@ class TextEmbeddings:
             raise DataContractError(f"{source}: token_lengths outside 1..{self.tokens.shape[1]}")
         if not np.isfinite(self.sentence).all() or not np.isfinite(self.tokens.astype(np.float32)).all():
             raise DataContractError(f"{source}: non-finite embedding values")
+        longest = int(self.captions.dtype.itemsize // 4) if self.captions.dtype.kind == "U" else 0
+        if u and longest > MAX_STORED_CAPTION_CHARS:
+            raise DataContractError(f"{source}: a caption of {longest} characters; at most {MAX_STORED_CAPTION_CHARS} "
+                                    f"are stored (re-run data_processing: it skips longer caption lines)")
 
     def to_arrays(self) -> dict[str, np.ndarray]:
+        encoded = [c.encode("utf-8") for c in self.captions.tolist()]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in encoded], dtype=np.int64)
         return {
-            "captions": np.asarray(self.captions, dtype=str),
+            "caption_text": np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
+            "caption_text_offsets": offsets,
             "sentence": self.sentence.astype(np.float32),
             "tokens": self.tokens.astype(np.float16),
             "token_lengths": self.token_lengths.astype(np.int64),
@@ -76,9 +91,14 @@ class TextEmbeddings:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "text_embeddings") -> "TextEmbeddings":
-        _require(arrays, ("captions", "sentence", "tokens", "token_lengths"), source)
+        if "captions" in arrays:  # fixed-width format written before variable-length captions
+            _require(arrays, ("captions", "sentence", "tokens", "token_lengths"), source)
+            captions = np.asarray(arrays["captions"], dtype=str)
+        else:
+            _require(arrays, ("caption_text", "caption_text_offsets", "sentence", "tokens", "token_lengths"), source)
+            captions = decode_captions(arrays["caption_text"], arrays["caption_text_offsets"], source)
         obj = cls.__new__(cls)
-        obj.captions = np.asarray(arrays["captions"], dtype=str)
+        obj.captions = captions
         obj.sentence = np.asarray(arrays["sentence"], dtype=np.float32)
         obj.tokens = np.asarray(arrays["tokens"], dtype=np.float16)
         obj.token_lengths = np.asarray(arrays["token_lengths"], dtype=np.int64)
@@ -88,6 +108,29 @@ class TextEmbeddings:
     def index(self) -> dict[str, int]:
         """Caption text -> row."""
         return {c: i for i, c in enumerate(self.captions.tolist())}
+
+
+def decode_captions(text: np.ndarray, offsets: np.ndarray, source: str) -> np.ndarray:
+    """(U,) unicode captions from their UTF-8 bytes (uint8) and (U+1,) offsets, validated (names ``source``)."""
+    text, offsets = np.asarray(text), np.asarray(offsets)
+    if text.ndim != 1 or text.dtype != np.uint8:
+        raise DataContractError(f"{source}: caption_text must be a 1-d uint8 array, got {text.dtype} {text.shape}")
+    if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) < 1 or offsets[0] != 0 \
+            or offsets[-1] != len(text) or np.any(np.diff(offsets) < 0):
+        raise DataContractError(f"{source}: caption_text_offsets must rise from 0 to {len(text)} (got shape "
+                                f"{offsets.shape})")
+    widths = np.diff(offsets)
+    if len(widths) and widths.max() > 4 * MAX_STORED_CAPTION_CHARS:
+        raise DataContractError(f"{source}: a caption of {int(widths.max())} bytes; at most "
+                                f"{MAX_STORED_CAPTION_CHARS} characters are stored")
+    raw = text.tobytes()
+    try:
+        captions = [raw[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
+    except UnicodeDecodeError as exc:
+        raise DataContractError(f"{source}: caption_text is not valid UTF-8 ({exc})") from exc
+    if any(len(c) > MAX_STORED_CAPTION_CHARS for c in captions):
+        raise DataContractError(f"{source}: a caption longer than {MAX_STORED_CAPTION_CHARS} characters")
+    return np.asarray(captions, dtype=str) if captions else np.zeros(0, dtype="<U1")
 
 
 @dataclass

@@ -16,10 +16,12 @@ Formulas (Ho et al. 2020; Song et al. 2021, Eq. 12; EasyTune Eq. 12):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+
+from easytune.core.config import AT_LEAST_1, FRACTION, POSITIVE
 
 
 @dataclass
@@ -37,13 +39,13 @@ class DiffusionConfig:
     """
 
     schedule: Literal["scaled_linear", "squaredcos_cap_v2", "linear"] = "scaled_linear"
-    train_steps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
+    train_steps: Annotated[int, AT_LEAST_1] = 1000
+    beta_start: Annotated[float, POSITIVE] = 0.00085
+    beta_end: Annotated[float, POSITIVE] = 0.012
     prediction_type: Literal["epsilon", "sample"] = "epsilon"
     sampler: Literal["ddim", "ddpm"] = "ddim"
-    num_inference_steps: int = 50
-    eta: float = 0.0
+    num_inference_steps: Annotated[int, AT_LEAST_1] = 50
+    eta: Annotated[float, FRACTION] = 0.0
 
     def __post_init__(self) -> None:
         if self.train_steps < 1:

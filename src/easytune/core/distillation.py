@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 
-from easytune.core.config import from_dict, to_dict
+from easytune.core.config import AT_LEAST_1, BETA, POSITIVE, from_dict, to_dict
 from easytune.core.consistency import ConsistencyDiffusion
+from easytune.core.distributed import Shard, draw_rows
 from easytune.core.models.consistency_denoiser import LatentConsistencyDenoiser, LatentConsistencyDenoiserConfig
 from easytune.core.text import TextBatch
 from easytune.core.training import TrainConfig
@@ -56,13 +57,13 @@ class DistillationConfig:
         timestep_scaling: r of the boundary scalings c_skip / c_out.
     """
 
-    origin_steps: int = 10
-    guidance_min: float = 6.0
-    guidance_max: float = 16.0
-    ema_decay: float = 0.95
+    origin_steps: Annotated[int, AT_LEAST_1] = 10
+    guidance_min: Annotated[float, POSITIVE] = 6.0
+    guidance_max: Annotated[float, POSITIVE] = 16.0
+    ema_decay: Annotated[float, BETA] = 0.95
     loss: Literal["huber", "l2"] = "huber"
-    huber_c: float = 0.5
-    timestep_scaling: float = 10.0
+    huber_c: Annotated[float, POSITIVE] = 0.5
+    timestep_scaling: Annotated[float, POSITIVE] = 10.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
@@ -89,17 +90,22 @@ class ConsistencyTraining:
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     distillation: DistillationConfig = field(default_factory=DistillationConfig)
-    batch_size: int | None = None
-    guidance_scale: float = 7.5
-    num_inference_steps: int = 4
+    batch_size: Annotated[int | None, AT_LEAST_1] = None
+    guidance_scale: Annotated[float, POSITIVE] = 7.5
+    num_inference_steps: Annotated[int, AT_LEAST_1] = 4
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.model) - set(STUDENT_OVERRIDES))
         if unknown:
             raise ValueError(f"pretrain.consistency_model.model: {unknown} cannot differ from the teacher's; "
                              f"allowed overrides: {list(STUDENT_OVERRIDES)}")
+        # types and ranges of the overrides (the rest of the student's config is the teacher's, known at training)
+        from_dict(LatentConsistencyDenoiserConfig, self.model, where="pretrain.consistency_model.model")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (or null), got {self.batch_size}")
+        if self.num_inference_steps > self.distillation.origin_steps:
+            raise ValueError(f"num_inference_steps ({self.num_inference_steps}) must be at most "
+                             f"distillation.origin_steps ({self.distillation.origin_steps})")
 
 
 def build_student(teacher: nn.Module, overrides: dict[str, Any] | None = None) -> LatentConsistencyDenoiser:
@@ -177,20 +183,24 @@ class ConsistencyDistiller(nn.Module):
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * eps
 
     def loss(self, features: torch.Tensor, mask: torch.Tensor, text: TextBatch,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, shard: Shard | None = None) -> torch.Tensor:
         """Consistency-distillation loss of a batch of clean normalised features (B, T, D), mask (B, T).
 
         Randomness (VAE posterior sample, grid index, noise, guidance scale) from ``generator`` (CPU) or the global
-        RNG. Gradients reach the student only."""
+        RNG. ``shard`` (data-parallel): these are rows of a global batch; every draw is the global batch's, sliced
+        (:func:`~easytune.core.distributed.draw_rows`), so the ranks' losses average to the single-process loss.
+        Gradients reach the student only."""
         c = self.config
         dev = features.device
         b = features.shape[0]
         with torch.no_grad():
             mu, logvar = self.vae.encode(features, mask)
-            z0 = mu + (0.5 * logvar).exp() * _randn(mu.shape, generator, dev)  # (B, n, d)
-        noise = _randn(z0.shape, generator, dev)
-        index = torch.randint(0, c.origin_steps, (b,), generator=generator)
-        scale = c.guidance_min + (c.guidance_max - c.guidance_min) * torch.rand(b, generator=generator)  # (B,)
+            z0 = mu + (0.5 * logvar).exp() * draw_rows(lambda n: _randn((n, *mu.shape[1:]), generator, dev), b,
+                                                       shard)  # (B, n, d)
+        noise = draw_rows(lambda n: _randn((n, *z0.shape[1:]), generator, dev), b, shard)
+        index = draw_rows(lambda n: torch.randint(0, c.origin_steps, (n,), generator=generator), b, shard)
+        scale = c.guidance_min + (c.guidance_max - c.guidance_min) * draw_rows(
+            lambda n: torch.rand(n, generator=generator), b, shard)  # (B,)
         return self.distance(*self.consistency_pair(z0, noise, index, scale, text))
 
     def consistency_pair(self, z0: torch.Tensor, noise: torch.Tensor, index: torch.Tensor, scale: torch.Tensor,
@@ -217,11 +227,13 @@ class ConsistencyDistiller(nn.Module):
             return torch.mean((pred - target) ** 2)
         return pseudo_huber(pred, target, self.config.huber_c)
 
-    def training_loss(self, features: torch.Tensor, mask: torch.Tensor, text: TextBatch) -> torch.Tensor:
+    def training_loss(self, features: torch.Tensor, mask: torch.Tensor, text: TextBatch,
+                      shard: Shard | None = None) -> torch.Tensor:
         """The loss of one training step, after the EMA update of the optimizer step before it (none before the
-        first step): call once per optimizer step, in train mode."""
+        first step): call once per optimizer step, in train mode. ``shard``: see :meth:`loss` (every rank updates
+        its target from the same averaged-gradient student, so the targets stay equal)."""
         if self.training:
             if int(self.optimizer_steps) > 0:
                 self.update_target()
             self.optimizer_steps += 1
-        return self.loss(features, mask, text)
+        return self.loss(features, mask, text, shard=shard)

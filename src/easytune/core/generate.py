@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from easytune.core.config import parameter_group
 from easytune.core.dataset import FeatureStats, TextEmbeddings
 from easytune.core.motion.bvh import (
     BVH_OFFSETS,
@@ -100,6 +101,7 @@ class VideoConfig:
                               f"{self.width}, {self.height}, {self.strip_frames}")
 
 
+@parameter_group("generate")
 @dataclass
 class GenerateConfig:
     """Everything the ``generate`` pipeline reads from ``params:generate``.

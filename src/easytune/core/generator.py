@@ -31,6 +31,7 @@ from easytune.core.checkpoint import build_from_checkpoint
 from easytune.core.config import from_dict, to_dict
 from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
 from easytune.core.diffusion import Diffusion, DiffusionConfig
+from easytune.core.distributed import Shard, draw_rows
 from easytune.core.text import TextBatch, lengths_to_mask
 
 DENOISER_KINDS = {"mld": "latent_denoiser", "mdm": "frame_denoiser", "mlcm": "latent_consistency_denoiser"}
@@ -210,31 +211,37 @@ class MotionGenerator(nn.Module):
             return self.decode(step.x_prev, step.mask)
 
     # ----------------------------------------------------------------------------------------------- training
-    def training_loss(self, features: torch.Tensor, mask: torch.Tensor, text: TextBatch,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_loss(self, features: torch.Tensor | None, mask: torch.Tensor | None, text: TextBatch,
+                      generator: torch.Generator | None = None,
+                      posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      shard: Shard | None = None) -> torch.Tensor:
         """Denoising loss of the denoiser on clean normalised features (B, T, D) with mask (B, T).
 
-        MLD: x0 = a posterior sample of the frozen VAE's latent; MDM: x0 = the features. With t ~ U{0..T-1} and
+        MLD: x0 = a posterior sample of the frozen VAE's latent (``posterior`` = (mu, logvar) (B, n, d) already
+        encoded by that VAE: features and mask are then not needed); MDM: x0 = the features. With t ~ U{0..T-1} and
         eps ~ N(0, I): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; the caption is replaced by the null embedding
         with probability ``cond_drop_prob``; MSE between the output and the target (eps or x0), over valid frames.
         MotionLCM is distilled, not trained with this loss (:mod:`easytune.core.distillation`).
+        ``shard`` (data-parallel): these rows of a global batch; the random draws are the global batch's, sliced.
         """
         if self.kind == "mlcm":
             raise ValueError("a MotionLCM generator is trained by consistency distillation "
                              "(easytune.core.distillation), not with the denoising loss")
-        b = features.shape[0]
-        dev = features.device
         if self.kind == "mld":
             with torch.no_grad():
-                mu, logvar = self.vae.encode(features, mask)
-                x0 = mu + (0.5 * logvar).exp() * _randn(mu.shape, generator, dev)  # (B, n, d)
+                mu, logvar = self.vae.encode(features, mask) if posterior is None else posterior
+                b, dev = mu.shape[0], mu.device
+                x0 = mu + (0.5 * logvar).exp() * draw_rows(lambda n: _randn((n, *mu.shape[1:]), generator, dev), b,
+                                                           shard)  # (B, n, d)
         else:
+            b, dev = features.shape[0], features.device
             x0 = features * mask[..., None]  # (B, T, D)
-        noise = _randn(x0.shape, generator, dev)
+        noise = draw_rows(lambda n: _randn((n, *x0.shape[1:]), generator, dev), b, shard)
         if self.kind == "mdm":
             noise = noise * mask[..., None]
-        t = self.diffusion.sample_timesteps(b, dev, generator)  # (B,)
-        drop = (torch.rand(b, generator=generator) < self.denoiser.config.cond_drop_prob).to(dev)  # (B,)
+        t = draw_rows(lambda n: self.diffusion.sample_timesteps(n, dev, generator), b, shard)  # (B,)
+        drop = draw_rows(lambda n: (torch.rand(n, generator=generator) < self.denoiser.config.cond_drop_prob).to(dev),
+                         b, shard)  # (B,)
         x_t = self.diffusion.add_noise(x0, noise, t)
         out = self.denoiser(x_t, t, text.to(dev), mask if self.kind == "mdm" else None, drop)
         target = self.diffusion.training_target(x0, noise)

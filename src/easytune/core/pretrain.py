@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
-from easytune.core.config import from_dict, to_dict
+from easytune.core import distributed
+from easytune.core.config import AT_LEAST_1, NON_NEGATIVE, from_dict, parameter_group, to_dict
 from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion, DiffusionConfig
@@ -38,10 +39,10 @@ class PretrainData:
     """batch_size; max_frames: random crop length (multiple of ``unit``; also the generators' max length);
     val_batches: validation batches per validation (fixed crops and captions)."""
 
-    batch_size: int = 32
-    max_frames: int = 96
-    unit: int = 4
-    val_batches: int = 8
+    batch_size: Annotated[int, AT_LEAST_1] = 32
+    max_frames: Annotated[int, AT_LEAST_1] = 96
+    unit: Annotated[int, AT_LEAST_1] = 4
+    val_batches: Annotated[int, AT_LEAST_1] = 8
 
     def __post_init__(self) -> None:
         if self.max_frames % self.unit or self.batch_size < 1 or self.val_batches < 1:
@@ -51,20 +52,23 @@ class PretrainData:
 @dataclass
 class ModelTraining:
     """model: model config overrides (``preset`` + fields; data-dependent sizes are filled in); train: the loop;
-    diffusion / guidance_scale: denoisers only (defaults: MLD scaled-linear eps 7.5, MDM cosine x0 2.5)."""
+    diffusion / guidance_scale: denoisers only (defaults: MLD scaled-linear eps 7.5, MDM cosine x0 2.5);
+    cached_crops: MLD denoiser only: encode this many random crops of every training sample once with the frozen
+    VAE and train on their posteriors (:class:`LatentCache`) instead of encoding every batch (0: on the fly)."""
 
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     diffusion: DiffusionConfig | None = None
-    guidance_scale: float | None = None
+    guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
+    cached_crops: Annotated[int, NON_NEGATIVE] = 0
 
 
 @dataclass
 class VAEEvaluation:
     """Test reconstruction: clips cropped from their first frame to ``max_frames`` (None = data.max_frames)."""
 
-    batch_size: int = 64
-    max_frames: int | None = None
+    batch_size: Annotated[int, AT_LEAST_1] = 64
+    max_frames: Annotated[int | None, AT_LEAST_1] = None
 
 
 @dataclass
@@ -74,16 +78,20 @@ class GenerateConfig:
     test sample's length, cropped to the generators' max). num_gifs: how many are rendered; gif_stride: frame step."""
 
     captions: list[str] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    num_samples: int = 8
-    num_steps: int | None = None
-    seed: int = 7
-    num_gifs: int = 2
-    gif_stride: int = 2
+    lengths: Annotated[list[int], AT_LEAST_1] = field(default_factory=list)
+    num_samples: Annotated[int, AT_LEAST_1] = 8
+    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    seed: Annotated[int, NON_NEGATIVE] = 7
+    num_gifs: Annotated[int, NON_NEGATIVE] = 2
+    gif_stride: Annotated[int, AT_LEAST_1] = 2
 
 
+@parameter_group("pretrain")
 @dataclass
 class PretrainConfig:
+    """``params:pretrain``; each ``<model>.model`` override dict is checked against its model config class here
+    (unknown keys, types, ranges), before any training starts."""
+
     data: PretrainData = field(default_factory=PretrainData)
     motion_vae: ModelTraining = field(default_factory=ModelTraining)
     latent_denoiser: ModelTraining = field(default_factory=ModelTraining)
@@ -92,6 +100,11 @@ class PretrainConfig:
     resume_dir: str | None = "data/06_models/resume"
     evaluation: VAEEvaluation = field(default_factory=VAEEvaluation)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def __post_init__(self) -> None:
+        for name, model_class in (("motion_vae", MotionVAEConfig), ("latent_denoiser", LatentDenoiserConfig),
+                                  ("frame_denoiser", FrameDenoiserConfig)):
+            from_dict(model_class, getattr(self, name).model, where=f"pretrain.{name}.model")
 
     def resume_path(self, name: str) -> Path | None:
         return None if not self.resume_dir else Path(self.resume_dir) / f"{name}.pt"
@@ -106,8 +119,9 @@ def summary(model: torch.nn.Module, result: TrainResult) -> dict[str, Any]:
 
 def _batches(split: MotionSplit, text: TextEmbeddings, data: PretrainData, seed: int, device, train: bool
              ) -> MotionBatches:
-    if train:
-        return MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit)
+    if train:  # data-parallel under torchrun: each rank its rows of every global batch
+        return MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit,
+                             shard=distributed.context().sharded)
     return MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit, shuffle=False,
                          random_crop=False, drop_last=False, max_batches=data.val_batches)
 
@@ -133,6 +147,8 @@ def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: Tex
     """Train the motion VAE (masked smooth-L1 reconstruction + 1e-4 KL, + the joint-position term when
     ``position_weight`` > 0, which needs ``stats`` and ``skeleton``) on random crops; validation = the same loss on
     fixed crops with fixed noise."""
+    if config.motion_vae.cached_crops:
+        raise ValueError("pretrain.motion_vae.cached_crops: latent caching applies to the MLD denoiser only")
     model_cfg = from_dict(MotionVAEConfig, {"feature_dim": train_split.feature_dim, **config.motion_vae.model},
                           where="pretrain.motion_vae.model")
     torch.manual_seed(seed)
@@ -147,12 +163,58 @@ def train_motion_vae(train_split: MotionSplit, val_split: MotionSplit, text: Tex
         g = torch.Generator().manual_seed(seed)
         return _mean_over(val, lambda b: vae.loss(b.features, b.mask, g, joints_fn).total)
 
-    result = train(vae, lambda b: vae.loss(b.features, b.mask, joints_fn=joints_fn).total, batches,
+    result = train(vae, lambda b: vae.loss(b.features, b.mask, joints_fn=joints_fn, shard=b.shard).total, batches,
                    config.motion_vae.train, val_fn, config.resume_path("motion_vae"),
                    resume_tag=[to_dict(config.data), seed, _data_fingerprint(train_split, val_split, text),
                                model_cfg.position_weight > 0 and fingerprint([stats, skeleton.name])],
                    desc="motion_vae")
     return vae.eval(), result
+
+
+@dataclass
+class LatentBatch:
+    """Posteriors (B, n, d) of cached crops and one caption each."""
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    text: TextBatch
+
+
+class LatentCache:
+    """The frozen VAE's posteriors (mu, logvar) of ``crops`` random crops of every training sample, encoded once.
+
+    The crops follow the training batches' distribution (:class:`MotionBatches`, epochs ``10_000 + k`` of ``seed``);
+    an MLD step then needs no VAE encoder pass (the encoder over every frame costs more than the latent denoiser's
+    step). ``cache(epoch)`` yields :class:`LatentBatch` es over every cached crop in a seeded order, each with a
+    caption drawn from its sample's captions, deterministic per (seed, epoch) like :class:`MotionBatches`.
+    """
+
+    def __init__(self, vae: MotionVAE, split: MotionSplit, text: TextEmbeddings, data: PretrainData, crops: int,
+                 seed: int, device: torch.device):
+        self.split, self.text, self.batch_size, self.seed, self.device = split, text, data.batch_size, seed, device
+        batches = MotionBatches(split, text, data.batch_size, data.max_frames, seed, device, data.unit)
+        mus, logvars, index = [], [], []
+        with torch.no_grad():
+            for k in range(crops):
+                for b in batches(10_000 + k):
+                    mu, logvar = vae.encode(b.features, b.mask)  # (B, n, d)
+                    mus.append(mu)
+                    logvars.append(logvar)
+                    index.append(b.index)
+        self.mu, self.logvar = torch.cat(mus), torch.cat(logvars)  # (M, n, d)
+        self.index = np.concatenate(index)  # (M,) sample of each cached crop
+
+    def __len__(self) -> int:
+        return len(self.index) // self.batch_size
+
+    def __call__(self, epoch: int):
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.index))
+        captions = self.split.sample_caption_ids(rng)  # (N,) one caption per sample for this epoch
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            rows = captions[self.index[idx]]
+            yield LatentBatch(self.mu[idx], self.logvar[idx], TextBatch.from_embeddings(self.text, rows, self.device))
 
 
 def build_generator(kind: str, config: PretrainConfig, feature_dim: int, vae: MotionVAE | None = None
@@ -185,11 +247,19 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
     gen = build_generator(kind, config, train_split.feature_dim, vae).to(device)
     section = config.latent_denoiser if kind == "mld" else config.frame_denoiser
     name = "latent_denoiser" if kind == "mld" else "frame_denoiser"
-    batches = _batches(train_split, text, config.data, seed, device, train=True)
+    if section.cached_crops and kind != "mld":
+        raise ValueError(f"pretrain.{name}.cached_crops: latent caching applies to the MLD denoiser only")
+    if section.cached_crops and distributed.context().world_size > 1:
+        raise ValueError(f"pretrain.{name}.cached_crops: the latent cache is single-process; set it to 0 for "
+                         f"data-parallel pretraining")
+    batches = (LatentCache(vae, train_split, text, config.data, section.cached_crops, seed, device)
+               if section.cached_crops else _batches(train_split, text, config.data, seed, device, train=True))
     val = _batches(val_split, text, config.data, seed, device, train=False)
 
-    def loss_fn(b: MotionBatch) -> torch.Tensor:
-        return gen.training_loss(b.features, b.mask, b.text)
+    def loss_fn(b: MotionBatch | LatentBatch) -> torch.Tensor:
+        if isinstance(b, LatentBatch):
+            return gen.training_loss(None, None, b.text, posterior=(b.mu, b.logvar))
+        return gen.training_loss(b.features, b.mask, b.text, shard=b.shard)
 
     def val_fn() -> float:
         g = torch.Generator().manual_seed(seed)
@@ -197,7 +267,7 @@ def train_denoiser(kind: str, train_split: MotionSplit, val_split: MotionSplit, 
 
     result = train(gen, loss_fn, batches, section.train, val_fn, config.resume_path(name),
                    params=gen.denoiser.parameters(),
-                   resume_tag=[to_dict(config.data), gen.checkpoint_metadata(), seed,
+                   resume_tag=[to_dict(config.data), gen.checkpoint_metadata(), seed, section.cached_crops,
                                _data_fingerprint(train_split, val_split, text), vae is not None and fingerprint(vae)],
                    desc=name)
     return gen.eval(), result
@@ -228,8 +298,8 @@ def train_consistency_model(train_split: MotionSplit, val_split: MotionSplit, te
         g = torch.Generator().manual_seed(seed)
         return _mean_over(val, lambda b: distiller.loss(b.features, b.mask, b.text, generator=g))
 
-    result = train(distiller, lambda b: distiller.training_loss(b.features, b.mask, b.text), batches, section.train,
-                   val_fn, config.resume_path("consistency_model"), params=student.parameters(),
+    result = train(distiller, lambda b: distiller.training_loss(b.features, b.mask, b.text, shard=b.shard), batches,
+                   section.train, val_fn, config.resume_path("consistency_model"), params=student.parameters(),
                    resume_tag=[to_dict(data), to_dict(section), seed, _data_fingerprint(train_split, val_split, text),
                                fingerprint(teacher.denoiser), fingerprint(teacher.vae)],
                    desc="consistency_model")
@@ -277,7 +347,7 @@ def vae_reconstruction_errors(vae: MotionVAE, test_split: MotionSplit, text: Tex
 def generation_requests(test_split: MotionSplit, text: TextEmbeddings, config: PretrainConfig
                         ) -> tuple[np.ndarray, np.ndarray]:
     """(caption rows (N,), lengths (N,)) to generate from ``config.generate``."""
-    g, unit, max_len = config.generate, config.data.unit, config.data.max_frames
+    g, max_len = config.generate, config.data.max_frames
     if g.captions:
         index = text.index()
         missing = [c for c in g.captions if c not in index]

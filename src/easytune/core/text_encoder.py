@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from easytune.core.config import AT_LEAST_1, Range
 from easytune.core.dataset import TextEmbeddings
 
 
@@ -23,8 +25,8 @@ class TextEncoderConfig:
     ``max_tokens``: truncation length including [CLS]/[SEP]; ``batch_size``: captions per forward pass."""
 
     model_path: str | None = None
-    max_tokens: int = 32
-    batch_size: int = 256
+    max_tokens: Annotated[int, Range(ge=3)] = 32
+    batch_size: Annotated[int, AT_LEAST_1] = 256
 
     def __post_init__(self) -> None:
         if self.max_tokens < 3 or self.batch_size < 1:

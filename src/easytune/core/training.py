@@ -11,6 +11,11 @@ state, plus a hash of the configuration. Written atomically with ``torch.save``,
 A run restarted with the same configuration continues where the file left off and ends with the same parameters
 as an uninterrupted run (CPU, fixed seed); a file from another configuration is ignored with a logged warning.
 Validation runs in a forked RNG so it never changes the training randomness.
+
+Data-parallel (:mod:`easytune.core.distributed`, under ``torchrun``): ``batches`` yields this rank's shard of each
+global batch (:class:`MotionBatches` does with ``shard=True``), gradients are averaged over ranks before clipping,
+the logged loss is the ranks' mean, validation runs on rank 0 and its value is broadcast, and rank 0 alone writes
+the resumable checkpoint (every rank resumes from what rank 0 read).
 """
 
 from __future__ import annotations
@@ -19,20 +24,21 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from easytune.core import distributed
+from easytune.core.atomic import atomic_torch_save
+from easytune.core.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.resume import ResumeKey
 from easytune.core.runtime import autocast_context
@@ -59,24 +65,26 @@ class TrainConfig:
         bf16: bf16 autocast (CUDA only; a no-op on CPU).
     """
 
-    max_steps: int = 1000
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    val_every: int = 100
-    patience: int = 0
-    min_delta: float = 0.0
+    max_steps: Annotated[int, AT_LEAST_1] = 1000
+    lr: Annotated[float, POSITIVE] = 1e-4
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    betas: Annotated[list[float], BETA] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: Annotated[int, NON_NEGATIVE] = 100
+    min_lr_ratio: Annotated[float, FRACTION] = 0.1
+    grad_clip: Annotated[float, NON_NEGATIVE] = 1.0
+    val_every: Annotated[int, AT_LEAST_1] = 100
+    patience: Annotated[int, NON_NEGATIVE] = 0
+    min_delta: Annotated[float, NON_NEGATIVE] = 0.0
     restore_best: bool = True
-    resume_every: int = 0
+    resume_every: Annotated[int, NON_NEGATIVE] = 0
     keep_resume: bool = False
     bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.val_every < 1 or self.warmup_steps < 0 or self.resume_every < 0:
             raise ValueError("max_steps and val_every must be >= 1; warmup_steps and resume_every >= 0")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must have two values, got {self.betas}")
 
 
 @dataclass
@@ -183,8 +191,10 @@ def train(
              "best_state": None, "bad_validations": 0, "stopped_early": False}
     resume_path = Path(resume_path) if resume_path else None
     resumed_from = 0
-    if resume_path is not None and resume_path.exists():
-        saved = _load_resume(resume_path, key)
+    dist_ctx = distributed.context()
+    if resume_path is not None:
+        saved = _load_resume(resume_path, key) if dist_ctx.is_main and resume_path.exists() else None
+        saved = distributed.broadcast_object(saved)  # rank 0 read it (the others may not see its disk)
         if saved is not None:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -198,9 +208,12 @@ def train(
         was_training = model.training
         model.eval()
         np_state, py_state = np.random.get_state(), random.getstate()
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
-                autocast_context(device, config.bf16):
-            val = float(val_fn())
+        val = None
+        if dist_ctx.is_main:  # one validation, broadcast: every rank takes the same early-stopping decisions
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
+                    autocast_context(device, config.bf16):
+                val = float(val_fn())
+        val = distributed.broadcast_object(val)
         np.random.set_state(np_state)
         random.setstate(py_state)
         model.train(was_training)
@@ -217,7 +230,8 @@ def train(
             if config.patience and state["bad_validations"] >= config.patience:
                 state["stopped_early"] = True
 
-    bar = tqdm(total=config.max_steps, initial=state["step"], desc=desc, disable=None, leave=False)
+    bar = tqdm(total=config.max_steps, initial=state["step"], desc=desc, disable=None if dist_ctx.is_main else True,
+               leave=False)
     while state["step"] < config.max_steps and not state["stopped_early"]:
         seen = 0
         for i, batch in enumerate(batches(state["epoch"])):
@@ -231,20 +245,22 @@ def train(
                 raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} at step {state['step'] + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            loss_value, = distributed.average_gradients(params, [loss.detach()])  # no-op in one process
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             scheduler.step()
             state["step"] += 1
             state["batch_in_epoch"] = i + 1
-            state["history"].append({"step": state["step"], "train_loss": float(loss.detach()),
+            state["history"].append({"step": state["step"], "train_loss": loss_value,
                                      "lr": float(optimizer.param_groups[0]["lr"])})
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}")
             last = state["step"] >= config.max_steps
             if val_fn is not None and (state["step"] % config.val_every == 0 or last):
                 validate()
-            if resume_path is not None and config.resume_every and state["step"] % config.resume_every == 0:
+            if (resume_path is not None and config.resume_every and state["step"] % config.resume_every == 0
+                    and dist_ctx.is_main):
                 _save_resume(resume_path, key, model, optimizer, scheduler, state)
             if last or state["stopped_early"]:
                 break
@@ -259,43 +275,13 @@ def train(
         log.info("%s: early stop at step %d (best val %.5f)", desc, state["step"], state["best_val"])
     if config.restore_best and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
-    if resume_path is not None and resume_path.exists() and not config.keep_resume:
+    if resume_path is not None and resume_path.exists() and not config.keep_resume and dist_ctx.is_main:
         resume_path.unlink()
     recent = [h["train_loss"] for h in state["history"][-50:]]
     return TrainResult(steps=state["step"], train_loss=float(np.mean(recent)) if recent else float("nan"),
                        val_loss=state["best_val"], history=state["history"], val_history=state["val_history"],
                        wall_s=time.perf_counter() - start, stopped_early=state["stopped_early"],
                        resumed_from=resumed_from)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file unique to this process and call, then an atomic rename: a reader never
-    sees a half-written file, and two runs writing the same path never share a temporary file. Temporary files of
-    the same target left by a killed process (its pid no longer runs) are removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _save_resume(path: Path, key: ResumeKey, model, optimizer, scheduler, state: dict) -> None:
@@ -326,13 +312,15 @@ def _load_resume(path: Path, key: ResumeKey) -> dict | None:
 @dataclass
 class MotionBatch:
     """features (B, T, D) normalised, zero-padded; mask (B, T) bool; lengths (B,); text: one caption per sample;
-    index (B,) int64 sample indices in the split."""
+    index (B,) int64 sample indices in the split; shard: this rank's rows of the global batch (None in one process;
+    losses draw their noise for the global batch and keep these rows: :func:`~easytune.core.distributed.draw_rows`)."""
 
     features: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
     text: TextBatch
     index: np.ndarray
+    shard: distributed.Shard | None = None
 
 
 class MotionBatches:
@@ -340,17 +328,24 @@ class MotionBatches:
 
     Deterministic per (seed, epoch): ``np.random.default_rng([seed, epoch])`` draws the order, captions and crops.
     ``shuffle=False, random_crop=False`` gives a fixed evaluation order with crops from the first frame.
+    ``shard=True`` (data-parallel training): every rank draws the same global batches and yields its rows of each,
+    padded to the global batch's frame count (``batch_size`` must be a multiple of the number of processes); a
+    :class:`~easytune.core.distributed.DistContext` instead of True names the rank explicitly.
     """
 
     def __init__(self, split: MotionSplit, text: TextEmbeddings, batch_size: int, max_frames: int, seed: int,
                  device: torch.device | str = "cpu", unit: int = 4, shuffle: bool = True, random_crop: bool = True,
-                 drop_last: bool = True, max_batches: int | None = None):
+                 drop_last: bool = True, max_batches: int | None = None,
+                 shard: bool | distributed.DistContext = False):
         if len(split) == 0:
             raise ValueError("empty motion split")
         self.split, self.text = split, text
         self.batch_size = min(batch_size, len(split)) if drop_last else batch_size
         self.max_frames, self.seed, self.device, self.unit = max_frames, seed, torch.device(device), unit
         self.shuffle, self.random_crop, self.drop_last, self.max_batches = shuffle, random_crop, drop_last, max_batches
+        if shard and not drop_last:
+            raise ValueError("MotionBatches: shard=True needs drop_last=True (every global batch full)")
+        self.shard = shard
 
     def __len__(self) -> int:
         n = len(self.split) // self.batch_size if self.drop_last else math.ceil(len(self.split) / self.batch_size)
@@ -367,12 +362,18 @@ class MotionBatches:
         n = len(self.split)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         captions = self.split.sample_caption_ids(rng) if self.shuffle else self.split.first_caption_ids()
+        ctx = self.shard if isinstance(self.shard, distributed.DistContext) else None
+        shard = distributed.shard_of(self.batch_size, ctx, what="batch_size") if self.shard else None
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             full = self.split.lengths[idx]
             crop = self.crop_lengths(full)
             starts = (rng.integers(0, full - crop + 1) if self.random_crop else np.zeros_like(crop))
-            t_max = int(crop.max())
+            t_max = int(crop.max())  # of the global batch: every rank's rows have the single-process shapes
+            text = TextBatch.from_embeddings(self.text, captions[idx], self.device)
+            if shard is not None:
+                idx, full, crop, starts = (shard.take(a) for a in (idx, full, crop, starts))
+                text = text.index(shard.rows)
             feats = np.zeros((len(idx), t_max, self.split.feature_dim), dtype=np.float32)  # (B, T, D)
             for j, (i, s, c) in enumerate(zip(idx, starts, crop)):
                 feats[j, :c] = self.split.features[i, s:s + c]
@@ -381,6 +382,7 @@ class MotionBatches:
                 features=torch.from_numpy(feats).to(self.device),
                 mask=lengths_to_mask(lengths, t_max).to(self.device),
                 lengths=lengths.to(self.device),
-                text=TextBatch.from_embeddings(self.text, captions[idx], self.device),
+                text=text,
                 index=idx,
+                shard=shard,
             )

@@ -10,12 +10,12 @@ save never leaves a half-written subfolder and other subfolders (other models' o
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
+
+from easytune.core.atomic import atomic_replace_folder
 
 
 def _check_name(name: str, where: PurePosixPath) -> None:
@@ -47,13 +47,15 @@ class FileBundleDataset(AbstractDataset[dict, dict]):
         if self._subfolders:
             self._save_subfolders(data)
             return
-        folder = Path(self._path)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        for name, payload in data.items():
+        for name in data:
             _check_name(name, self._path)
-            (folder / name).write_bytes(payload)
+        folder = Path(self._path)
+
+        def fill(tmp: Path) -> None:
+            for name, payload in data.items():
+                (tmp / name).write_bytes(payload)
+
+        atomic_replace_folder(folder, fill)  # a reader (or a second run) never sees a half-written folder
         self._log_artifacts(folder, self._artifact_path)
 
     def _save_subfolders(self, data: dict[str, bytes]) -> None:
@@ -66,21 +68,11 @@ class FileBundleDataset(AbstractDataset[dict, dict]):
         folder = Path(self._path)
         folder.mkdir(parents=True, exist_ok=True)
         for sub, files in groups.items():
-            tmp, old = folder / f".{sub}.tmp-{os.getpid()}", folder / f".{sub}.old-{os.getpid()}"
-            for stale in (tmp, old):
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp.mkdir()
-            try:
+            def fill(tmp: Path, files: dict[str, bytes] = files) -> None:
                 for name, payload in files.items():
                     (tmp / name).write_bytes(payload)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            target = folder / sub
-            if target.exists():
-                target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+
+            atomic_replace_folder(folder / sub, fill)  # only this subfolder is replaced, whole or not at all
         for sub in groups:
             self._log_artifacts(folder / sub, f"{self._artifact_path}/{sub}" if self._artifact_path else None)
 

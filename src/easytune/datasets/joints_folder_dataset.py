@@ -7,13 +7,14 @@ layout through :mod:`easytune.core.motion.sources`.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+
+from easytune.core.atomic import atomic_replace_folder
 
 
 class JointsFolderDataset(AbstractDataset[dict, dict]):
@@ -33,22 +34,19 @@ class JointsFolderDataset(AbstractDataset[dict, dict]):
     def save(self, data: dict) -> None:
         if not isinstance(data, dict) or "joints" not in data:
             raise DatasetError(f"{self._path}: expected a dict with 'joints' (and 'texts', 'index')")
-        root = Path(self._path)
-        tmp = root.with_name(root.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / "joints").mkdir(parents=True)
-        (tmp / "texts").mkdir()
-        for clip_id, arr in data["joints"].items():
-            np.save(tmp / "joints" / f"{clip_id}.npy", np.asarray(arr, dtype=np.float32), allow_pickle=False)
-        for clip_id, lines in data.get("texts", {}).items():
-            (tmp / "texts" / f"{clip_id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        index = data.get("index")
-        if index is not None and len(index):
-            pd.DataFrame(index).to_csv(tmp / "index.csv", index=False)
-        if root.exists():
-            shutil.rmtree(root)
-        tmp.rename(root)
+
+        def fill(tmp: Path) -> None:
+            (tmp / "joints").mkdir()
+            (tmp / "texts").mkdir()
+            for clip_id, arr in data["joints"].items():
+                np.save(tmp / "joints" / f"{clip_id}.npy", np.asarray(arr, dtype=np.float32), allow_pickle=False)
+            for clip_id, lines in data.get("texts", {}).items():
+                (tmp / "texts" / f"{clip_id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            index = data.get("index")
+            if index is not None and len(index):
+                pd.DataFrame(index).to_csv(tmp / "index.csv", index=False)
+
+        atomic_replace_folder(Path(self._path), fill)
 
     def _exists(self) -> bool:
         return (Path(self._path) / "joints").is_dir()

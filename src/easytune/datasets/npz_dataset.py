@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
+from easytune.core.atomic import atomic_write
+
 
 class NpzDataset(AbstractDataset[Any, dict[str, np.ndarray]]):
     """Save a ``dict[str, np.ndarray]`` (or any object with ``to_arrays()``) to ``filepath``; load the dict.
@@ -40,11 +42,8 @@ class NpzDataset(AbstractDataset[Any, dict[str, np.ndarray]]):
             if arr.dtype == object:
                 raise DatasetError(f"{self._filepath}: array {key!r} has dtype object; store strings as str")
             clean[key] = arr
-        path = Path(self._filepath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        (np.savez_compressed if self._compress else np.savez)(tmp, **clean)
-        tmp.replace(path)
+        writer = np.savez_compressed if self._compress else np.savez
+        atomic_write(Path(self._filepath), lambda tmp: writer(tmp, **clean), suffix=".tmp.npz")
 
     def _exists(self) -> bool:
         return Path(self._filepath).exists()

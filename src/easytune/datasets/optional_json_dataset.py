@@ -13,6 +13,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
+from easytune.core.atomic import atomic_write
+
 
 class OptionalJSONDataset(AbstractDataset[Any, Any]):
     def __init__(self, filepath: str, save_args: dict[str, Any] | None = None,
@@ -31,11 +33,8 @@ class OptionalJSONDataset(AbstractDataset[Any, Any]):
             raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
 
     def save(self, data: Any) -> None:
-        path = Path(self._filepath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, **self._save_args))
-        tmp.replace(path)
+        text = json.dumps(data, **self._save_args)
+        atomic_write(Path(self._filepath), lambda tmp: tmp.write_text(text))
 
     def _exists(self) -> bool:
         return True  # missing reads as {}

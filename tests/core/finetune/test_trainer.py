@@ -1,5 +1,6 @@
 """Trainer: chain optimisation, resume, LoRA merge, KL term, early stopping, checkpoint allow-list."""
 
+import dataclasses
 import logging
 import re
 
@@ -61,8 +62,8 @@ def test_chain_trajectory_runs_on_frozen_parameters_and_swaps_at_the_end():
     gen0 = make_mdm(steps=4)
     ref_inputs = []
     gen0.denoiser.register_forward_pre_hook(record(ref_inputs))
-    finetune(gen0, make_reward(), train, None, text, config(max_updates=4, lr=1e-30), seed=0, device=CPU,
-             progress=False)  # lr ~ 0: the weights do not move
+    frozen = dataclasses.replace(config(max_updates=4), lr=0.0)  # lr 0 (not a valid parameter): no update
+    finetune(gen0, make_reward(), train, None, text, frozen, seed=0, device=CPU, progress=False)
     assert len(inputs["chain"]) == len(ref_inputs) == 4
     for a, b in zip(inputs["chain"], ref_inputs):  # the whole trajectory ran on the initial weights
         torch.testing.assert_close(a, b)

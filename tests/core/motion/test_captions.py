@@ -7,6 +7,7 @@ import pytest
 from easytune.core.motion.captions import (
     Caption,
     CaptionFormatError,
+    InputLimits,
     SkipLog,
     format_caption_line,
     parse_caption_line,
@@ -83,3 +84,34 @@ def test_format_round_trip_and_tokens():
     assert simple_tokens("it's a jump!") == "it's/X a/X jump/X"
     with pytest.raises(ValueError):
         format_caption_line("bad # caption")
+
+
+def test_caption_limits_skip_long_lines_naming_file_and_line_and_keep_the_others(tmp_path, caplog):
+    path = tmp_path / "long.txt"
+    long_text = "a person walks " + "very " * 300  # 1,515 characters, 303 words
+    path.write_text(f"a person runs#x#0.0#0.0\n{long_text}#x#0.0#0.0\n{'go ' * 60}\n", encoding="utf-8")
+    skips = SkipLog()
+    with caplog.at_level(logging.WARNING):
+        caps = read_caption_file(path, skips, InputLimits(max_caption_chars=1000, max_caption_words=50))
+    assert [c.text for c in caps] == ["a person runs"]
+    assert skips.as_dict() == {"caption_too_long": 1, "caption_too_many_words": 1}
+    assert f"{path}:2" in caplog.text and "1514 characters > max_caption_chars 1000" in caplog.text
+    assert f"{path}:3" in caplog.text and "60 words > max_caption_words 50" in caplog.text
+
+
+def test_caption_file_over_the_size_limit_is_not_read(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_text("a person runs#x#0.0#0.0\n" * 100, encoding="utf-8")  # 2,400 bytes
+    skips = SkipLog()
+    assert read_caption_file(path, skips, InputLimits(max_text_file_bytes=1000)) == []
+    assert skips.as_dict() == {"text_file_too_large": 1}
+    assert len(read_caption_file(path, SkipLog(), InputLimits(max_text_file_bytes=2400))) == 100
+
+
+def test_default_caption_limit_stays_below_what_text_embeddings_store():
+    from easytune.core.config import ConfigError, from_dict
+    from easytune.core.dataset import MAX_STORED_CAPTION_CHARS
+
+    assert InputLimits().max_caption_chars <= MAX_STORED_CAPTION_CHARS
+    with pytest.raises(ConfigError, match=r"limits.max_caption_chars = 20000: must be in \[1, 10000\]"):
+        from_dict(InputLimits, {"max_caption_chars": 20000}, where="data_processing.limits")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from easytune.core.dataset import MotionSplit
-from easytune.core.motion.captions import SkipLog
+from easytune.core.motion.captions import InputLimits, SkipLog
 from easytune.core.motion.features import joints_to_features
 from easytune.core.motion.skeleton import HUMANML3D, KIT
 from easytune.core.motion.sources import (
@@ -98,6 +98,29 @@ def test_every_bad_input_is_a_counted_skip(tmp_path, caplog):
     assert built.report["clips_kept"] == 7  # 6 good + some_malformed
     assert "nan.npy" in caplog.text and "non_finite" in caplog.text and "short.npy" in caplog.text
     assert "some_malformed.txt:1" in caplog.text
+
+
+def test_input_limits_bound_captions_labels_clip_length_and_file_sizes(tmp_path, caplog):
+    """A 1 MB caption line, a huge label, an over-long clip and an over-large file: each a counted skip naming the
+    file; the long caption's clip keeps its other caption, and the stored captions stay short."""
+    root = _joints_folder(tmp_path / "data")
+    good = _good_joints(0)
+    _add(root, "long_caption", good, LINE.format("kicks") + "a person " + "x" * 1_000_000 + "#x#0.0#0.0\n")
+    _add(root, "long_clip", _good_joints(1, frames=80), LINE.format("walks far"))
+    _add(root, "big_file", np.zeros((100, 22, 3), np.float64) + good[:1], LINE.format("is big"))  # 52.9 kB
+    with open(root / "index.csv", "a") as handle:
+        handle.write("long_caption," + "L" * 500 + "\n")
+    limits = InputLimits(max_caption_chars=200, max_label_chars=100, max_clip_frames=70,
+                         max_motion_file_bytes=40_000)
+    source = open_source(SourceConfig(kind="joints_folder", root=str(root)), HUMANML3D, SkipLog(), limits)
+    with caplog.at_level("WARNING"):
+        built = build_dataset(source, _config(), fps=20.0)
+    skipped = built.report["skipped"]
+    assert skipped == {"caption_too_long": 1, "clip_too_long": 1, "label_too_long": 1, "motion_file_too_large": 1}
+    assert "long_caption.txt:2" in caplog.text and "long_clip.npy" in caplog.text and "big_file.npy" in caplog.text
+    assert built.report["clips_kept"] == 7  # 6 good + long_caption (its first caption), unlabelled
+    assert "a person kicks" in built.captions.tolist() and max(len(c) for c in built.captions) < 200
+    assert built.report["input_limits"]["max_caption_chars"] == 200
 
 
 def test_split_file_with_missing_id_and_ids_outside_split_files(tmp_path):

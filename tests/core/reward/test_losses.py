@@ -11,6 +11,7 @@ from easytune.core.reward.losses import (
     kl_to_standard_normal,
     near_duplicate_mask,
     normalise_caption,
+    reconstruction_loss,
     spl_loss,
 )
 
@@ -70,3 +71,30 @@ def test_spl_loss_neutral_target_pulls_rewards_together():
     spl_loss(rw, rl, torch.tensor([False])).backward()
     assert float(rw.grad) > 0 > float(rl.grad)
     assert np.isclose(float(spl_loss(torch.tensor([2.0]), torch.tensor([2.0]), torch.tensor([False]))), 0.0)
+
+
+def test_per_query_weights_all_ones_equal_the_plain_losses_and_zeros_drop_a_query():
+    g = torch.Generator().manual_seed(0)
+    m, c = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    ones = torch.ones(4)
+    torch.testing.assert_close(info_nce_loss(m, c, 0.1, None, ones), info_nce_loss(m, c, 0.1), rtol=0, atol=1e-7)
+    w = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    logits = torch.nn.functional.normalize(c, dim=-1) @ torch.nn.functional.normalize(m, dim=-1).T / 0.1
+    t = torch.nn.functional.cross_entropy(logits, torch.arange(4), reduction="none")
+    v = torch.nn.functional.cross_entropy(logits.T, torch.arange(4), reduction="none")
+    torch.testing.assert_close(info_nce_loss(m, c, 0.1, None, w), 0.5 * ((t + v) * w).sum() / 4)
+    pred, target = torch.randn(4, 5, 2, generator=g), torch.randn(4, 5, 2, generator=g)
+    mask = torch.arange(5)[None] < torch.tensor([5, 3, 2, 4])[:, None]
+    torch.testing.assert_close(reconstruction_loss(pred, target, mask, ones), reconstruction_loss(pred, target, mask))
+    per_frame = torch.nn.functional.smooth_l1_loss(pred, target, reduction="none").mean(-1) * mask
+    torch.testing.assert_close(reconstruction_loss(pred, target, mask, w), (per_frame * w[:, None]).sum() / 14)
+    mu, logvar = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    torch.testing.assert_close(kl_to_standard_normal(mu, logvar, ones), kl_to_standard_normal(mu, logvar))
+    assert float(kl_to_standard_normal(torch.ones(2, 2), torch.zeros(2, 2), torch.tensor([1.0, 0.0]))) == 0.5
+
+
+def test_spl_loss_per_pair():
+    rw, rl = torch.tensor([0.2, 1.0]), torch.tensor([0.5, 1.0])
+    per = spl_loss(rw, rl, torch.tensor([True, False]), reduction="none")
+    assert per.shape == (2,) and float(per[1]) == 0.0
+    torch.testing.assert_close(per.mean(), spl_loss(rw, rl, torch.tensor([True, False])))

@@ -1,5 +1,6 @@
 """RetrievalModel: shapes, masks, noise awareness, mean-not-sample scoring, checkpoint round trip."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,3 +53,12 @@ def test_checkpoint_round_trip(model, split):
     x, lengths = torch.as_tensor(split.features[:2]), torch.as_tensor(split.lengths[:2])
     torch.testing.assert_close(rebuilt.encode_motion(x, lengths)[0], model.eval().encode_motion(x, lengths)[0])
     assert rebuilt.config.feature_dim == FEATURE_DIM
+
+
+def test_embeddings_come_back_in_input_order(model, split):
+    order = np.random.default_rng(0).permutation(len(split))
+    whole = embed_motions(model, split.features, split.lengths, "cpu", batch_size=4)
+    permuted = embed_motions(model, split.features[order], split.lengths[order], "cpu", batch_size=4)
+    torch.testing.assert_close(permuted, whole[order], atol=1e-5, rtol=1e-5)
+    one = embed_motions(model, split.features[3:4], split.lengths[3:4], "cpu")
+    torch.testing.assert_close(one[0], whole[3], atol=1e-5, rtol=1e-5)

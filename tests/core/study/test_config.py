@@ -31,6 +31,9 @@ def test_run_config_layers_common_study_and_variant_settings_and_owns_the_budget
     ({"variants": {"x": {"method": "dpo"}}}, "unknown fine-tuning method"),
     ({"variants": {"x": {"method": "refl", "lr_grid": [-1e-5]}}}, "positive"),
     ({"seeds": [1, 1]}, "distinct"),
+    ({"variants": {"x": {"method": "refl", "reward": "evaluator"}}}, "reward must be one of"),
+    ({"variants": {"x": {"method": "refl", "lr_from": "y"}}}, "lr_from"),
+    ({"spl_ablation": ["easytune_all", "draft_10"]}, "differ only in their reward"),
 ])
 def test_bad_study_settings_fail_before_any_run(bad, message):
     with pytest.raises((ConfigError, ValueError), match=message):

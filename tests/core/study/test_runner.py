@@ -33,8 +33,10 @@ def tiny_inputs(tmp_path, **kw) -> StudyInputs:
     gen = make_mdm(steps=4)
     train, val, text = make_splits()
     train, val = light_splits(train, val, config.signals.captions)
+    rewards = {"reward_model": make_checkpoint("retrieval_model", make_reward().model),
+               "retrieval_model": make_checkpoint("retrieval_model", make_reward(seed=4).model)}
     inputs = StudyInputs(config, make_checkpoint("frame_denoiser", gen.denoiser, gen.checkpoint_metadata()), None,
-                         make_checkpoint("retrieval_model", make_reward().model), train, val, text, {})
+                         rewards, train, val, text, {})
     inputs.base = base_signals(inputs)
     return inputs
 
@@ -64,7 +66,8 @@ def test_a_run_on_the_4_step_motionlcm(tmp_path, one_torch_thread):
     train, val = light_splits(train, val, config.signals.captions)
     inputs = StudyInputs(config, make_checkpoint("latent_consistency_denoiser", gen.denoiser,
                                                  gen.checkpoint_metadata()), make_checkpoint("motion_vae", gen.vae),
-                         make_checkpoint("retrieval_model", make_reward().model), train, val, text, {})
+                         {"reward_model": make_checkpoint("retrieval_model", make_reward().model)}, train, val, text,
+                         {})
     inputs.base = base_signals(inputs)
     out = run_task(inputs, RunTask("draft_2", 1e-2, 1))
     snaps = out.record["snapshots"]
@@ -95,3 +98,20 @@ def test_selection_then_seeded_runs_and_workers_give_the_same_results(tmp_path, 
         for wa, wb in zip(weights[v], weights2[v], strict=True):
             for sa, sb in zip(wa, wb, strict=True):
                 assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_variant_can_fine_tune_with_the_reward_before_spl_at_another_variants_lr(tmp_path, one_torch_thread):
+    """Fig. 8 pairs: the before-SPL variant trains on its own reward, is judged with the main reward's signals, and
+    reuses the learning rate chosen for its partner (no selection run of its own)."""
+    variants = {"easytune_all": {"method": "easytune_step"},
+                "easytune_all_before_spl": {"method": "easytune_step", "reward": "retrieval_model",
+                                            "lr_from": "easytune_all"}}
+    inputs = tiny_inputs(tmp_path, variants=variants, lr_grid=[1e-3, 1e-2], run_cache=None,
+                         spl_ablation=["easytune_all", "easytune_all_before_spl"])
+    lrs = select_learning_rates(inputs)
+    assert lrs["easytune_all_before_spl"]["lr"] == lrs["easytune_all"]["lr"]
+    assert lrs["easytune_all_before_spl"]["rule"] == "the learning rate chosen for easytune_all"
+    after = run_task(inputs, RunTask("easytune_all", 1e-2, 1)).record["snapshots"]
+    before = run_task(inputs, RunTask("easytune_all_before_spl", 1e-2, 1)).record["snapshots"]
+    assert after[0] == before[0]  # the same base signals (one yardstick)
+    assert after[-1]["val_reward"] != before[-1]["val_reward"]  # another training reward, another model

@@ -122,9 +122,11 @@ def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
 def test_nodes_are_named_and_tagged_per_generator():
     pipe = create_pipeline()
     assert all(n.name for n in pipe.nodes)
-    assert {n.name for n in pipe.only_nodes_with_tags("mdm").nodes} == {"train_frame_denoiser"}
+    shared = {"generate_samples", "pretrain_report"}  # with any tag: they cover the generators that exist
+    assert {n.name for n in pipe.only_nodes_with_tags("mdm").nodes} == {"train_frame_denoiser", *shared}
     assert {n.name for n in pipe.only_nodes_with_tags("mld").nodes} == {
-        "train_motion_vae", "evaluate_motion_vae", "train_latent_denoiser"}
+        "train_motion_vae", "evaluate_motion_vae", "train_latent_denoiser", *shared}
     mlcm = pipe.only_nodes_with_tags("mlcm")
-    assert {n.name for n in mlcm.nodes} == {"train_consistency_model"}
-    assert {"pretrained_latent_denoiser", "motion_vae"} <= mlcm.inputs()  # distilled from the MLD's checkpoints
+    assert {n.name for n in mlcm.nodes} == {"train_consistency_model", *shared}
+    distil = pipe.only_nodes("train_consistency_model")
+    assert {"pretrained_latent_denoiser", "motion_vae"} <= distil.inputs()  # distilled from the MLD's checkpoints

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE
 from easytune.core.dataset import FeatureStats, MotionSplit
 from easytune.core.evaluation.evaluator import MotionEncoder, denormalise_padded, raw_batch, raw_statistics
 
@@ -27,12 +29,12 @@ logger = logging.getLogger(__name__)
 class ClassifierConfig:
     """Sizes and label vocabulary of :class:`ContentClassifier` (``labels`` empty = the data had no labels)."""
 
-    feature_dim: int = 263
-    contact_dims: int = 4
+    feature_dim: Annotated[int, AT_LEAST_1] = 263
+    contact_dims: Annotated[int, NON_NEGATIVE] = 4
     labels: list[str] = field(default_factory=list)
-    movement_dim: int = 64
-    hidden: int = 128
-    dropout: float = 0.2
+    movement_dim: Annotated[int, AT_LEAST_1] = 64
+    hidden: Annotated[int, AT_LEAST_1] = 128
+    dropout: Annotated[float, FRACTION] = 0.2
 
 
 class ContentClassifier(nn.Module):
@@ -69,14 +71,15 @@ class ContentClassifier(nn.Module):
 @dataclass
 class ClassifierTrainConfig:
     model: ClassifierConfig = field(default_factory=ClassifierConfig)
-    steps: int = 600
-    batch_size: int = 64
-    lr: float = 1e-3
-    min_count: int = 2
-    max_frames: int | None = None  # random training windows of at most this many frames (None: whole motions)
-    std_floor: float = 1e-3
-    seed: int = 0
-    log_every: int = 50
+    steps: Annotated[int, AT_LEAST_1] = 600
+    batch_size: Annotated[int, AT_LEAST_1] = 64
+    lr: Annotated[float, POSITIVE] = 1e-3
+    min_count: Annotated[int, AT_LEAST_1] = 2
+    # random training windows of at most this many frames (None: whole motions)
+    max_frames: Annotated[int | None, AT_LEAST_1] = None
+    std_floor: Annotated[float, POSITIVE] = 1e-3
+    seed: Annotated[int, NON_NEGATIVE] = 0
+    log_every: Annotated[int, AT_LEAST_1] = 50
 
 
 def train_content_classifier(train: MotionSplit, stats: FeatureStats, config: ClassifierTrainConfig,

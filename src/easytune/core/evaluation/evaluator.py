@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from tqdm.auto import tqdm
 
+from easytune.core.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 
 logger = logging.getLogger(__name__)
@@ -33,14 +35,14 @@ DOWNSAMPLE = 4  # two stride-2 convolutions
 class EvaluatorConfig:
     """Sizes of :class:`MotionTextEvaluator` (published: movement 512, motion GRU 1024, text GRU 512, embed 512)."""
 
-    feature_dim: int = 263
-    contact_dims: int = 4
-    text_dim: int = 384
-    movement_dim: int = 128
-    motion_hidden: int = 256
-    text_hidden: int = 256
-    embed_dim: int = 256
-    dropout: float = 0.2
+    feature_dim: Annotated[int, AT_LEAST_1] = 263
+    contact_dims: Annotated[int, NON_NEGATIVE] = 4
+    text_dim: Annotated[int, AT_LEAST_1] = 384
+    movement_dim: Annotated[int, AT_LEAST_1] = 128
+    motion_hidden: Annotated[int, AT_LEAST_1] = 256
+    text_hidden: Annotated[int, AT_LEAST_1] = 256
+    embed_dim: Annotated[int, AT_LEAST_1] = 256
+    dropout: Annotated[float, FRACTION] = 0.2
 
     def __post_init__(self) -> None:
         if self.feature_dim <= self.contact_dims:
@@ -136,16 +138,17 @@ class EvaluatorTrainConfig:
     """Training of the evaluator on the train split (real motions only)."""
 
     model: EvaluatorConfig = field(default_factory=EvaluatorConfig)
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    margin: float = 10.0
-    grad_clip: float = 1.0
-    max_frames: int | None = None  # random training windows of at most this many frames (None: whole motions)
-    std_floor: float = 1e-3
-    seed: int = 0
-    log_every: int = 50
+    steps: Annotated[int, AT_LEAST_1] = 1500
+    batch_size: Annotated[int, AT_LEAST_2] = 64
+    lr: Annotated[float, POSITIVE] = 1e-3
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    margin: Annotated[float, POSITIVE] = 10.0
+    grad_clip: Annotated[float, NON_NEGATIVE] = 1.0
+    # random training windows of at most this many frames (None: whole motions)
+    max_frames: Annotated[int | None, AT_LEAST_1] = None
+    std_floor: Annotated[float, POSITIVE] = 1e-3
+    seed: Annotated[int, NON_NEGATIVE] = 0
+    log_every: Annotated[int, AT_LEAST_1] = 50
 
 
 def contrastive_hinge_loss(text_emb: torch.Tensor, motion_emb: torch.Tensor, same: torch.Tensor,

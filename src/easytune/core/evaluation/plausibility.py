@@ -13,8 +13,11 @@ Compare every value with the real-motion row: absolute levels depend on the skel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+
+from easytune.core.config import NON_NEGATIVE, POSITIVE
 
 PLAUSIBILITY_METRICS = ("foot_skating", "penetration", "floating", "jitter")
 
@@ -24,10 +27,10 @@ class PlausibilityConfig:
     """Foot joints (HumanML3D: left ankle 7, left toe 10, right ankle 8, right toe 11) and their contact heights in
     metres (ankles sit about 8 cm above the floor when standing, toes about 2 cm)."""
 
-    fps: float = 20.0
-    foot_joints: tuple[int, ...] = (7, 10, 8, 11)
-    contact_heights: tuple[float, ...] = (0.10, 0.05, 0.10, 0.05)
-    floating_tolerance: float = 0.05
+    fps: Annotated[float, POSITIVE] = 20.0
+    foot_joints: Annotated[tuple[int, ...], NON_NEGATIVE] = (7, 10, 8, 11)
+    contact_heights: Annotated[tuple[float, ...], NON_NEGATIVE] = (0.10, 0.05, 0.10, 0.05)
+    floating_tolerance: Annotated[float, NON_NEGATIVE] = 0.05
 
     def __post_init__(self) -> None:
         if len(self.foot_joints) != len(self.contact_heights):

@@ -20,10 +20,12 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from easytune.core.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, parameter_group
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation import metrics as M
 from easytune.core.evaluation.classifier import ClassifierTrainConfig, ContentClassifier, predict_labels
@@ -45,17 +47,17 @@ MotionSource = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndar
 class ProtocolConfig:
     """Evaluation protocol sizes (published: 20 replications, groups of 32, 300 diversity pairs, 100 x 30 x 10)."""
 
-    replications: int = 20
-    generation_replications: int = 1
-    group_size: int = 32
-    diversity_pairs: int = 300
-    mm_captions: int = 100
-    mm_samples: int = 30
-    mm_pairs: int = 10
-    batch_size: int = 64
-    seed: int = 0
-    num_steps: int | None = None
-    guidance_scale: float | None = None
+    replications: Annotated[int, AT_LEAST_1] = 20
+    generation_replications: Annotated[int, AT_LEAST_1] = 1
+    group_size: Annotated[int, AT_LEAST_2] = 32
+    diversity_pairs: Annotated[int, AT_LEAST_1] = 300
+    mm_captions: Annotated[int, NON_NEGATIVE] = 100  # 0 (or mm_samples 1): no MultiModality
+    mm_samples: Annotated[int, AT_LEAST_1] = 30
+    mm_pairs: Annotated[int, AT_LEAST_1] = 10
+    batch_size: Annotated[int, AT_LEAST_1] = 64
+    seed: Annotated[int, NON_NEGATIVE] = 0
+    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
     plausibility: PlausibilityConfig = field(default_factory=PlausibilityConfig)
 
     def __post_init__(self) -> None:
@@ -65,11 +67,12 @@ class ProtocolConfig:
 
 @dataclass
 class RenderConfig:
-    num_captions: int = 3
+    num_captions: Annotated[int, NON_NEGATIVE] = 3
     mp4: bool = True
-    max_frames: int = 120
+    max_frames: Annotated[int, AT_LEAST_1] = 120
 
 
+@parameter_group("evaluation")
 @dataclass
 class EvaluationConfig:
     """Everything the ``evaluation`` pipeline reads from ``params:evaluation``.
@@ -89,8 +92,22 @@ class EvaluationConfig:
     evaluator: EvaluatorTrainConfig = field(default_factory=EvaluatorTrainConfig)
     content_classifier: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    sanity_noise_std: float = 1.0
+    sanity_noise_std: Annotated[float, NON_NEGATIVE] = 1.0
     renders: RenderConfig = field(default_factory=RenderConfig)
+
+    def __post_init__(self) -> None:
+        for name, spec in self.base_models.items():
+            where = f"evaluation.base_models.{name}"
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("denoiser"), str):
+                raise ValueError(f"{where} = {spec!r}: expected {{denoiser: <checkpoint id>, vae: <id> or null}}")
+            unknown = sorted(set(spec) - _SPEC_KEYS)
+            if unknown:
+                raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(_SPEC_KEYS)}")
+            if spec.get("vae") is not None and not isinstance(spec["vae"], str):
+                raise ValueError(f"{where}.vae = {spec['vae']!r}: expected a checkpoint id or null")
+            steps = spec.get("num_steps")
+            if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+                raise ValueError(f"{where}.num_steps = {steps!r}: must be an integer >= 1 or null")
 
     def protocol_for(self, skeleton, fps: float) -> ProtocolConfig:
         """The protocol with plausibility feet and fps of ``skeleton`` (a SkeletonSpec) and the dataset fps."""

@@ -7,9 +7,10 @@ instead: every denoiser call and every reward-path call (VAE decode + reward mod
 
 FLOPs of a call are measured with :class:`torch.utils.flop_counter.FlopCounterMode` (:func:`measure_flops`) the
 first time a call with its input signature (shapes, guidance) is seen, then reused (the mode's Python overhead
-stays out of the hot path). Backward FLOPs follow the standard accounting: twice the forward FLOPs for a trained module (input and
-weight gradients), once for a frozen module the gradient passes through (input gradients only: the VAE decoder and
-the reward model), plus one more forward for calls under gradient checkpointing (recomputed in backward). This is
+stays out of the hot path). Backward FLOPs follow the standard accounting: twice the forward FLOPs for a trained
+module (input and weight gradients), once for a frozen module the gradient passes through (input gradients only: the
+VAE decoder and the reward model), plus one more forward for calls under gradient checkpointing (recomputed in
+backward). This is
 an estimate for the backward (DRTune's detached denoiser inputs need only weight gradients and are counted 2x);
 forward FLOPs are measured. ``cost_gflops`` = (forward + backward FLOPs) / 1e9.
 """

@@ -18,9 +18,11 @@ trajectory with a frozen copy and apply the per-step gradients to the policy cop
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+
+from easytune.core.config import AT_LEAST_1, NON_NEGATIVE
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,9 @@ class EasyTuneStep(Policy):
     """
 
     steps: Literal["all", "last_k", "first_k"] = "all"
-    k: int = 10
+    k: Annotated[int, AT_LEAST_1] = 10
     weighting: Weighting = "uniform"
-    window: int = 20
+    window: Annotated[int, AT_LEAST_1] = 20
     name: str = field(default="easytune_step", init=False)
 
     def plan(self, num_steps: int, rng: np.random.Generator) -> RolloutPlan:
@@ -152,7 +154,7 @@ class EasyTuneChain(EasyTuneStep):
 class DraftK(Policy):
     """DRaFT-K: backpropagate the final reward through the last K steps (K >= T: the full chain, DRaFT-T)."""
 
-    k: int = 10
+    k: Annotated[int, AT_LEAST_1] = 10
     name: str = field(default="draft_k", init=False)
 
     def plan(self, num_steps: int, rng: np.random.Generator) -> RolloutPlan:
@@ -167,7 +169,7 @@ class ReFL(Policy):
     """ReFL-M: no gradient until a random stop step s in the last M steps; one trained step at s, reward on its
     x0_hat, optimizer step, stop."""
 
-    m: int = 10
+    m: Annotated[int, AT_LEAST_1] = 10
     name: str = field(default="refl", init=False)
 
     def plan(self, num_steps: int, rng: np.random.Generator) -> RolloutPlan:
@@ -181,7 +183,7 @@ class AlignProp(Policy):
     """AlignProp: truncated backpropagation from a random cutoff step c (uniform in [min_cutoff, T-1]) to the end,
     each trained denoiser call under gradient checkpointing; reward on the final sample."""
 
-    min_cutoff: int = 0
+    min_cutoff: Annotated[int, NON_NEGATIVE] = 0
     checkpointing: bool = True
     name: str = field(default="alignprop", init=False)
 
@@ -200,9 +202,9 @@ class DRTune(Policy):
     at s. ``first_step`` 0 is the authors' release (5 steps spread from the noisiest step); the paper's Table S1
     trains steps [40, 50] of 50, i.e. ``first_step: 40``."""
 
-    k: int = 5
-    m: int = 10
-    first_step: int = 0
+    k: Annotated[int, AT_LEAST_1] = 5
+    m: Annotated[int, AT_LEAST_1] = 10
+    first_step: Annotated[int, NON_NEGATIVE] = 0
     name: str = field(default="drtune", init=False)
 
     def plan(self, num_steps: int, rng: np.random.Generator) -> RolloutPlan:

@@ -209,7 +209,8 @@ def run_rollout(
 
 @torch.no_grad()
 def sample_final(generator, text: TextBatch, lengths: torch.Tensor, *, noise_generator: torch.Generator | None,
-                 num_steps: int | None = None, guidance_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 num_steps: int | None = None, guidance_scale: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """No-grad trajectory with the same loop: (final features (B, T, D), mask (B, T)) -- reference for tests."""
     n = num_steps or generator.diffusion.config.num_inference_steps
     timesteps = generator.diffusion.timesteps(n)

@@ -7,6 +7,13 @@ gradient clipping (1.0), AdamW and a warm-up + cosine learning-rate schedule cou
 (merged before the checkpoint is written), early stopping on the validation reward (no-grad sampling of held-out
 val captions every ``val_every`` updates), resumable checkpoints (weights, optimizer, scheduler, RNG states,
 counters; a different configuration starts fresh). Accounting per update: see :mod:`.accounting`.
+
+Data-parallel (:mod:`easytune.core.distributed`, under ``torchrun``): every rank draws the global batch of captions,
+lengths, plans and initial noise from the same seeded streams and keeps its rows; gradients are averaged over ranks at
+every optimizer update (each of EasyTune's per-step updates included) before clipping; validation runs on rank 0 and
+is broadcast; budgets and cost counters are global (summed FLOPs, slowest rank's seconds); rank 0 alone writes the
+resumable checkpoint, whose state is every rank's state (so a run resumes with any number of processes). bf16
+autocast (``bf16``, CUDA only) covers the rollout's forward passes; backward and the optimizer run outside it.
 """
 
 from __future__ import annotations
@@ -19,21 +26,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from easytune.core.config import to_dict
+from easytune.core import distributed
+from easytune.core.atomic import atomic_torch_save
+from easytune.core.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE, to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune.accounting import UpdateAccountant
 from easytune.core.finetune.cost import CostCounters, CostMeter
 from easytune.core.finetune.policies import Policy, make_policy
 from easytune.core.finetune.rollout import StepTrace, run_rollout
 from easytune.core.resume import ResumeKey
+from easytune.core.runtime import autocast_context
 from easytune.core.text import TextBatch
-from easytune.core.training import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +52,9 @@ class LoraOptions:
     """LoRA on the denoiser's Linear layers (peft); merged into the weights before saving."""
 
     enabled: bool = False
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    rank: Annotated[int, AT_LEAST_1] = 8
+    alpha: Annotated[float, POSITIVE] = 16.0
+    dropout: Annotated[float, FRACTION] = 0.0
     target_modules: list[str] | None = None  # None: every nn.Linear of the denoiser
 
 
@@ -76,37 +85,40 @@ class FinetuneConfig:
             captions scored; patience: validation rounds without improvement > min_delta before stopping
             (None: never stop early); restore_best: return the best-validated weights.
         resume_path: resumable checkpoint file (None: no resume); save_every_updates: its interval.
+        bf16: bf16 autocast of the rollout's forward passes (denoiser, VAE decoder, reward model) on CUDA; a no-op
+            on CPU. Off by default: check the reward curve against fp32 on your GPU first (benchmarks/).
     """
 
     method: str = "easytune_step"
     policy: dict[str, Any] = field(default_factory=dict)
-    num_steps: int | None = None
-    guidance_scale: float | None = None
+    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
     reward_input: Literal["x0_hat", "noisy"] = "x0_hat"
-    batch_size: int = 8
-    max_frames: int | None = None
-    max_updates: int = 100
-    max_trajectories: int | None = None
-    max_train_s: float | None = None
-    max_cost_gflops: float | None = None
+    batch_size: Annotated[int, AT_LEAST_1] = 8
+    max_frames: Annotated[int | None, AT_LEAST_1] = None
+    max_updates: Annotated[int, AT_LEAST_1] = 100
+    max_trajectories: Annotated[int | None, AT_LEAST_1] = None
+    max_train_s: Annotated[float | None, POSITIVE] = None
+    max_cost_gflops: Annotated[float | None, POSITIVE] = None
     snapshot_at: list[float] = field(default_factory=list)
-    lr: float = 1e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.0
-    warmup_updates: int = 0
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    reward_weight: float = 1.0
-    kl_weight: float = 0.0
+    lr: Annotated[float, POSITIVE] = 1e-5
+    betas: Annotated[list[float], BETA] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    warmup_updates: Annotated[int, NON_NEGATIVE] = 0
+    min_lr_ratio: Annotated[float, FRACTION] = 0.0
+    grad_clip: Annotated[float | None, NON_NEGATIVE] = 1.0
+    reward_weight: float = 1.0  # any sign (negative: minimise the reward, e.g. to test early stopping)
+    kl_weight: Annotated[float, NON_NEGATIVE] = 0.0
     reward_checkpointing: bool = False
     lora: LoraOptions = field(default_factory=LoraOptions)
-    val_every: int = 0
-    val_captions: int = 16
-    patience: int | None = None
-    min_delta: float = 0.0
+    val_every: Annotated[int, NON_NEGATIVE] = 0
+    val_captions: Annotated[int, AT_LEAST_1] = 16
+    patience: Annotated[int | None, AT_LEAST_1] = None
+    min_delta: Annotated[float, NON_NEGATIVE] = 0.0
     restore_best: bool = True
     resume_path: str | None = None
-    save_every_updates: int = 0
+    save_every_updates: Annotated[int, NON_NEGATIVE] = 0
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.max_updates < 1:
@@ -115,14 +127,6 @@ class FinetuneConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must have two values, got {self.betas}")
-        if self.num_steps is not None and self.num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1 (or null for the sampler's default), got {self.num_steps}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("max_train_s", "max_cost_gflops"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0 (or null: off), got {value}")
         if any(not 0 < f <= 1 for f in self.snapshot_at) or list(self.snapshot_at) != sorted(set(self.snapshot_at)):
             raise ValueError(f"snapshot_at must be increasing fractions in (0, 1], got {self.snapshot_at}")
 
@@ -272,6 +276,7 @@ class _State:
     snapshots_taken: int = 0
     last_val: int = 0
     last_save: int = 0
+    resumed_from: int = 0  # the update this run resumed at (0: a fresh run)
 
 
 def finetune_resume_key(generator, reward, train: MotionSplit, val: MotionSplit | None, text: TextEmbeddings,
@@ -367,6 +372,8 @@ def finetune(
         :class:`FinetuneResult`; ``denoiser`` is the plain (LoRA-merged) module to checkpoint.
     """
     policy = config.build_policy()
+    ctx = distributed.context()
+    shard = distributed.shard_of(config.batch_size, ctx, what="finetune batch_size")  # None in one process
     resume_key = (finetune_resume_key(generator, reward, train, val, text, config, seed=seed, device=device,
                                       **(resume_parts or {})) if config.resume_path else None)  # before any change
     if config.reward_input == "noisy" and getattr(reward, "noise_aware", True) is False:
@@ -399,7 +406,9 @@ def finetune(
     history: dict[str, list[dict]] = {}
     best_state: dict | None = None
     resume_path = Path(config.resume_path) if config.resume_path else None
-    blob = _load_resume(resume_path, resume_key) if resume_path else None
+    blob = _load_resume(resume_path, resume_key) if resume_path and ctx.is_main else None
+    if resume_path:
+        blob = distributed.broadcast_object(blob)  # rank 0 read it; its state is every rank's state
     if blob is not None:
         denoiser.load_state_dict(blob["denoiser"])
         optimizer.load_state_dict(blob["optimizer"])
@@ -413,17 +422,36 @@ def finetune(
         if trajectory_gen is not generator:
             trajectory_gen.denoiser.load_state_dict(denoiser.state_dict())
         logger.info("%s: resumed at update %d", resume_path, state.updates)
+        state.resumed_from = state.updates
 
     accountant = UpdateAccountant(device=device, history=history)
     accountant.update_seconds = state.train_s
     meter = CostMeter()
-    if state.cost:
+    if state.cost and ctx.is_main:  # global counters: rank 0 carries the total so far, the others start at zero
         meter.counters = CostCounters(**{k: v for k, v in state.cost.items() if k != "cost_gflops"})
     budget_name, budget_size = config.budget()
+    synced: dict[str, float] = {}
+
+    def sync_spent() -> None:
+        """Global budget use (FLOPs summed over ranks, the slowest rank's seconds); a collective: every rank calls
+        it at the same points (start, after every update)."""
+        if ctx.initialized:
+            synced["cost_gflops"], = distributed.all_reduce_floats([meter.counters.gflops], "sum")
+            synced["train_s"], = distributed.all_reduce_floats([accountant.update_seconds], "max")
 
     def spent() -> dict[str, float]:
+        if ctx.initialized:
+            return {**synced, "updates": float(state.updates)}
         return {"cost_gflops": meter.counters.gflops, "train_s": accountant.update_seconds,
                 "updates": float(state.updates)}
+
+    def global_counters() -> dict[str, float]:
+        """Cost counters summed over ranks (a collective in a process group)."""
+        local = meter.counters.to_dict()
+        names = [k for k in local if k != "cost_gflops"]
+        total = dict(zip(names, distributed.all_reduce_floats([local[k] for k in names], "sum"), strict=True))
+        counters = CostCounters(**{k: (int(round(v)) if isinstance(local[k], int) else v) for k, v in total.items()})
+        return counters.to_dict()
 
     def budget_exhausted() -> str | None:
         used = spent()
@@ -436,8 +464,8 @@ def finetune(
     def snapshot_record(point: float) -> dict:
         saved = [r["value"] for r in history.get("peak_saved_bytes", [])]
         cuda = [r["value"] for r in history.get("peak_cuda_bytes", [])]
-        return {"at": point, "budget": budget_name, **meter.counters.to_dict(),
-                "train_s": accountant.update_seconds, "updates": state.updates, "trajectories": state.trajectories,
+        return {"at": point, "budget": budget_name, **global_counters(),
+                "train_s": spent()["train_s"], "updates": state.updates, "trajectories": state.trajectories,
                 "samples_drawn": state.trajectories * config.batch_size,
                 "peak_saved_bytes": int(max(saved)) if saved else 0,
                 "peak_cuda_bytes": int(max(cuda)) if cuda else None}
@@ -446,7 +474,7 @@ def finetune(
         while (state.snapshots_taken < len(config.snapshot_at)
                and spent()[budget_name] >= config.snapshot_at[state.snapshots_taken] * budget_size - 1e-9):
             record = snapshot_record(config.snapshot_at[state.snapshots_taken])
-            if on_snapshot is not None:
+            if on_snapshot is not None and ctx.is_main:
                 on_snapshot(record, {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()})
             history.setdefault("snapshots", []).append({"value": float(state.snapshots_taken), "step": state.updates})
             state.snapshots_taken += 1
@@ -457,8 +485,12 @@ def finetune(
 
     def validate() -> None:
         t0 = time.perf_counter()
-        value = validation_reward(generator, reward, val_text, val_len, seed=seed + 1, num_steps=n_steps,
-                                  guidance_scale=config.guidance_scale)
+        value = stop = None
+        if ctx.is_main:  # computed once, broadcast: every rank takes the same decisions
+            value = validation_reward(generator, reward, val_text, val_len, seed=seed + 1, num_steps=n_steps,
+                                      guidance_scale=config.guidance_scale)
+            stop = on_validation is not None and on_validation(state.updates, value, accountant.update_seconds)
+        value, stop = distributed.broadcast_object((value, stop))
         accountant.log(state.updates, {"val_reward": value})
         nonlocal best_state
         if state.best_val is None or value > state.best_val + config.min_delta:
@@ -469,11 +501,15 @@ def finetune(
             state.bad_rounds += 1
         if config.patience is not None and state.bad_rounds >= config.patience:
             state.stopped_early = True
-        if on_validation is not None and on_validation(state.updates, value, accountant.update_seconds):
+        if stop:
             state.stopped_early = True
         state.val_s += time.perf_counter() - t0
 
     def on_update(loss: torch.Tensor, trace: StepTrace) -> bool:
+        with torch.autocast(device.type, enabled=False):  # backward and the optimizer outside bf16 autocast
+            return update(loss, trace)
+
+    def update(loss: torch.Tensor, trace: StepTrace) -> bool:
         loss.backward()
         meter.backward_done()
         accountant.meter.graph_released()
@@ -481,6 +517,9 @@ def finetune(
             for p_policy, p_traj in zip(params, traj_params, strict=True):
                 p_policy.grad = None if p_traj.grad is None else p_traj.grad.detach().clone()
                 p_traj.grad = None
+        # data-parallel: the ranks' mean gradient (= the global batch's), and the ranks' mean reward and loss
+        extras = distributed.average_gradients(params, [float("nan") if trace.reward is None else trace.reward,
+                                                        loss.detach()] + ([trace.kl] if trace.kl is not None else []))
         grad_norm = (torch.nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip
                      else torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in params if p.grad is not None)))
         lr = optimizer.param_groups[0]["lr"]
@@ -488,12 +527,13 @@ def finetune(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.updates += 1
-        metrics = {"train_reward": trace.reward if trace.reward is not None else float("nan"),
-                   "loss": float(loss.detach()), "lr": lr, "grad_norm": float(grad_norm), "step_index": trace.index}
+        metrics = {"train_reward": extras[0], "loss": extras[1], "lr": lr, "grad_norm": float(grad_norm),
+                   "step_index": trace.index}
         if trace.kl is not None:
-            metrics["kl"] = trace.kl
+            metrics["kl"] = extras[2]
         accountant.end_update(state.updates, metrics)
-        accountant.log(state.updates, {"cost_gflops": meter.counters.gflops, "train_s": accountant.update_seconds})
+        sync_spent()
+        accountant.log(state.updates, {"cost_gflops": spent()["cost_gflops"], "train_s": spent()["train_s"]})
         bar.update(1)
         take_snapshots()
         state.budget_spent = budget_exhausted()
@@ -504,7 +544,8 @@ def finetune(
     if val_text is not None and state.updates == 0 and not history.get("val_reward"):
         validate()
     bar = tqdm(total=config.max_updates, initial=state.updates, desc=f"finetune {config.method}",
-               disable=None if progress is None else not progress)
+               disable=(None if progress is None else not progress) if ctx.is_main else True)
+    sync_spent()
     with accountant.meter:
         accountant.start_window()
         while not state.stopped_early and (state.budget_spent or budget_exhausted()) is None:
@@ -512,11 +553,20 @@ def finetune(
                 break
             batch_text, lengths = sample_train_batch(train, text, rng, config.batch_size, max_frames, device)
             plan = policy.plan(n_steps, rng)
-            run_rollout(trajectory_gen, reward, plan, batch_text, lengths, noise_generator=noise,
-                        on_update=on_update, num_steps=n_steps, guidance_scale=config.guidance_scale,
-                        reward_input=config.reward_input, reward_weight=config.reward_weight,
-                        reference=reference, kl_weight=config.kl_weight, meter=meter,
-                        reward_checkpointing=config.reward_checkpointing)
+            x_T, step_noise = None, noise
+            if shard is not None:  # data-parallel: this rank's rows of the global batch and of its initial noise
+                x_T, _ = trajectory_gen.initial_noise(lengths, noise)  # (B, ...) drawn as one process draws it
+                batch_text, lengths, x_T = batch_text.index(shard.rows), shard.take(lengths), shard.take(x_T)
+                if trajectory_gen.vae is None:  # frame noise: beyond this rank's longest motion it is zero
+                    x_T = x_T[:, :int(lengths.max())]
+                # stochastic samplers' step noise: a stream per rank and trajectory (unused by DDIM with eta 0)
+                step_noise = torch.Generator().manual_seed(distributed.rank_seed(seed, state.trajectories))
+            with autocast_context(device, config.bf16):
+                run_rollout(trajectory_gen, reward, plan, batch_text, lengths, noise_generator=step_noise,
+                            on_update=on_update, num_steps=n_steps, guidance_scale=config.guidance_scale,
+                            reward_input=config.reward_input, reward_weight=config.reward_weight,
+                            reference=reference, kl_weight=config.kl_weight, meter=meter,
+                            reward_checkpointing=config.reward_checkpointing, x_T=x_T)
             meter.discard_pending()
             state.trajectories += 1
             if trajectory_gen is not generator:  # theta <- theta' at the end of the trajectory
@@ -526,14 +576,17 @@ def finetune(
                 state.last_val = state.updates
                 accountant.start_window()  # validation time is not an update's time
             state.wall_s = time.perf_counter() - t_start
-            state.train_s, state.cost = accountant.update_seconds, meter.counters.to_dict()
+            state.train_s, state.cost = accountant.update_seconds, global_counters()
+            accountant.log(state.updates, {"samples_per_s": state.trajectories * config.batch_size
+                                           / max(spent()["train_s"], 1e-9)})
             if (resume_path and config.save_every_updates > 0
                     and state.updates - state.last_save >= config.save_every_updates):
-                _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
-                             best_state)
+                if ctx.is_main:
+                    _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
+                                 best_state)
                 state.last_save = state.updates
             if stop_after_updates is not None and state.updates >= stop_after_updates:
-                if resume_path:
+                if resume_path and ctx.is_main:
                     _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
                                  best_state)
                 bar.close()
@@ -545,8 +598,8 @@ def finetune(
     if config.restore_best and best_state is not None:
         denoiser.load_state_dict(best_state)
     state.wall_s = time.perf_counter() - t_start
-    state.train_s, state.cost = accountant.update_seconds, meter.counters.to_dict()
-    if resume_path:
+    state.train_s, state.cost = accountant.update_seconds, global_counters()
+    if resume_path and ctx.is_main:
         _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history, best_state)
     return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=False)
 
@@ -563,6 +616,14 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
     seconds = [r["value"] for r in history.get("s_per_update", [])]
     saved = [r["value"] for r in history.get("peak_saved_bytes", [])]
     cuda = [r["value"] for r in history.get("peak_cuda_bytes", [])]
+    # memory per rank (each rank measures its own updates; a collective in a process group)
+    per_rank = distributed.gather_objects((accountant.peak_saved_bytes, accountant.peak_cuda_bytes))
+    world = len(per_rank)
+    if world > 1:
+        for r, (rank_saved, rank_cuda) in enumerate(per_rank):
+            accountant.log(state.updates, {f"peak_saved_bytes_rank{r}": rank_saved,
+                                           **({} if rank_cuda is None else {f"peak_cuda_bytes_rank{r}": rank_cuda})})
+    samples = state.trajectories * config.batch_size
     if config.lora.enabled and not interrupted:
         merge_lora(denoiser)
     summary = {
@@ -574,7 +635,9 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
         "train_s": round(state.train_s, 3),
         "val_s": round(state.val_s, 3),
         **{k: v for k, v in state.cost.items()},
-        "samples_drawn": state.trajectories * config.batch_size,
+        "samples_drawn": samples,
+        "samples_per_s": samples / state.train_s if state.train_s > 0 else None,
+        "world_size": world,
         "s_per_update": float(np.median(seconds)) if seconds else None,
         "final_reward": val_rewards[-1]["value"] if val_rewards else None,
         "train_objective_tail": float(np.mean(tail)) if tail else None,
@@ -586,7 +649,10 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
         "budget_spent": state.budget_spent,
         "peak_saved_bytes": int(max(saved)) if saved else 0,
         "peak_cuda_bytes": int(max(cuda)) if cuda else None,
+        "peak_saved_bytes_per_rank": [int(v) for v, _ in per_rank],
+        "peak_cuda_bytes_per_rank": [None if v is None else int(v) for _, v in per_rank],
         "num_steps": config.num_steps or generator.diffusion.config.num_inference_steps,
         "interrupted": interrupted,
+        "resumed_from": state.resumed_from,
     }
     return FinetuneResult(denoiser=denoiser, history=history, summary=summary)

@@ -10,10 +10,12 @@ replaces the teacher's two (conditional + unconditional): the guided output is w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from easytune.core.config import AT_LEAST_2
 from easytune.core.consistency import guidance_embedding
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
 from easytune.core.text import TextBatch
@@ -24,7 +26,7 @@ class LatentConsistencyDenoiserConfig(LatentDenoiserConfig):
     """The teacher's :class:`LatentDenoiserConfig` plus ``guidance_embed_dim`` (sinusoidal features of the
     guidance scale; MotionLCM's ``time_cond_proj_dim`` 256)."""
 
-    guidance_embed_dim: int = 256
+    guidance_embed_dim: Annotated[int, AT_LEAST_2] = 256
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -10,10 +10,12 @@ frames. With ``text_tokens`` every block also cross-attends to the caption's tok
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from easytune.core.config import AT_LEAST_1, FRACTION
 from easytune.core.models.layers import (
     SkipTransformer,
     TextTokenContext,
@@ -35,15 +37,15 @@ class FrameDenoiserConfig:
     """Sizes of the frame denoiser; ``None`` fields come from ``PRESETS[preset]``."""
 
     preset: str = "cpu"
-    feature_dim: int = 263
-    text_dim: int = 384
-    d_model: int | None = None
-    ff_dim: int | None = None
-    num_heads: int | None = None
-    num_layers: int | None = None
-    dropout: float | None = None
+    feature_dim: Annotated[int, AT_LEAST_1] = 263
+    text_dim: Annotated[int, AT_LEAST_1] = 384
+    d_model: Annotated[int | None, AT_LEAST_1] = None
+    ff_dim: Annotated[int | None, AT_LEAST_1] = None
+    num_heads: Annotated[int | None, AT_LEAST_1] = None
+    num_layers: Annotated[int | None, AT_LEAST_1] = None
+    dropout: Annotated[float | None, FRACTION] = None
     text_tokens: bool | None = None
-    cond_drop_prob: float = 0.1
+    cond_drop_prob: Annotated[float, FRACTION] = 0.1
 
     def __post_init__(self) -> None:
         apply_preset(self, PRESETS)

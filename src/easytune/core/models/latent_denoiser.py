@@ -11,10 +11,12 @@ token (10% of training captions; the unconditional branch at sampling).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
 
+from easytune.core.config import AT_LEAST_1, FRACTION
 from easytune.core.models.layers import SkipTransformer, TextTokenContext, TimestepEmbedding, apply_preset
 from easytune.core.text import TextBatch
 
@@ -30,16 +32,16 @@ class LatentDenoiserConfig:
     """Sizes of the latent denoiser; ``latent_tokens``/``latent_dim`` must match the VAE."""
 
     preset: str = "cpu"
-    latent_tokens: int = 1
-    latent_dim: int = 128
-    text_dim: int = 384
-    d_model: int | None = None
-    ff_dim: int | None = None
-    num_heads: int | None = None
-    num_layers: int | None = None
-    dropout: float | None = None
+    latent_tokens: Annotated[int, AT_LEAST_1] = 1
+    latent_dim: Annotated[int, AT_LEAST_1] = 128
+    text_dim: Annotated[int, AT_LEAST_1] = 384
+    d_model: Annotated[int | None, AT_LEAST_1] = None
+    ff_dim: Annotated[int | None, AT_LEAST_1] = None
+    num_heads: Annotated[int | None, AT_LEAST_1] = None
+    num_layers: Annotated[int | None, AT_LEAST_1] = None
+    dropout: Annotated[float | None, FRACTION] = None
     text_tokens: bool | None = None
-    cond_drop_prob: float = 0.1
+    cond_drop_prob: Annotated[float, FRACTION] = 0.1
 
     def __post_init__(self) -> None:
         apply_preset(self, PRESETS)

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Annotated, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE
+from easytune.core.distributed import Shard, draw_rows
 from easytune.core.models.layers import SkipTransformer, apply_preset, sinusoidal_embedding
 
 PRESETS: dict[str, dict] = {
@@ -42,17 +44,17 @@ class MotionVAEConfig:
     """Sizes of the motion VAE; ``None`` fields come from ``PRESETS[preset]``."""
 
     preset: str = "cpu"
-    feature_dim: int = 263
-    d_model: int | None = None
-    ff_dim: int | None = None
-    num_heads: int | None = None
-    encoder_layers: int | None = None
-    decoder_layers: int | None = None
-    latent_tokens: int | None = None
-    latent_dim: int | None = None
-    dropout: float | None = None
-    kl_weight: float = 1e-4
-    position_weight: float = 0.0
+    feature_dim: Annotated[int, AT_LEAST_1] = 263
+    d_model: Annotated[int | None, AT_LEAST_1] = None
+    ff_dim: Annotated[int | None, AT_LEAST_1] = None
+    num_heads: Annotated[int | None, AT_LEAST_1] = None
+    encoder_layers: Annotated[int | None, AT_LEAST_1] = None
+    decoder_layers: Annotated[int | None, AT_LEAST_1] = None
+    latent_tokens: Annotated[int | None, AT_LEAST_1] = None
+    latent_dim: Annotated[int | None, AT_LEAST_1] = None
+    dropout: Annotated[float | None, FRACTION] = None
+    kl_weight: Annotated[float, NON_NEGATIVE] = 1e-4
+    position_weight: Annotated[float, NON_NEGATIVE] = 0.0
 
     def __post_init__(self) -> None:
         apply_preset(self, PRESETS)
@@ -116,24 +118,27 @@ class MotionVAE(nn.Module):
         return self.output_proj(h) * mask[..., None].to(z.dtype)  # (B, T, D)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None,
-                sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Reconstruct x (B, T, D): returns (x_hat (B, T, D), mu, logvar (B, n, latent_dim))."""
+                sample: bool = True, shard: Shard | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruct x (B, T, D): returns (x_hat (B, T, D), mu, logvar (B, n, latent_dim)). ``shard``
+        (data-parallel): x is these rows of a global batch; the posterior noise is the global draw's rows."""
         mu, logvar = self.encode(x, mask)
         z = mu
         if sample:
-            eps = torch.randn(mu.shape, generator=generator, device="cpu" if generator is not None else mu.device)
+            eps = draw_rows(lambda n: torch.randn((n, *mu.shape[1:]), generator=generator,
+                                                  device="cpu" if generator is not None else mu.device),
+                            mu.shape[0], shard)
             z = mu + (0.5 * logvar).exp() * eps.to(mu.device, mu.dtype)  # (B, n, latent_dim)
         return self.decode(z, mask), mu, logvar
 
     def loss(self, x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None,
-             joints_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> VAELoss:
+             joints_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, shard: Shard | None = None) -> VAELoss:
         """Masked smooth-L1 reconstruction (mean over valid frames and dims) + kl_weight * KL (mean per element)
         + position_weight * masked MPJPE (m) between ``joints_fn(x)`` and ``joints_fn(x_hat)``.
 
         ``joints_fn`` maps normalised features (B, T, D) to joints (B, T, J, 3) (de-normalise, then
         ``recover_from_ric``); required when ``position_weight > 0``.
         """
-        x_hat, mu, logvar = self(x, mask, generator)
+        x_hat, mu, logvar = self(x, mask, generator, shard=shard)
         valid = mask[..., None].to(x.dtype)  # (B, T, 1)
         rec = (F.smooth_l1_loss(x_hat, x, reduction="none") * valid).sum() / (valid.sum() * x.shape[-1])
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()

@@ -3,6 +3,9 @@
 A HumanML3D caption line is ``caption#tokens#start#end`` (``start``/``end`` in seconds, ``0.0#0.0`` = the whole
 clip). A plain-text line without ``#`` is accepted as a whole-clip caption. Malformed lines are skipped and
 counted; the caller decides what a clip left without captions means (it is skipped too).
+
+Input files are untrusted: :class:`InputLimits` bounds what is read (file sizes, caption length in characters and
+words, label length, clip length); anything beyond a limit is a counted skip naming the file (and the line).
 """
 
 from __future__ import annotations
@@ -13,8 +16,53 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from easytune.core.config import AT_LEAST_1, Range
+from easytune.core.dataset import MAX_STORED_CAPTION_CHARS
 
 logger = logging.getLogger(__name__)
+
+MIB = 1 << 20
+
+
+@dataclass
+class InputLimits:
+    """Bounds on untrusted dataset files; each violation is a counted skip (reason in brackets) with a warning
+    naming the file, or ``file:line`` for a caption line.
+
+    Attributes:
+        max_caption_chars: longest caption text kept, in characters (``caption_too_long``: that line is skipped,
+            the clip's other captions are kept). At most :data:`MAX_STORED_CAPTION_CHARS`.
+        max_caption_words: most whitespace-separated words in a caption (``caption_too_many_words``); the text
+            encoder further truncates at ``text_encoder.max_tokens`` tokens (counted in the report).
+        max_label_chars: longest content label of ``index.csv`` (``label_too_long``: the clip is kept unlabelled).
+        max_text_file_bytes: caption files larger than this are not read (``text_file_too_large``).
+        max_motion_file_bytes: ``.npy`` motion files larger than this are not read (``motion_file_too_large``).
+        max_index_file_bytes: ``index.csv`` (``index_file_too_large``: no labels) and split files (an error) larger
+            than this are not read.
+        max_clip_frames: clips with more frames are skipped before their features are computed (``clip_too_long``).
+    """
+
+    max_caption_chars: Annotated[int, Range(ge=1, le=MAX_STORED_CAPTION_CHARS)] = 1000
+    max_caption_words: Annotated[int, AT_LEAST_1] = 200
+    max_label_chars: Annotated[int, AT_LEAST_1] = 200
+    max_text_file_bytes: Annotated[int, AT_LEAST_1] = 16 * MIB
+    max_motion_file_bytes: Annotated[int, AT_LEAST_1] = 256 * MIB
+    max_index_file_bytes: Annotated[int, AT_LEAST_1] = 256 * MIB
+    max_clip_frames: Annotated[int, AT_LEAST_1] = 10_000
+
+
+def file_too_large(path: Path, limit: int, reason: str, skips: SkipLog) -> bool:
+    """True (and the skip counted under ``reason``) when ``path`` has more than ``limit`` bytes."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False  # the reader reports an unreadable file
+    if size > limit:
+        skips.skip(reason, path, f"{size} bytes > limit {limit}")
+        return True
+    return False
 
 
 class CaptionFormatError(ValueError):
@@ -113,13 +161,17 @@ def parse_caption_line(line: str) -> Caption:
     return Caption(text=text, start=start, end=end, tokens=tokens)
 
 
-def read_caption_file(path: str | Path, skips: SkipLog) -> list[Caption]:
+def read_caption_file(path: str | Path, skips: SkipLog, limits: InputLimits | None = None) -> list[Caption]:
     """All valid captions of a text file; [] when the file is unusable (the reason is counted in ``skips``).
 
-    Counted reasons: ``text_not_utf8``, ``unreadable_text``, ``empty_caption_file`` (file level) and
-    ``malformed_caption_line`` (per line; the other lines are kept), ``no_valid_caption`` (every line malformed).
+    Counted reasons: ``text_file_too_large``, ``text_not_utf8``, ``unreadable_text``, ``empty_caption_file`` (file
+    level) and ``malformed_caption_line``, ``caption_too_long``, ``caption_too_many_words`` (per line, named
+    ``file:line``; the other lines are kept), ``no_valid_caption`` (no line usable).
     """
     path = Path(path)
+    limits = limits or InputLimits()
+    if file_too_large(path, limits.max_text_file_bytes, "text_file_too_large", skips):
+        return []
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -137,11 +189,22 @@ def read_caption_file(path: str | Path, skips: SkipLog) -> list[Caption]:
     captions = []
     for number, line in lines:
         try:
-            captions.append(parse_caption_line(line))
+            caption = parse_caption_line(line)
         except CaptionFormatError as exc:
             skips.skip("malformed_caption_line", f"{path}:{number}", str(exc))
+            continue
+        if len(caption.text) > limits.max_caption_chars:
+            skips.skip("caption_too_long", f"{path}:{number}",
+                       f"{len(caption.text)} characters > max_caption_chars {limits.max_caption_chars}")
+            continue
+        words = len(caption.text.split())
+        if words > limits.max_caption_words:
+            skips.skip("caption_too_many_words", f"{path}:{number}",
+                       f"{words} words > max_caption_words {limits.max_caption_words}")
+            continue
+        captions.append(caption)
     if not captions:
-        skips.skip("no_valid_caption", path, f"all {len(lines)} line(s) malformed")
+        skips.skip("no_valid_caption", path, f"none of {len(lines)} line(s) usable")
     return captions
 
 

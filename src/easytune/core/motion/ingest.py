@@ -13,9 +13,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 
+from easytune.core.config import POSITIVE, parameter_group
 from easytune.core.motion.bvh import BANDAI_TO_HML22, HML22_IDENTITY, BvhError, bvh_to_hml22, read_bvh
 
 logger = logging.getLogger(__name__)
@@ -70,10 +72,10 @@ class BvhIngestConfig:
     ``labels`` has no row for a file; ``content_phrases``/``style_adverbs`` extend or override the built-in tables.
     """
 
-    mapping: str = "bandai"
+    mapping: Literal["bandai", "hml22", "table"] = "bandai"
     mapping_table: dict = field(default_factory=dict)
-    scale: float = 0.01
-    target_fps: float = 20.0
+    scale: Annotated[float, POSITIVE] = 0.01
+    target_fps: Annotated[float, POSITIVE] = 20.0
     id_pattern: str = BANDAI_ID_PATTERN
     content_phrases: dict = field(default_factory=dict)
     style_adverbs: dict = field(default_factory=dict)
@@ -92,6 +94,18 @@ class BvhIngestConfig:
         if self.mapping == "hml22":  # files with the 22 HumanML3D joint names (the generate pipeline's BVHs)
             return HML22_IDENTITY
         return {k: tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in self.mapping_table.items()}
+
+
+@parameter_group("bvh_ingest")
+@dataclass
+class BvhIngestParameters:
+    """``params:bvh_ingest``: ``input_dir`` (searched recursively for ``*.bvh``; '' when ``input_variable`` is not
+    set, reported by the node), an optional ``label_table`` CSV (``id, content[, style]``) and the ``conversion``."""
+
+    input_dir: str = ""
+    input_variable: str = "EASYTUNE_BVH_DIR"
+    label_table: str = ""
+    conversion: BvhIngestConfig = field(default_factory=BvhIngestConfig)
 
 
 @dataclass

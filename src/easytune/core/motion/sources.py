@@ -23,12 +23,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 
+from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, parameter_group
 from easytune.core.dataset import FeatureStats, MotionSplit
-from easytune.core.motion.captions import Caption, SkipLog, read_caption_file
+from easytune.core.motion.captions import Caption, InputLimits, SkipLog, file_too_large, read_caption_file
 from easytune.core.motion.features import feature_group_std, fidelity_report, joints_to_features
 from easytune.core.motion.skeleton import SkeletonSpec
 from easytune.core.motion.synthetic import SyntheticConfig, ensure_dataset
@@ -70,8 +71,8 @@ class LengthFilterConfig:
     """Samples shorter than ``min_length`` or longer than ``max_length`` feature frames are skipped
     (``crop_longer``: cropped to ``max_length`` instead)."""
 
-    min_length: int = 40
-    max_length: int = 196
+    min_length: Annotated[int, AT_LEAST_1] = 40
+    max_length: Annotated[int, AT_LEAST_1] = 196
     crop_longer: bool = False
 
     def __post_init__(self) -> None:
@@ -90,10 +91,10 @@ class SplitConfig:
         allow_empty_eval_splits: accept an empty val or test split (tiny sample folders); train may never be empty.
     """
 
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
-    seed: int = 1234
+    train: Annotated[float, FRACTION] = 0.8
+    val: Annotated[float, FRACTION] = 0.1
+    test: Annotated[float, FRACTION] = 0.1
+    seed: Annotated[int, NON_NEGATIVE] = 1234
     use_split_files: bool = True
     allow_empty_eval_splits: bool = False
 
@@ -103,6 +104,7 @@ class SplitConfig:
             raise ValueError(f"split fractions must be >= 0, sum to 1 and train > 0; got {fractions}")
 
 
+@parameter_group("data_processing")
 @dataclass
 class DataProcessingConfig:
     """The ``data_processing`` parameters.
@@ -112,6 +114,7 @@ class DataProcessingConfig:
         length: length filter.
         split: train/val/test assignment.
         text_encoder: caption encoder settings.
+        limits: bounds on the untrusted input files (sizes, caption and clip lengths); see :class:`InputLimits`.
         fidelity_max_clips: at most this many (features, joints) pairs enter the fidelity report (None = all).
         max_warnings_per_reason: warnings logged per skip reason before only counting.
     """
@@ -120,8 +123,9 @@ class DataProcessingConfig:
     length: LengthFilterConfig = field(default_factory=LengthFilterConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    fidelity_max_clips: int | None = None
-    max_warnings_per_reason: int = 10
+    limits: InputLimits = field(default_factory=InputLimits)
+    fidelity_max_clips: Annotated[int | None, AT_LEAST_1] = None
+    max_warnings_per_reason: Annotated[int, NON_NEGATIVE] = 10
 
 
 # --------------------------------------------------------------------------------------------------- clips
@@ -144,8 +148,11 @@ class Clip:
     path: str
 
 
-def load_npy(path: Path, skips: SkipLog) -> np.ndarray | None:
-    """``np.load(path, allow_pickle=False)`` or None with ``unreadable_npy`` / ``not_float`` counted."""
+def load_npy(path: Path, skips: SkipLog, max_bytes: int | None = None) -> np.ndarray | None:
+    """``np.load(path, allow_pickle=False)`` or None with ``motion_file_too_large`` (more than ``max_bytes``),
+    ``unreadable_npy`` / ``not_float`` counted."""
+    if max_bytes is not None and file_too_large(Path(path), max_bytes, "motion_file_too_large", skips):
+        return None
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -175,23 +182,36 @@ def _stems(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.npy"))} if folder.is_dir() else {}
 
 
-def read_labels(path: Path, skips: SkipLog) -> dict[str, str]:
-    """``index.csv`` column ``content`` keyed by column ``id``; {} when absent or without those columns."""
-    if not path.is_file():
+def read_labels(path: Path, skips: SkipLog, limits: InputLimits | None = None) -> dict[str, str]:
+    """``index.csv`` column ``content`` keyed by column ``id``; {} when absent, without those columns or larger than
+    ``limits.max_index_file_bytes``; a label longer than ``limits.max_label_chars`` is dropped (counted)."""
+    limits = limits or InputLimits()
+    if not path.is_file() or file_too_large(path, limits.max_index_file_bytes, "index_file_too_large", skips):
         return {}
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "id" not in reader.fieldnames or "content" not in reader.fieldnames:
                 return {}
-            return {row["id"]: (row["content"] or "").strip() for row in reader if row.get("id")}
+            labels = {}
+            for number, row in enumerate(reader, start=2):
+                if not row.get("id"):
+                    continue
+                label = (row["content"] or "").strip()
+                if len(label) > limits.max_label_chars:
+                    skips.skip("label_too_long", f"{path}:{number}",
+                               f"{len(label)} characters > max_label_chars {limits.max_label_chars}")
+                    label = ""
+                labels[row["id"]] = label
+            return labels
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         skips.skip("unreadable_index", path, str(exc))
         return {}
 
 
-def read_split_files(root: Path, skips: SkipLog) -> dict[str, list[str]] | None:
+def read_split_files(root: Path, skips: SkipLog, limits: InputLimits | None = None) -> dict[str, list[str]] | None:
     """``{train,val,test}.txt`` of ``root`` as split -> ids; None when no split file exists."""
+    limits = limits or InputLimits()
     files = {s: root / f"{s}.txt" for s in SPLITS}
     if not any(p.is_file() for p in files.values()):
         return None
@@ -200,6 +220,10 @@ def read_split_files(root: Path, skips: SkipLog) -> dict[str, list[str]] | None:
         if not path.is_file():
             out[split] = []
             continue
+        size = path.stat().st_size
+        if size > limits.max_index_file_bytes:
+            raise DataSourceError(f"{path}: split file of {size} bytes > limits.max_index_file_bytes "
+                                  f"{limits.max_index_file_bytes}")
         try:
             out[split] = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
@@ -224,21 +248,32 @@ class _FolderSource:
 
     kind = "folder"
 
-    def __init__(self, root: str | Path, skeleton: SkeletonSpec, skips: SkipLog | None = None):
+    def __init__(self, root: str | Path, skeleton: SkeletonSpec, skips: SkipLog | None = None,
+                 limits: InputLimits | None = None):
         self.root = Path(root)
         self.skeleton = skeleton
         self.skips = skips or SkipLog()
-        self.labels = read_labels(self.root / "index.csv", self.skips)
+        self.limits = limits or InputLimits()
+        self.labels = read_labels(self.root / "index.csv", self.skips, self.limits)
 
     def _captions(self, clip_id: str) -> list[Caption] | None:
         path = self.root / "texts" / f"{clip_id}.txt"
         if not path.is_file():
             self.skips.skip("missing_text", path, "motion without a caption file")
             return None
-        return read_caption_file(path, self.skips) or None  # an unusable file is counted there
+        return read_caption_file(path, self.skips, self.limits) or None  # an unusable file is counted there
+
+    def _motion(self, path: Path, trailing: tuple[int, ...], min_frames: int) -> np.ndarray | None:
+        """A validated (T, *trailing) float32 motion within the size and length limits, or None (counted)."""
+        array = load_npy(path, self.skips, self.limits.max_motion_file_bytes)
+        if array is not None and array.ndim >= 1 and array.shape[0] > self.limits.max_clip_frames:
+            self.skips.skip("clip_too_long", path, f"{array.shape[0]} frames > max_clip_frames "
+                                                   f"{self.limits.max_clip_frames}")
+            return None
+        return None if array is None else check_motion(array, trailing, path, self.skips, min_frames=min_frames)
 
     def split_ids(self) -> dict[str, list[str]] | None:
-        return read_split_files(self.root, self.skips)
+        return read_split_files(self.root, self.skips, self.limits)
 
     def shipped_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
         return None
@@ -253,8 +288,8 @@ class JointsFolderSource(_FolderSource):
     kind = "joints_folder"
 
     def __init__(self, root: str | Path, skeleton: SkeletonSpec, skips: SkipLog | None = None,
-                 retarget: bool = True):
-        super().__init__(root, skeleton, skips)
+                 retarget: bool = True, limits: InputLimits | None = None):
+        super().__init__(root, skeleton, skips, limits)
         self.retarget = retarget and skeleton.bone_lengths is not None
         if not (self.root / "joints").is_dir():
             raise DataSourceError(f"{self.root}: no joints/ folder (expected joints/<id>.npy and texts/<id>.txt)")
@@ -268,9 +303,7 @@ class JointsFolderSource(_FolderSource):
             captions = self._captions(clip_id)
             if captions is None:
                 continue
-            array = load_npy(path, self.skips)
-            joints = None if array is None else check_motion(array, (self.skeleton.num_joints, 3), path,
-                                                             self.skips, min_frames=2)
+            joints = self._motion(path, (self.skeleton.num_joints, 3), min_frames=2)
             if joints is None:
                 continue
             features = joints_to_features(joints, self.skeleton, retarget=self.retarget)  # (T-1, D)
@@ -283,8 +316,8 @@ class HumanML3DSource(_FolderSource):
     kind = "humanml3d"
 
     def __init__(self, root: str | Path, skeleton: SkeletonSpec, skips: SkipLog | None = None,
-                 retarget: bool = True):
-        super().__init__(root, skeleton, skips)
+                 retarget: bool = True, limits: InputLimits | None = None):
+        super().__init__(root, skeleton, skips, limits)
         self.retarget = retarget and skeleton.bone_lengths is not None  # for ids with joints only
         self.feature_files = _stems(self.root / "new_joint_vecs")
         self.joint_files = _stems(self.root / "new_joints")
@@ -303,12 +336,10 @@ class HumanML3DSource(_FolderSource):
                 continue
             if clip_id in self.feature_files:
                 path = self.feature_files[clip_id]
-                array = load_npy(path, self.skips)
-                features = None if array is None else check_motion(array, (d,), path, self.skips)
+                features = self._motion(path, (d,), min_frames=1)
             else:
                 path = self.joint_files[clip_id]
-                array = load_npy(path, self.skips)
-                joints = None if array is None else check_motion(array, (j, 3), path, self.skips, min_frames=2)
+                joints = self._motion(path, (j, 3), min_frames=2)
                 features = None if joints is None else joints_to_features(joints, self.skeleton,
                                                                                      retarget=self.retarget)
             if features is not None:
@@ -335,8 +366,8 @@ class HumanML3DSource(_FolderSource):
         quiet = SkipLog(max_warnings=0)  # already counted (or not a clip) in the main pass
         feats, joints = {}, {}
         for clip_id in ids:
-            f_arr = load_npy(self.feature_files[clip_id], quiet)
-            j_arr = load_npy(self.joint_files[clip_id], quiet)
+            f_arr = load_npy(self.feature_files[clip_id], quiet, self.limits.max_motion_file_bytes)
+            j_arr = load_npy(self.joint_files[clip_id], quiet, self.limits.max_motion_file_bytes)
             f_ok = None if f_arr is None else check_motion(f_arr, (self.skeleton.feature_dim,), "", quiet)
             j_ok = None if j_arr is None else check_motion(j_arr, (self.skeleton.num_joints, 3), "", quiet, 2)
             if f_ok is not None and j_ok is not None and len(j_ok) >= len(f_ok):
@@ -362,12 +393,14 @@ def ensure_source(config: SourceConfig, fps: float) -> dict:
     return {"kind": config.kind, "root": str(root), "generated": False}
 
 
-def open_source(config: SourceConfig, skeleton: SkeletonSpec, skips: SkipLog) -> _FolderSource:
-    """The source named by ``config`` (the embedded folder must have been written already)."""
+def open_source(config: SourceConfig, skeleton: SkeletonSpec, skips: SkipLog,
+                limits: InputLimits | None = None) -> _FolderSource:
+    """The source named by ``config`` (the embedded folder must have been written already), reading within
+    ``limits``."""
     root = resolve_root(config.root, config.root_variable)
     retarget = config.kind != "embedded" if config.retarget is None else config.retarget
     source_class = HumanML3DSource if config.kind == "humanml3d" else JointsFolderSource
-    source = source_class(root, skeleton, skips, retarget=retarget)
+    source = source_class(root, skeleton, skips, retarget=retarget, limits=limits)
     source.kind = config.kind  # "embedded" reads a joints folder but is reported as what it is
     return source
 
@@ -573,6 +606,7 @@ def build_dataset(source: _FolderSource, config: DataProcessingConfig, fps: floa
         "labels": dict(sorted(Counter(x.label for x in used).items())),
         "length_filter": {"min_length": config.length.min_length, "max_length": config.length.max_length,
                           "crop_longer": config.length.crop_longer},
+        "input_limits": dict(vars(source.limits)),
     }
     shipped = source.shipped_stats()
     if shipped is not None:

@@ -24,11 +24,13 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import gaussian_filter1d
 
+from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from easytune.core.motion.captions import format_caption_line
 from easytune.core.motion.skeleton import HUMANML3D
 
@@ -94,13 +96,13 @@ class SyntheticConfig:
         fps: frame rate (the HumanML3D convention is 20).
     """
 
-    num_clips: int = 2000
-    seed: int = 0
-    min_frames: int = 40
-    max_frames: int = 196
-    short_fraction: float = 0.03
-    short_min_frames: int = 24
-    fps: float = 20.0
+    num_clips: Annotated[int, AT_LEAST_1] = 2000
+    seed: Annotated[int, NON_NEGATIVE] = 0
+    min_frames: Annotated[int, Range(ge=2)] = 40
+    max_frames: Annotated[int, Range(ge=2)] = 196
+    short_fraction: Annotated[float, FRACTION] = 0.03
+    short_min_frames: Annotated[int, Range(ge=2)] = 24
+    fps: Annotated[float, POSITIVE] = 20.0
 
     def __post_init__(self) -> None:
         if self.num_clips < 1:

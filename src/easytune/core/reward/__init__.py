@@ -1,8 +1,9 @@
 """Reward model: noise-aware text-motion retrieval, the frozen reward R(x, t, c), SPL and retrieval metrics.
 
 Public API: :class:`RetrievalModel` / :class:`RetrievalModelConfig` (checkpoint kind ``retrieval_model``),
-:class:`Reward` and :func:`empty_caption_batch` (``reward.py``), :func:`mine_preferences` and :func:`spl_finetune`
-(``spl.py``), :func:`train_retrieval_model` (``training.py``), :func:`evaluate_retrieval` (``metrics.py``).
+:class:`Reward` and :func:`empty_caption_batch` (``reward.py``), SPL mining and its calibration (``spl.py``),
+:func:`train_retrieval_model` with or without a miner (``training.py``), the before / control / after study
+(``study.py``), :func:`evaluate_retrieval` (``metrics.py``).
 Importing this package loads only the model and the reward (not diffusers, not the training code).
 """
 

@@ -1,36 +1,52 @@
-"""Typed configuration of the whole reward job (the ``reward:`` parameter group), and the helpers its stages share."""
+"""Typed configuration of the whole reward job (the ``reward:`` parameter group) and the model factory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-import numpy as np
 import torch
 
-from easytune.core.config import with_overrides
+from easytune.core.config import AT_LEAST_1, NON_NEGATIVE, parameter_group, with_overrides
 from easytune.core.dataset import MotionSplit, TextEmbeddings
-from easytune.core.reward.metrics import RetrievalEvalConfig, evaluate_retrieval
+from easytune.core.reward.metrics import RetrievalEvalConfig
 from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
-from easytune.core.reward.spl import MiningConfig, mine_preferences, spl_finetune
+from easytune.core.reward.spl import CalibrationConfig, MiningConfig
 from easytune.core.reward.training import RetrievalTrainingConfig
 
 
+@parameter_group("reward")
 @dataclass
 class RewardConfig:
-    """``model`` sizes (feature_dim/text_dim are taken from the data), retrieval ``training``, SPL fine-tuning
-    (``spl``: the same loop with the SPL loss, usually fewer steps), ``mining``, ``evaluation`` protocols, the
-    seed of the reward sanity check, and the optional SPL sensitivity study (``k_sensitivity``: list of k, each a
-    separate mining + SPL run from the pre-SPL model; ``no_spl_control``: the same fine-tuning with spl_weight 0)."""
+    """``model`` sizes (feature_dim/text_dim are taken from the data), retrieval ``training`` (before SPL), ``spl``
+    (the extra steps, with the SPL loss; the control runs the same steps without it), ``mining`` rule and pool,
+    ``calibration`` of pool size and k on the train split, ``evaluation`` protocols, the seed of the reward sanity
+    check, and ``training_seeds``: the three-way comparison's number of training seeds (seed index 0 is the primary
+    one, whose models the catalog keeps)."""
 
     model: RetrievalModelConfig = field(default_factory=RetrievalModelConfig)
     training: RetrievalTrainingConfig = field(default_factory=RetrievalTrainingConfig)
-    spl: RetrievalTrainingConfig = field(default_factory=lambda: RetrievalTrainingConfig(steps=500, lr=5e-5,
+    spl: RetrievalTrainingConfig = field(default_factory=lambda: RetrievalTrainingConfig(steps=100, lr=5e-5,
                                                                                          warmup_steps=20))
     mining: MiningConfig = field(default_factory=MiningConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     evaluation: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
-    sanity_seed: int = 0
-    k_sensitivity: list[int] = field(default_factory=list)
-    no_spl_control: bool = False
+    sanity_seed: Annotated[int, NON_NEGATIVE] = 0
+    training_seeds: Annotated[int, AT_LEAST_1] = 3
+
+    def __post_init__(self) -> None:
+        if self.training_seeds < 1:
+            raise ValueError(f"reward.training_seeds must be >= 1, got {self.training_seeds}")
+
+
+def seeded(config: RewardConfig, index: int) -> RewardConfig:
+    """The configuration of training seed ``index`` (0 = primary = unchanged): the training, SPL and mining RNG
+    seeds are offset by ``index`` (the model initialisation by the caller: runtime seed + index)."""
+    if index == 0:
+        return config
+    return with_overrides(config, training=with_overrides(config.training, seed=config.training.seed + index),
+                          spl=with_overrides(config.spl, seed=config.spl.seed + index),
+                          mining=with_overrides(config.mining, seed=config.mining.seed + index))
 
 
 def build_model(config: RewardConfig, train: MotionSplit, text: TextEmbeddings, seed: int) -> RetrievalModel:
@@ -38,47 +54,3 @@ def build_model(config: RewardConfig, train: MotionSplit, text: TextEmbeddings, 
     model_config = with_overrides(config.model, feature_dim=train.feature_dim, text_dim=text.dim)
     torch.manual_seed(seed)
     return RetrievalModel(model_config)
-
-
-def spl_sensitivity(model_state: dict, model_config: RetrievalModelConfig, config: RewardConfig, train: MotionSplit,
-                    val: MotionSplit, test: MotionSplit, text: TextEmbeddings, device: torch.device) -> dict:
-    """For each k of ``config.k_sensitivity`` (and a spl_weight=0 control when asked): mine on train with k,
-    fine-tune a copy of the pre-SPL model, evaluate on test -> ``{"k=5": {k, failure_ratio, pairs, metrics}, ...}``.
-
-    A k whose mining finds no failure has an SPL loss of exactly 0 at every step, so its fine-tuning equals the
-    spl_weight=0 control: such runs are computed once and shared (``shared_with_control: true``).
-    """
-    def finetune_and_evaluate(pairs, spl_cfg):
-        model = RetrievalModel(model_config)
-        model.load_state_dict(model_state)
-        tuned, _ = spl_finetune(model.to(device), train, text, pairs, spl_cfg, device, val=val)
-        return evaluate_retrieval(tuned, test, text, config.evaluation, device)
-
-    probe = RetrievalModel(model_config)
-    probe.load_state_dict(model_state)
-    probe.to(device)
-    out, control, mined = {}, None, {}
-    for k in config.k_sensitivity:
-        pairs = mined[k] = mine_preferences(probe, train, text, with_overrides(config.mining, k=k), device)
-        entry = {"k": k, "failure_ratio": pairs.failure_ratio, "pairs": int(pairs.has_preference.sum()),
-                 "spl_weight": config.spl.spl_weight, "shared_with_control": not pairs.has_preference.any()}
-        if entry["shared_with_control"]:
-            control = control or finetune_and_evaluate(pairs, with_overrides(config.spl, spl_weight=0.0))
-            entry["metrics"] = control
-        else:
-            entry["metrics"] = finetune_and_evaluate(pairs, config.spl)
-        out[f"k={k}"] = entry
-    if config.no_spl_control:
-        k = config.mining.k  # mined above when it is one of k_sensitivity (same mining config otherwise)
-        pairs = mined[k] if k in mined else mine_preferences(probe, train, text, config.mining, device)
-        control = control or finetune_and_evaluate(pairs, with_overrides(config.spl, spl_weight=0.0))
-        out["no_spl_control"] = {"k": config.mining.k, "failure_ratio": pairs.failure_ratio,
-                                 "pairs": int(pairs.has_preference.sum()), "spl_weight": 0.0, "metrics": control}
-    return out
-
-
-def mining_summary(pairs, mining: MiningConfig) -> dict:
-    """Plain-dict summary of a mining run for the report."""
-    return {"failure_ratio": pairs.failure_ratio, "pairs": int(pairs.has_preference.sum()), "queries": len(pairs),
-            "k": mining.k, "pool": mining.pool, "pool_size": mining.batch_size,
-            "median_gt_rank": float(np.median(pairs.gt_rank)) if len(pairs) else float("nan")}

@@ -11,11 +11,13 @@ over the evaluation seeds; the ``full`` protocol is deterministic (CI 0).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
 from scipy import stats
 
+from easytune.core.config import AT_LEAST_2, NON_NEGATIVE
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.noising import ForwardNoiser
@@ -29,9 +31,9 @@ PROTOCOLS = ("batch32", "full", "batch32_noised")
 @dataclass
 class RetrievalEvalConfig:
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
-    batch_size: int = 32
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    noise_t_max: int = 500
+    batch_size: Annotated[int, AT_LEAST_2] = 32
+    seeds: Annotated[list[int], NON_NEGATIVE] = field(default_factory=lambda: [0, 1, 2])
+    noise_t_max: Annotated[int, NON_NEGATIVE] = 500
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.protocols) - set(PROTOCOLS))

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from easytune.core.config import ConfigError, from_dict
+from easytune.core.config import ConfigError, from_dict, parameter_group
 from easytune.core.finetune.policies import make_policy
 from easytune.core.finetune.trainer import FinetuneConfig
 from easytune.core.study.signals import SignalConfig
+
+#: reward checkpoints a variant may fine-tune with (the reward pipeline's, all of the primary seed)
+REWARD_CHECKPOINTS = ("reward_model", "retrieval_model", "reward_model_no_spl")
 
 #: FinetuneConfig fields the study sets itself (a variant or ``finetune`` may not override them)
 STUDY_OWNED = ("method", "policy", "lr", "max_cost_gflops", "max_train_s", "snapshot_at", "max_updates",
@@ -18,15 +21,24 @@ STUDY_OWNED = ("method", "policy", "lr", "max_cost_gflops", "max_train_s", "snap
 @dataclass
 class VariantSpec:
     """One fine-tuning variant: a method (``method`` + ``policy`` options), other :class:`FinetuneConfig` fields it
-    sets (``finetune``, e.g. ``kl_weight``), its learning-rate grid (None: the study's), and ``enabled``."""
+    sets (``finetune``, e.g. ``kl_weight``), its learning-rate grid (None: the study's) or ``lr_from`` (use the
+    learning rate chosen for that variant: no selection runs), the reward it fine-tunes with (``reward``: after SPL,
+    before SPL or the no-SPL control; every variant's validation signals use ``reward_model``), and ``enabled``."""
 
     method: str
     policy: dict[str, Any] = field(default_factory=dict)
     finetune: dict[str, Any] = field(default_factory=dict)
     lr_grid: list[float] | None = None
+    lr_from: str | None = None
+    reward: str = "reward_model"
     enabled: bool = True
 
+    def __post_init__(self) -> None:
+        if self.reward not in REWARD_CHECKPOINTS:
+            raise ConfigError(f"reward must be one of {list(REWARD_CHECKPOINTS)}, got {self.reward!r}")
 
+
+@parameter_group("finetune_study")
 @dataclass
 class StudyConfig:
     """``params:finetune_study``.
@@ -45,9 +57,13 @@ class StudyConfig:
         signals: validation signals and the admissibility guard (:class:`SignalConfig`).
         reward_gains: held-out reward gains over the base where the equal-reward view reads the metrics.
         protocol: overrides of ``evaluation.protocol`` for scoring snapshots on the test split
-            (``generation_replications`` >= 3 by default: the CIs then include generation noise).
+            (default: one generation per snapshot, no MultiModality: every training seed generates with its own
+            noise, so the CI over seeds includes generation noise; MultiModality is reported by the evaluation
+            pipeline).
         metrics: test metrics tabulated in the views.
         seconds_points: fractions of the shortest variant's mean training seconds for the equal-seconds view.
+        spl_ablation: [variant with the SPL reward, the same variant with the reward before SPL] (paper Fig. 8):
+            win rates of the first over the second per metric over matched seeds and snapshots (empty: none).
         run_cache: folder of finished runs (and their resume files): a rerun with the same key loads them.
         workers: runs and snapshot scorings executed side by side in this many processes (CPU: one per core);
         threads: torch intra-op threads of each run or scoring, whatever ``workers`` is (results do not depend
@@ -63,11 +79,11 @@ class StudyConfig:
     finetune: dict[str, Any] = field(default_factory=dict)
     signals: SignalConfig = field(default_factory=SignalConfig)
     reward_gains: list[float] = field(default_factory=lambda: [1.0, 2.0])
-    protocol: dict[str, Any] = field(default_factory=lambda: {"generation_replications": 3})
+    protocol: dict[str, Any] = field(default_factory=lambda: {"generation_replications": 1, "mm_captions": 0})
     metrics: list[str] = field(default_factory=lambda: [
-        "R@1", "R@3", "FID", "MM-Dist", "Diversity", "MultiModality", "content_accuracy", "foot_skating",
-        "jitter"])
+        "R@1", "R@3", "FID", "MM-Dist", "Diversity", "content_accuracy", "foot_skating", "jitter"])
     seconds_points: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
+    spl_ablation: list[str] = field(default_factory=list)
     run_cache: str | None = "data/06_models/study/runs"
     workers: int = 1
     threads: int = 1
@@ -93,9 +109,20 @@ class StudyConfig:
             if owned:
                 raise ConfigError(f"finetune_study.variants.{name}.finetune sets {owned}, which the study sets itself")
             make_policy(spec.method, spec.policy)  # unknown method or option: fail now, not after hours
+            if spec.lr_from is not None and (spec.lr_from not in self.variants or
+                                             self.variants[spec.lr_from].lr_from is not None):
+                raise ConfigError(f"finetune_study.variants.{name}.lr_from: {spec.lr_from!r} must be another variant "
+                                  f"that chooses its own learning rate")
         owned = sorted(set(self.finetune) & set(STUDY_OWNED))
         if owned:
             raise ConfigError(f"finetune_study.finetune sets {owned}, which the study sets itself")
+        if self.spl_ablation:
+            if len(self.spl_ablation) != 2 or any(v not in self.variants for v in self.spl_ablation):
+                raise ConfigError(f"finetune_study.spl_ablation must name two variants, got {self.spl_ablation}")
+            after, before = (self.variants[v] for v in self.spl_ablation)
+            if (after.method, after.policy, after.finetune) != (before.method, before.policy, before.finetune) \
+                    or after.reward == before.reward:
+                raise ConfigError("finetune_study.spl_ablation: the two variants must differ only in their reward")
         if self.workers < 1 or self.threads < 1:
             raise ConfigError(f"finetune_study.workers and threads must be >= 1, got {self.workers}, {self.threads}")
         if int(self.protocol.get("generation_replications", 1)) < 1:
@@ -103,7 +130,10 @@ class StudyConfig:
 
     @property
     def enabled(self) -> list[str]:
-        return [name for name, spec in self.variants.items() if spec.enabled]
+        """Enabled variants; a variant whose ``lr_from`` is enabled keeps it enabled too."""
+        on = {name for name, spec in self.variants.items() if spec.enabled}
+        on |= {self.variants[n].lr_from for n in on if self.variants[n].lr_from is not None}
+        return [name for name in self.variants if name in on]
 
     def grid(self, variant: str) -> list[float]:
         spec = self.variants[variant]

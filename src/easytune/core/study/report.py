@@ -24,9 +24,9 @@ from easytune.core.study.views import (
 #: metrics ranked in the conclusions, with their direction (True: higher is better)
 RANKED = {"R@1": True, "FID": False}
 
-CI_NOTE = ("95% Student-t intervals over training seeds; each seed's value is the evaluation protocol's mean over "
-           "its replications, which regenerate the test set generation_replications times (so generation noise is "
-           "inside the interval). The intervals do not cover retraining the base generator, the reward model or the "
+CI_NOTE = ("95% Student-t intervals over training seeds; each seed's snapshots are generated with that seed's own "
+           "noise (and the protocol's mean over generation_replications generations when > 1), so generation noise "
+           "is inside the interval. The intervals do not cover retraining the base generator, the reward model or the "
            "evaluator, nor other datasets.")
 
 
@@ -62,16 +62,16 @@ def build_report(config: StudyConfig, base_metrics: Mapping, base_signals: Mappi
     names = list(config.metrics)
     variants = {v: attach_scores(records[v], scores[v], base_metrics)
                 for v in records if records.get(v) and scores.get(v)}
-    final_seconds = {v: mean_ci([snapshot_value(r[-1], "train_s") for r in runs])["mean"]
-                     for v, runs in variants.items()}
-    horizon = min(final_seconds.values()) if final_seconds else 0.0
+    final_seconds = [snapshot_value(r[-1], "train_s") for runs in variants.values() for r in runs]
+    horizon = min(final_seconds) if final_seconds else 0.0  # every run of every variant trained at least this long
     seconds = [f * horizon for f in config.seconds_points]
     views: dict[str, Any] = {
         "equal_cost": {v: at_equal_cost(runs, [*names, "val_reward", "val_reward_fid"])
                        for v, runs in variants.items()},
         "equal_seconds": {"seconds": seconds,
                           "variants": {v: at_equal_seconds(runs, names, seconds) for v, runs in variants.items()}},
-        "equal_reward_gain": {v: at_equal_reward_gain(runs, names, config.reward_gains) for v, runs in variants.items()},
+        "equal_reward_gain": {v: at_equal_reward_gain(runs, names, config.reward_gains)
+                              for v, runs in variants.items()},
     }
     points = [{"variant": "base", "index": 0, "at": 0.0, "FID": base_metrics["FID"]["mean"],
                "R@1": base_metrics["R@1"]["mean"]}]
@@ -89,7 +89,8 @@ def build_report(config: StudyConfig, base_metrics: Mapping, base_signals: Mappi
                                                       *names)}}
     views["admissible"] = {"rule": selection["rule"], "variants": admissible}
     report = {
-        "config": {"seeds": config.seeds, "selection_seed": config.selection_seed, "budget_gflops":
+        "config": {"metrics": list(config.metrics), "seeds": config.seeds, "selection_seed": config.selection_seed,
+                   "budget_gflops":
                    config.budget_gflops, "snapshot_at": config.snapshot_at, "lr_grid": config.lr_grid,
                    "signals": vars(config.signals), "reward_gains": config.reward_gains, "protocol": config.protocol},
         "ci": CI_NOTE,
@@ -102,9 +103,38 @@ def build_report(config: StudyConfig, base_metrics: Mapping, base_signals: Mappi
                      for v, runs in variants.items()},
         "views": views,
     }
+    if config.spl_ablation and all(v in variants for v in config.spl_ablation):
+        report["spl_ablation"] = spl_ablation(variants[config.spl_ablation[0]], variants[config.spl_ablation[1]],
+                                              config.spl_ablation, views)
     report["rankings"] = rankings(report)
     report["conclusions"] = conclusions(report)
     return report
+
+
+#: metrics of the Fig. 8 win rates (True: higher is better)
+SPL_ABLATION_METRICS = {"R@1": True, "R@2": True, "R@3": True, "FID": False}
+
+
+def spl_ablation(after: Sequence[Sequence[Mapping]], before: Sequence[Sequence[Mapping]], names: Sequence[str],
+                 views: Mapping) -> dict[str, Any]:
+    """Paper Fig. 8: the variant fine-tuned with the SPL reward against the same variant with the reward before SPL
+    (same method, budget, seeds and learning rate). Win rate per metric = fraction of matched (seed, snapshot)
+    pairs, snapshots after the base, where the SPL variant is better (ties count half); the metrics themselves at
+    the whole budget with their CIs come from the equal-cost view."""
+    out: dict[str, Any] = {"variants": {"after_spl": names[0], "before_spl": names[1]}, "win_rate": {}, "pairs": 0}
+    for metric, higher in SPL_ABLATION_METRICS.items():
+        wins = []
+        for run_a, run_b in zip(after, before, strict=True):
+            for p, q in zip(run_a[1:], run_b[1:], strict=True):
+                a, b = snapshot_value(p, metric), snapshot_value(q, metric)
+                if a is None or b is None:
+                    continue
+                wins.append(0.5 if a == b else float((a > b) == higher))
+        out["win_rate"][metric] = sum(wins) / len(wins) if wins else None
+        out["pairs"] = max(out["pairs"], len(wins))
+        out[metric] = {"after_spl": views["equal_cost"][names[0]][-1].get(metric),
+                       "before_spl": views["equal_cost"][names[1]][-1].get(metric)}
+    return out
 
 
 def rankings(report: Mapping) -> dict[str, dict[str, Any]]:
@@ -139,7 +169,7 @@ def conclusions(report: Mapping) -> list[str]:
     base = report["base"]["metrics"]
     budget = report["config"]["budget_gflops"]
     labels = {"equal_cost_final": f"at equal cost (the whole budget, {budget:g} GFLOPs)",
-              "equal_seconds_final": "at equal training seconds (the shortest variant's mean, this machine)",
+              "equal_seconds_final": "at equal training seconds (the shortest run's, this machine)",
               "admissible": "at each variant's best admissible point (chosen on val signals)"}
     for gain in report["config"]["reward_gains"]:
         labels[f"equal_reward_gain_{gain:g}"] = f"at equal held-out reward gain (+{gain:g} over the base; seeds that " \
@@ -152,12 +182,19 @@ def conclusions(report: Mapping) -> list[str]:
 
 
 def _conclusion(label: str, metric: str, rank: Mapping, base: Mapping) -> str:
+    label = label[0].upper() + label[1:]
     if rank.get("best") is None:
-        return f"{label.capitalize()}: no variant has {metric} here (no gain reached by 2 seeds)."
+        return f"{label}: no variant has {metric} here (none reached it with 2 seeds)."
     tied = rank["tied_with"]
-    verdict = ("its interval is separated from every other variant's" if not tied else
-               f"not separated at 95% from {', '.join(tied)}")
-    return (f"{label.capitalize()}, {'highest' if RANKED[metric] else 'lowest'} {metric}: {rank['best']} "
+    if rank.get("candidates", 2) == 1:
+        verdict = "the only variant with a value here"
+    elif rank.get("ci") is None:
+        verdict = "no interval (fewer than 2 seeds), so no separation is claimed"
+    elif not tied:
+        verdict = "its interval is separated from every other variant's"
+    else:
+        verdict = f"not separated at 95% from {', '.join(tied)}"
+    return (f"{label}, {'highest' if RANKED[metric] else 'lowest'} {metric}: {rank['best']} "
             f"({_cell({'mean': rank['mean'], 'ci': rank['ci']})}; base {base[metric]['mean']:.3f}); {verdict}.")
 
 
@@ -170,15 +207,17 @@ def _gflops(c: Mapping | None) -> str:
 def markdown_tables(report: Mapping) -> str:
     """README/MLflow tables of the study: learning rates, equal cost (final), equal reward gain, admissible points,
     and the conclusions."""
-    views, names = report["views"], ["R@1", "FID", "content_accuracy", "MultiModality", "jitter"]
+    views = report["views"]
+    names = [n for n in ("R@1", "FID", "content_accuracy", "MultiModality", "jitter")
+             if n in report["config"]["metrics"]]
     out = ["**Learning rate per variant** (chosen on the selection seed, val signals only)", "",
            "| variant | method | lr | grid | val reward at admissible point per lr |", "|---|---|---|---|---|"]
     for v, rec in report["variants"].items():
         cands = ", ".join(f"{c['lr']:g}: {c['val_reward']:.2f}" for c in rec["lr_selection"]["candidates"]) or "-"
-        out.append(f"| {v} | {rec['method']} | {rec['lr']:g} | {', '.join(f'{x:g}' for x in rec['lr_selection']['grid'])}"
-                   f" | {cands} |")
-    out += ["", f"**At equal cost** (the whole budget, {report['config']['budget_gflops']:g} GFLOPs; mean ± 95% CI over "
-            f"{len(report['config']['seeds'])} seeds)", "",
+        grid = ", ".join(f"{x:g}" for x in rec["lr_selection"]["grid"])
+        out.append(f"| {v} | {rec['method']} | {rec['lr']:g} | {grid} | {cands} |")
+    out += ["", f"**At equal cost** (the whole budget, {report['config']['budget_gflops']:g} GFLOPs; mean ± 95% CI "
+            f"over {len(report['config']['seeds'])} seeds)", "",
             "| variant | updates | train s | val reward | val reward FID | " + " | ".join(names) + " |",
             "|---" * (5 + len(names)) + "|"]
     base = report["base"]
@@ -205,5 +244,16 @@ def markdown_tables(report: Mapping) -> str:
     front = ", ".join(f"{p['variant']}@{p['at']:g}" for p in views["pareto"]["front"])
     out += ["", f"**Pareto front** (R@1 up, FID down, snapshot means): {front}", "",
             "**What the data supports**", ""] + [f"- {line}" for line in report["conclusions"]]
+    if "spl_ablation" in report:
+        abl = report["spl_ablation"]
+        a, b = abl["variants"]["after_spl"], abl["variants"]["before_spl"]
+        out += ["", f"**SPL ablation (paper Fig. 8)**: {a} (reward after SPL) against {b} (reward before SPL); win "
+                f"rate = share of {abl['pairs']} matched (seed, snapshot) pairs where the SPL reward's model is better",
+                "", "| metric | win rate of SPL | after SPL (whole budget) | before SPL (whole budget) |",
+                "|---|---|---|---|"]
+        for metric in SPL_ABLATION_METRICS:
+            rate = abl["win_rate"][metric]
+            out.append(f"| {metric} | {'-' if rate is None else f'{rate:.2f}'} | {_cell(abl[metric]['after_spl'])} | "
+                       f"{_cell(abl[metric]['before_spl'])} |")
     out += ["", f"_{report['ci']}_"]
     return "\n".join(out) + "\n"

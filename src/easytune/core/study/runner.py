@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from easytune.core.atomic import atomic_torch_save
 from easytune.core.config import to_dict
 from easytune.core.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune import load_generator, load_reward
@@ -31,7 +32,6 @@ from easytune.core.resume import ResumeKey
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.signals import real_embeddings, validation_signals
 from easytune.core.study.views import admissible_index
-from easytune.core.training import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 class StudyInputs:
     """What every run shares (picklable, sent once to each worker).
 
-    denoiser / vae / reward: checkpoint dicts (the pretrained generator, its VAE or None, the reward model);
+    denoiser / vae: checkpoint dicts (the pretrained generator, its VAE or None); rewards: reward checkpoint name ->
+    dict (``reward_model`` is every variant's validation yardstick; a variant fine-tunes with its ``reward``);
     train: the train split reduced to what fine-tuning samples (ids, lengths, captions; see :func:`light_splits`);
     val: the val samples the signals score; base: the base model's signals; common: ``finetune.common``.
     """
@@ -48,7 +49,7 @@ class StudyInputs:
     config: StudyConfig
     denoiser: dict
     vae: dict | None
-    reward: dict
+    rewards: dict[str, dict]
     train: MotionSplit
     val: MotionSplit
     text: TextEmbeddings
@@ -79,7 +80,7 @@ def base_signals(inputs: StudyInputs) -> dict[str, float]:
     cfg = inputs.config
     first = cfg.enabled[0]
     run_cfg = cfg.run_config(first, cfg.grid(first)[0], inputs.common)
-    reward = load_reward(inputs.reward, inputs.device)
+    reward = load_reward(inputs.rewards["reward_model"], inputs.device)
     with torch_threads(cfg.threads):
         return validation_signals(inputs.generator(), reward, inputs.val, inputs.text, cfg.signals, inputs.device,
                                   num_steps=run_cfg.num_steps, guidance_scale=run_cfg.guidance_scale)
@@ -113,10 +114,12 @@ def run_task(inputs: StudyInputs, task: RunTask) -> RunOutput:
     cache = Path(config.run_cache) / task.variant if config.run_cache else None
     run_cfg = config.run_config(task.variant, task.lr, inputs.common,
                                 str(cache / f"{task.tag}.resume.pt") if cache else None)
-    generator, reward = inputs.generator(), load_reward(inputs.reward, device)
+    spec = config.variants[task.variant]
+    generator, reward = inputs.generator(), load_reward(inputs.rewards[spec.reward], device)
+    yardstick = reward if spec.reward == "reward_model" else load_reward(inputs.rewards["reward_model"], device)
     key = finetune_resume_key(generator, reward, inputs.train, inputs.val, inputs.text, run_cfg, seed=task.seed,
                               device=device, signals=to_dict(config.signals), base=inputs.base,
-                              keep_weights=task.keep_weights) if cache else None
+                              keep_weights=task.keep_weights, yardstick=yardstick.model) if cache else None
     cached = _load_run(cache / f"{task.tag}.pt", key) if cache else None
     if cached is not None:
         logger.info("study %s %s: loaded from %s", task.variant, task.tag, cache / f"{task.tag}.pt")
@@ -131,11 +134,11 @@ def run_task(inputs: StudyInputs, task: RunTask) -> RunOutput:
     result = finetune(generator, reward, inputs.train, None, inputs.text, run_cfg, seed=task.seed, device=device,
                       progress=False, on_snapshot=on_snapshot)
     signal_start = time.perf_counter()
-    real_emb = real_embeddings(reward, inputs.val, config.signals, device)
+    real_emb = real_embeddings(yardstick, inputs.val, config.signals, device)
     snapshots = [base_snapshot(inputs.base)]
     for j, (record, state_dict) in enumerate(zip(records, weights, strict=True), start=1):
         generator.denoiser.load_state_dict(state_dict)
-        signals = validation_signals(generator, reward, inputs.val, inputs.text, config.signals, device,
+        signals = validation_signals(generator, yardstick, inputs.val, inputs.text, config.signals, device,
                                      real_emb=real_emb, num_steps=run_cfg.num_steps,
                                      guidance_scale=run_cfg.guidance_scale)
         snapshots.append({"index": j, **record, **signals})
@@ -178,13 +181,20 @@ def choose_lr(config: StudyConfig, variant: str, outputs: dict[float, RunOutput]
 def select_learning_rates(inputs: StudyInputs) -> dict[str, dict]:
     """Selection runs of every enabled variant (grid x selection seed, weights not kept) -> ``{variant: choice}``."""
     config = inputs.config
+    own = [v for v in config.enabled if config.variants[v].lr_from is None]
     tasks = [RunTask(v, lr, config.selection_seed, keep_weights=False)
-             for v in config.enabled if len(config.grid(v)) > 1 for lr in config.grid(v)]
+             for v in own if len(config.grid(v)) > 1 for lr in config.grid(v)]
     outputs = map_tasks(run_task, tasks, inputs, workers=workers_for(inputs), threads=config.threads)
     by_variant: dict[str, dict[float, RunOutput]] = {}
     for task, out in zip(tasks, outputs, strict=True):
         by_variant.setdefault(task.variant, {})[task.lr] = out
-    return {v: choose_lr(config, v, by_variant.get(v, {})) for v in config.enabled}
+    chosen = {v: choose_lr(config, v, by_variant.get(v, {})) for v in own}
+    for v in config.enabled:
+        source = config.variants[v].lr_from
+        if source is not None:
+            chosen[v] = {"lr": chosen[source]["lr"], "grid": [chosen[source]["lr"]], "candidates": [],
+                         "rule": f"the learning rate chosen for {source}"}
+    return chosen
 
 
 def train_study(inputs: StudyInputs, lrs: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list[list[dict]]]]:

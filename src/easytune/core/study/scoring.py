@@ -1,16 +1,18 @@
 """Test-split scores of study snapshots with the independent evaluator (the evaluation pipeline's protocol).
 
 Each snapshot is scored like an evaluated model: the test set is generated ``generation_replications`` times
-(>= 3 by default in the study), R-Precision groups, Diversity and MultiModality pairs are resampled over the
+(once by default in the study), R-Precision groups, Diversity and MultiModality pairs are resampled over the
 replications, FID, MM-Dist, content accuracy and the plausibility metrics are computed per generation. A snapshot's
-value of a metric is its protocol mean; the study's CIs are then taken over training seeds. Snapshots are
-independent tasks (:func:`easytune.core.parallel.map_tasks`).
+value of a metric is its protocol mean; the study's CIs are then taken over training seeds. Every training seed's
+snapshots are generated with their own noise (protocol seed + ``seed_offset``, 1000 x the training seed), so the
+generation noise enters the CI over seeds; the snapshots of one run share it (common noise along a curve).
+Snapshots are independent tasks (:func:`easytune.core.parallel.map_tasks`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -21,6 +23,9 @@ from easytune.core.finetune import load_generator
 from easytune.core.parallel import map_tasks
 
 logger = logging.getLogger(__name__)
+
+#: a training seed s scores its snapshots with protocol seed + SEED_OFFSET * s
+SEED_OFFSET = 1000
 
 
 @dataclass
@@ -42,11 +47,13 @@ class ScoringInputs:
 
 @dataclass(frozen=True)
 class ScoreTask:
-    """Weights of one snapshot (None: the pretrained model itself); ``keep``: also return its first generation."""
+    """Weights of one snapshot (None: the pretrained model itself); ``keep``: also return its first generation;
+    ``seed_offset``: added to the protocol's seed (a training seed's own generation noise)."""
 
     label: str
     state_dict: dict | None
     keep: bool = False
+    seed_offset: int = 0
 
 
 def score_task(inputs: ScoringInputs, task: ScoreTask) -> tuple[dict, dict | None]:
@@ -58,7 +65,7 @@ def score_task(inputs: ScoringInputs, task: ScoreTask) -> tuple[dict, dict | Non
     evaluator = build_from_checkpoint(inputs.evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
     classifier = None if inputs.classifier is None else build_from_checkpoint(
         inputs.classifier, device, allowed_kinds=["content_classifier"], source="content_classifier")
-    p = inputs.protocol
+    p = replace(inputs.protocol, seed=inputs.protocol.seed + task.seed_offset)
     source = generator_source(generator, inputs.text, batch_size=p.batch_size, device=device,
                               num_steps=p.num_steps, guidance_scale=p.guidance_scale)
     result = evaluate_source(source, inputs.test, inputs.text, inputs.stats, evaluator, classifier, p,

@@ -166,4 +166,5 @@ def rank_variants(cells: Mapping[str, Mapping], higher_is_better: bool = True) -
         return {"best": None, "tied_with": []}
     best = (max if higher_is_better else min)(present, key=lambda v: present[v]["mean"])
     tied = sorted(v for v, c in present.items() if v != best and not separated(present[best], c))
-    return {"best": best, "mean": present[best]["mean"], "ci": present[best]["ci"], "tied_with": tied}
+    return {"best": best, "mean": present[best]["mean"], "ci": present[best]["ci"], "tied_with": tied,
+            "candidates": len(present)}

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from easytune.core.config import from_dict
-from easytune.core.motion.ingest import BvhIngestConfig, ingest_bvh_files
+from easytune.core.motion.ingest import BvhIngestParameters, ingest_bvh_files
 
 
-def _input_folder(params: dict) -> Path:
-    root, variable = params.get("input_dir", ""), params.get("input_variable", "EASYTUNE_BVH_DIR")
+def _input_folder(params: BvhIngestParameters) -> Path:
+    root, variable = params.input_dir, params.input_variable
     if not root:
         raise ValueError(f"{variable} is not set: point it at a folder of .bvh files "
                          f"(e.g. the Bandai-Namco-Research-Motiondataset 'dataset/*/data' folders)")
@@ -21,15 +21,18 @@ def _input_folder(params: dict) -> Path:
     return folder
 
 
-def ingest_bvh_folder(params: dict) -> tuple[dict, dict]:
-    """Convert every ``*.bvh`` under ``params['input_dir']`` (recursively); returns (joints folder, report)."""
-    config = from_dict(BvhIngestConfig, params.get("conversion", {}), where="bvh_ingest.conversion")
+def ingest_bvh_folder(params: BvhIngestParameters) -> tuple[dict, dict]:
+    """Convert every ``*.bvh`` under ``params.input_dir`` (recursively); returns (joints folder, report).
+
+    ``params`` arrives validated from Kedro; a plain dict (a hand-built catalog) is validated here."""
+    params = from_dict(BvhIngestParameters, params)
+    config = params.conversion
     folder = _input_folder(params)
     labels = None
-    if params.get("label_table"):
-        table = pd.read_csv(params["label_table"])
+    if params.label_table:
+        table = pd.read_csv(params.label_table)
         if "id" not in table.columns or "content" not in table.columns:
-            raise ValueError(f"{params['label_table']}: label table needs columns id, content (and optionally style)")
+            raise ValueError(f"{params.label_table}: label table needs columns id, content (and optionally style)")
         labels = {str(r["id"]): {"content": r["content"], "style": r.get("style")} for _, r in table.iterrows()}
     paths = sorted(folder.rglob("*.bvh"))
     if not paths:

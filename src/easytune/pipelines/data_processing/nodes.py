@@ -1,4 +1,8 @@
-"""Thin Kedro adapters over :mod:`easytune.core.motion.sources` and :mod:`easytune.core.text_encoder`."""
+"""Thin Kedro adapters over :mod:`easytune.core.motion.sources` and :mod:`easytune.core.text_encoder`.
+
+Parameters arrive validated: Kedro builds the annotated dataclasses (``DataProcessingConfig``, ``DatasetConfig``,
+``RuntimeConfig``) before any node runs; ``_config`` also accepts the plain dict of a hand-built catalog.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from easytune.core.config import from_dict
+from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.motion.captions import SkipLog
 from easytune.core.motion.skeleton import get_skeleton
 from easytune.core.motion.sources import DataProcessingConfig, build_dataset, ensure_source, open_source
@@ -16,14 +20,14 @@ from easytune.core.runtime import resolve_device
 from easytune.core.text_encoder import MiniLMEncoder
 
 log = logging.getLogger(__name__)
-_NOT_METRICS = ("root", "source", "split_method", "labels", "length_filter", "raw_dataset")
+_NOT_METRICS = ("root", "source", "split_method", "labels", "length_filter", "raw_dataset", "input_limits")
 
 
-def _config(data_processing: dict) -> DataProcessingConfig:
-    return from_dict(DataProcessingConfig, data_processing, where="params:data_processing")
+def _config(data_processing: DataProcessingConfig | dict) -> DataProcessingConfig:
+    return from_dict(DataProcessingConfig, data_processing, where="data_processing")
 
 
-def prepare_raw_dataset(data_processing: dict, dataset: dict) -> dict:
+def prepare_raw_dataset(data_processing: DataProcessingConfig, dataset: DatasetConfig) -> dict:
     """Write the embedded dataset when it is the source and missing; check the folder otherwise.
 
     -> ``{"kind", "root", "generated"}``.
@@ -32,12 +36,12 @@ def prepare_raw_dataset(data_processing: dict, dataset: dict) -> dict:
     return ensure_source(config.source, fps=float(dataset["fps"]))
 
 
-def build_motion_dataset(raw_dataset: dict, data_processing: dict, dataset: dict
+def build_motion_dataset(raw_dataset: dict, data_processing: DataProcessingConfig, dataset: DatasetConfig
                          ) -> tuple[dict, dict, dict, dict, list[str], dict, dict]:
     """-> (train/val/test ``MotionSplit`` arrays, ``FeatureStats`` arrays, unique captions, report, lengths)."""
     config = _config(data_processing)
     skeleton = get_skeleton(dataset["skeleton"])
-    source = open_source(config.source, skeleton, SkipLog(config.max_warnings_per_reason))
+    source = open_source(config.source, skeleton, SkipLog(config.max_warnings_per_reason), config.limits)
     built = build_dataset(source, config, fps=float(dataset["fps"]))
     built.report["raw_dataset"] = raw_dataset
     lengths = {"clip_lengths": built.clip_lengths, "sample_lengths": built.sample_lengths}
@@ -45,7 +49,8 @@ def build_motion_dataset(raw_dataset: dict, data_processing: dict, dataset: dict
             built.stats.to_arrays(), built.captions.tolist(), built.report, lengths)
 
 
-def encode_captions(dataset_captions: list[str], data_processing: dict, runtime: dict) -> tuple[dict, dict]:
+def encode_captions(dataset_captions: list[str], data_processing: DataProcessingConfig, runtime: RuntimeConfig
+                    ) -> tuple[dict, dict]:
     """-> (``TextEmbeddings`` arrays of every unique caption (row i = caption i of ``dataset_captions``),
     encoder summary for the report)."""
     config = _config(data_processing).text_encoder
@@ -59,7 +64,7 @@ def encode_captions(dataset_captions: list[str], data_processing: dict, runtime:
     return text.to_arrays(), summary
 
 
-def plot_length_histogram(clip_lengths: dict, data_processing: dict) -> Figure:
+def plot_length_histogram(clip_lengths: dict, data_processing: DataProcessingConfig) -> Figure:
     """Histogram of clip lengths read and sample lengths kept, with the length filter bounds."""
     length = _config(data_processing).length
     fig = Figure(figsize=(7, 4))

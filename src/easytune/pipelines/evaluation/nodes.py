@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import from_dict
+from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.classifier import train_content_classifier
 from easytune.core.evaluation.evaluator import train_evaluator
@@ -37,8 +37,8 @@ def _inputs(motions: dict, text: dict, stats: dict, source: str):
             FeatureStats.from_arrays(stats))
 
 
-def train_evaluator_node(train_motions: dict, text_embeddings: dict, feature_stats: dict, evaluation: dict,
-                         runtime: dict) -> tuple[dict, dict]:
+def train_evaluator_node(train_motions: dict, text_embeddings: dict, feature_stats: dict, evaluation: EvaluationConfig,
+                         runtime: RuntimeConfig) -> tuple[dict, dict]:
     """Train the evaluator on real train motions -> (``evaluator`` checkpoint, MLflow loss history)."""
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     seed_everything(runtime["seed"])
@@ -49,8 +49,8 @@ def train_evaluator_node(train_motions: dict, text_embeddings: dict, feature_sta
     return make_checkpoint("evaluator", model, meta), {"loss": history["loss"]}
 
 
-def train_content_classifier_node(train_motions: dict, feature_stats: dict, evaluation: dict,
-                                  runtime: dict) -> tuple[dict, dict]:
+def train_content_classifier_node(train_motions: dict, feature_stats: dict, evaluation: EvaluationConfig,
+                                  runtime: RuntimeConfig) -> tuple[dict, dict]:
     """Train the content classifier on labelled real train motions -> (checkpoint, MLflow loss history)."""
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     seed_everything(runtime["seed"])
@@ -62,7 +62,7 @@ def train_content_classifier_node(train_motions: dict, feature_stats: dict, eval
 
 
 def collect_models_node(finetune_report: dict, base_model_checkpoints: dict, finetuned_denoisers: dict,
-                        evaluation: dict) -> dict:
+                        evaluation: EvaluationConfig) -> dict:
     """Model name -> (denoiser, VAE|None) checkpoints for existing base models and every fine-tuned denoiser.
 
     ``finetune_report`` is only an ordering input (evaluation runs after fine-tuning in ``kedro run``).
@@ -76,8 +76,8 @@ def collect_models_node(finetune_report: dict, base_model_checkpoints: dict, fin
 
 
 def evaluate_models_node(generators: dict, evaluator: dict, content_classifier: dict, test_motions: dict,
-                         text_embeddings: dict, feature_stats: dict, evaluation: dict, dataset: dict,
-                         runtime: dict) -> tuple[dict, dict, dict, dict]:
+                         text_embeddings: dict, feature_stats: dict, evaluation: EvaluationConfig,
+                         dataset: DatasetConfig, runtime: RuntimeConfig) -> tuple[dict, dict, dict, dict]:
     """Score ``real`` and every generator on the test split -> (metrics JSON, generated joints per model,
     MLflow metrics, timings)."""
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
@@ -96,7 +96,7 @@ def evaluate_models_node(generators: dict, evaluator: dict, content_classifier: 
 
 
 def sanity_node(train_motions: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
-                evaluator: dict, evaluation: dict, dataset: dict, runtime: dict) -> dict:
+                evaluator: dict, evaluation: EvaluationConfig, dataset: DatasetConfig, runtime: RuntimeConfig) -> dict:
     """The four sanity checks (train-vs-test FID, real vs chance R@1, shuffled captions, noise) on real data."""
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     device = resolve_device(runtime["device"])
@@ -109,7 +109,7 @@ def sanity_node(train_motions: dict, test_motions: dict, text_embeddings: dict, 
 
 
 def report_node(evaluation_metrics: dict, sanity: dict, timings: dict, evaluator: dict, content_classifier: dict,
-                evaluation: dict) -> tuple[dict, pd.DataFrame, str, object]:
+                evaluation: EvaluationConfig) -> tuple[dict, pd.DataFrame, str, object]:
     """-> (``evaluation_report`` JSON, comparison table CSV frame, markdown table, bar chart figure)."""
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     order = order_models(evaluation_metrics, config.base_models)
@@ -123,7 +123,7 @@ def report_node(evaluation_metrics: dict, sanity: dict, timings: dict, evaluator
     return report, pd.DataFrame(rows, columns=header), results_table_markdown(metrics), metric_bars(metrics)
 
 
-def render_node(generated_motions: dict, evaluation: dict, dataset: dict) -> dict[str, bytes]:
+def render_node(generated_motions: dict, evaluation: EvaluationConfig, dataset: DatasetConfig) -> dict[str, bytes]:
     """Side-by-side skeleton animations (GIF, MP4 with ffmpeg) of the same test captions for every model."""
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     order = order_models(generated_motions, config.base_models)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import matplotlib
 
@@ -13,17 +13,30 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from easytune.core.checkpoint import make_checkpoint  # noqa: E402
-from easytune.core.config import from_dict, to_dict  # noqa: E402
+from easytune.core import distributed  # noqa: E402
+from easytune.core.config import (  # noqa: E402
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    ConfigError,
+    DistributedOptions,
+    RuntimeConfig,
+    from_dict,
+    parameter_group,
+)
 from easytune.core.dataset import MotionSplit, TextEmbeddings  # noqa: E402
+from easytune.core.distributed_entry import (  # noqa: E402
+    CURVES,
+    GENERATOR_CHECKPOINTS,
+    LATENT_GENERATORS,
+    FinetuneJob,
+    launch_finetune_job,
+    run_finetune_job,
+)
 from easytune.core.finetune import load_generator, load_reward  # noqa: E402
 from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
-from easytune.core.finetune.trainer import (  # noqa: E402
-    FinetuneConfig,
-    finetune,
-    validation_batch,
-)
-from easytune.core.runtime import resolve_device, seed_everything  # noqa: E402
+from easytune.core.finetune.policies import POLICIES  # noqa: E402
+from easytune.core.finetune.trainer import FinetuneConfig, validation_batch  # noqa: E402
+from easytune.core.runtime import resolve_device  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +45,20 @@ log = logging.getLogger(__name__)
 class AnalysisConfig:
     """Chain analyses (paper Fig. 3 and 4) on ``captions`` val captions of the pretrained generator."""
 
-    captions: int = 4
-    num_steps: int | None = None
-    seed: int = 0
+    captions: Annotated[int, AT_LEAST_1] = 4
+    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    seed: Annotated[int, NON_NEGATIVE] = 0
 
 
+@parameter_group("finetune")
 @dataclass
 class FinetuneSettings:
     """``params:finetune``: which pretrained generator, where resume files go, the settings shared by every
-    method (``common``: :class:`FinetuneConfig` fields) and per-method overrides (``methods.<name>``)."""
+    method (``common``: :class:`FinetuneConfig` fields) and per-method overrides (``methods.<name>``).
+
+    Built (by Kedro, before any node runs) it checks ``common`` and every ``methods.<name>`` merged over it as a
+    :class:`FinetuneConfig`, and each method's ``policy`` options against its policy class; ``common`` and
+    ``methods`` stay plain dicts (each node merges the one it runs)."""
 
     generator: Literal["mld", "mdm", "mlcm"] = "mld"
     resume_dir: str | None = "data/06_models/resume/finetune"
@@ -48,18 +66,25 @@ class FinetuneSettings:
     methods: dict[str, Any] = field(default_factory=dict)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
+    def __post_init__(self) -> None:
+        from_dict(FinetuneConfig, self.common, where="finetune.common")
+        for name, options in self.methods.items():
+            where = f"finetune.methods.{name}"
+            if not isinstance(options, dict):
+                raise ConfigError(f"{where} = {options!r}: expected a mapping of FinetuneConfig fields")
+            config = from_dict(FinetuneConfig, {**self.common, **options}, where=where)
+            if config.method not in POLICIES:
+                raise ConfigError(f"{where}.method = {config.method!r}: must be one of {sorted(POLICIES)}")
+            from_dict(POLICIES[config.method], config.policy, where=f"{where}.policy")
 
-#: finetune.generator -> its pretrained checkpoint's catalog name
-GENERATOR_CHECKPOINTS = {"mld": "pretrained_latent_denoiser", "mdm": "pretrained_frame_denoiser",
-                         "mlcm": "pretrained_consistency_model"}
 
-
-def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
-                    device: torch.device, consistency: dict | None = None):
-    """The chosen pretrained generator (``finetune.generator``); the others' checkpoints may be missing (None)."""
+def _chosen_checkpoint(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
+                       consistency: dict | None = None) -> tuple[str, dict, dict | None]:
+    """(catalog name, checkpoint, VAE checkpoint or None) of the chosen pretrained generator
+    (``finetune.generator``); the others' checkpoints may be missing (None)."""
     name = GENERATOR_CHECKPOINTS[settings.generator]
     ckpt = {"mld": latent, "mdm": frame, "mlcm": consistency}[settings.generator]
-    latent_space = settings.generator in ("mld", "mlcm")
+    latent_space = settings.generator in LATENT_GENERATORS
     needed = {name: ckpt, **({"motion_vae": vae} if latent_space else {})}
     absent = [n for n, value in needed.items() if value is None]
     if absent:
@@ -67,7 +92,14 @@ def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict
         raise ValueError(f"finetune.generator is {settings.generator!r} but {absent} (data/06_models/<name>.pt) do "
                          f"not exist: run `kedro run --pipeline pretrain --tags {tags}` first, or "
                          f"choose the generator that was trained")
-    return ckpt, load_generator(ckpt, vae if latent_space else None, device, source=name)
+    return name, ckpt, vae if latent_space else None
+
+
+def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
+                    device: torch.device, consistency: dict | None = None):
+    """The chosen pretrained generator, rebuilt on ``device``: (checkpoint, generator)."""
+    name, ckpt, vae = _chosen_checkpoint(settings, latent, frame, vae, consistency)
+    return ckpt, load_generator(ckpt, vae, device, source=name)
 
 
 def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[str, MotionSplit]]:
@@ -78,34 +110,35 @@ def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[
     return text, splits
 
 
-#: per-update series copied into each method's summary (``curves``: [[update, value], ...])
-CURVES = ("train_reward", "val_reward", "s_per_update", "peak_saved_bytes")
+__all__ = ["CURVES", "DistributedOptions", "FinetuneSettings", "analyse_sampling_chain", "build_finetune_report",
+           "finetune_method"]
 
 
 def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
                     pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
-                    val_motions: dict, text_embeddings: dict, finetune_params: dict, method_options: dict,
-                    runtime: dict) -> tuple[dict, dict, dict]:
-    """-> (fine-tuned denoiser checkpoint, metric histories, summary) for one method."""
+                    val_motions: dict, text_embeddings: dict, finetune_params: FinetuneSettings,
+                    method_options: dict, runtime: RuntimeConfig) -> tuple[dict, dict, dict]:
+    """-> (fine-tuned denoiser checkpoint, metric histories, summary) for one method; with
+    ``runtime.distributed.nproc_per_node`` > 1 data-parallel in that many local workers (rank 0's result)."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
     config = from_dict(FinetuneConfig, {**settings.common, **method_options}, where="params:finetune.methods")
+    options = from_dict(DistributedOptions, runtime.get("distributed") or {}, where="runtime.distributed")
+    nproc = distributed.resolve_nproc(options.nproc_per_node, runtime["device"])
     if settings.resume_dir:
         config.resume_path = str(Path(settings.resume_dir) / f"{config.method}.pt")
-    device = resolve_device(runtime["device"])
-    seed_everything(runtime["seed"])
-    text, splits = _splits(text_embeddings, train_motions=train_motions, val_motions=val_motions)
-    ckpt, generator = _pick_generator(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
-                                      device, pretrained_consistency_model)
-    reward = load_reward(reward_model, device)
-    result = finetune(generator, reward, splits["train_motions"], splits["val_motions"], text, config,
-                      seed=runtime["seed"], device=device)
-    summary = {**result.summary, "generator": settings.generator, "device": str(device)}
-    metadata = {**ckpt.get("metadata", {}), "method": config.method, "finetune": to_dict(config), "summary": summary}
-    # the per-update curves a notebook plots from the catalog (the same series are MLflow metric histories)
-    summary["curves"] = {name: [[r["step"], r["value"]] for r in result.history.get(name, [])]
-                         for name in CURVES}
-    log.info("finetune %s: %s", config.method, summary)
-    return make_checkpoint(ckpt["kind"], result.denoiser, metadata), result.history, summary
+    name, ckpt, vae = _chosen_checkpoint(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
+                                         pretrained_consistency_model)
+    job = FinetuneJob(ckpt, vae, reward_model, train_motions, val_motions, text_embeddings, config, runtime["seed"],
+                      settings.generator, name)
+    if nproc > 1:
+        _splits(text_embeddings, train_motions=train_motions, val_motions=val_motions)  # bad input: fail here
+        distributed.shard_of(config.batch_size, distributed.DistContext(world_size=nproc),
+                             what="finetune batch_size")
+        checkpoint, history, summary = launch_finetune_job(job, nproc, runtime["device"])
+    else:
+        checkpoint, history, summary = run_finetune_job(resolve_device(runtime["device"]), job)
+    log.info("finetune %s: %s", config.method, {k: v for k, v in summary.items() if k != "curves"})
+    return checkpoint, history, summary
 
 
 def build_finetune_report(*summaries: dict) -> dict:
@@ -122,7 +155,8 @@ def build_finetune_report(*summaries: dict) -> dict:
 
 def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
                            pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, val_motions: dict,
-                           text_embeddings: dict, finetune_params: dict, runtime: dict) -> tuple[dict, plt.Figure]:
+                           text_embeddings: dict, finetune_params: FinetuneSettings, runtime: RuntimeConfig
+                           ) -> tuple[dict, plt.Figure]:
     """-> (per-step chain Jacobian norms and noisy/clean similarities, their figure) of the pretrained sampler."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
     common = from_dict(FinetuneConfig, settings.common, where="params:finetune.common")

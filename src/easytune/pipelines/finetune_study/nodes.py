@@ -11,37 +11,44 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from easytune.core.config import from_dict
+from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.protocol import EvaluationConfig, ProtocolConfig
+from easytune.core.generator import LATENT_KINDS
 from easytune.core.motion.skeleton import get_skeleton
 from easytune.core.runtime import resolve_device
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, select_points
 from easytune.core.study.runner import StudyInputs, base_signals, light_splits, select_learning_rates, train_study
-from easytune.core.study.scoring import ScoreTask, ScoringInputs, score_many
+from easytune.core.study.scoring import SEED_OFFSET, ScoreTask, ScoringInputs, score_many
 from easytune.pipelines.finetune.nodes import FinetuneSettings, _pick_generator
 from easytune.pipelines.finetune_study import plots
 
 log = logging.getLogger(__name__)
 
 
-def _study(finetune_study: dict) -> StudyConfig:
+def _study(finetune_study: StudyConfig) -> StudyConfig:
     return from_dict(StudyConfig, finetune_study, where="params:finetune_study")
 
 
-def _generator_checkpoints(finetune: dict, latent: dict | None, frame: dict | None, vae: dict | None, device,
-                           consistency: dict | None = None) -> tuple[FinetuneSettings, dict, dict | None]:
+def _generator_checkpoints(finetune: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
+                           device, consistency: dict | None = None) -> tuple[FinetuneSettings, dict, dict | None]:
     """(settings, the chosen pretrained denoiser checkpoint, its VAE or None); a clear error when it is missing."""
     settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
     ckpt, _ = _pick_generator(settings, latent, frame, vae, device, consistency)
-    return settings, ckpt, vae if settings.generator in ("mld", "mlcm") else None
+    return settings, ckpt, vae if settings.generator in LATENT_KINDS else None
 
 
 def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
-            reward_model, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
-            base=None) -> StudyInputs:
+            rewards: dict, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime, base=None,
+            variant_rewards: bool = True) -> StudyInputs:
     study = _study(finetune_study)
+    wanted = {study.variants[v].reward for v in study.enabled if variant_rewards} | {"reward_model"}
+    missing = sorted(name for name in wanted if rewards.get(name) is None)
+    if missing:
+        raise ValueError(f"finetune_study: variants fine-tune with {missing} (data/06_models/<name>.pt), which do not "
+                         f"exist: run `kedro run --pipeline reward` (it writes reward_model, retrieval_model and "
+                         f"reward_model_no_spl) or disable those variants")
     device = resolve_device(runtime["device"])
     settings, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
                                                      motion_vae, device, pretrained_consistency_model)
@@ -51,27 +58,31 @@ def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_co
     for name, split in (("train_motions", train), ("val_motions", val)):
         split.check_against(text, name)
     train, val = light_splits(train, val, study.signals.captions)
-    return StudyInputs(study, denoiser, vae, reward_model, train, val, text, dict(settings.common), str(device),
-                       base=base)
+    return StudyInputs(study, denoiser, vae, {k: v for k, v in rewards.items() if v is not None}, train, val, text,
+                       dict(settings.common), str(device), base=base)
 
 
 def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
                        pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
-                       val_motions: dict, text_embeddings: dict, finetune_study: dict, finetune: dict,
-                       runtime: dict) -> dict:
+                       val_motions: dict, text_embeddings: dict, finetune_study: StudyConfig,
+                       finetune: FinetuneSettings, runtime: RuntimeConfig) -> dict:
     """-> validation signals of the pretrained generator (every run's snapshot 0)."""
     return base_signals(_inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model,
-                                motion_vae, reward_model, train_motions, val_motions, text_embeddings, finetune_study,
-                                finetune, runtime))
+                                motion_vae, {"reward_model": reward_model}, train_motions, val_motions,
+                                text_embeddings, finetune_study, finetune, runtime, variant_rewards=False))
 
 
 def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
                                 pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict,
-                                train_motions: dict, val_motions: dict, text_embeddings: dict,
-                                study_base_signals: dict, finetune_study: dict, finetune: dict, runtime: dict) -> dict:
+                                retrieval_model: dict, reward_model_no_spl: dict | None, train_motions: dict,
+                                val_motions: dict, text_embeddings: dict, study_base_signals: dict,
+                                finetune_study: StudyConfig, finetune: FinetuneSettings, runtime: RuntimeConfig
+                                ) -> dict:
     """-> ``{variant: {lr, grid, candidates, rule}}`` from runs on the selection seed, val signals only."""
+    rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
+               "reward_model_no_spl": reward_model_no_spl}
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
-                     reward_model, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
+                     rewards, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
                      base=study_base_signals)
     choice = select_learning_rates(inputs)
     log.info("finetune_study: learning rates %s", {v: c["lr"] for v, c in choice.items()})
@@ -79,12 +90,16 @@ def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_fra
 
 
 def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
-                     pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
-                     val_motions: dict, text_embeddings: dict, study_base_signals: dict, study_lr_selection: dict,
-                     finetune_study: dict, finetune: dict, runtime: dict) -> tuple[dict, dict]:
-    """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot weights}``)."""
+                     pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, retrieval_model: dict,
+                     reward_model_no_spl: dict | None, train_motions: dict, val_motions: dict, text_embeddings: dict,
+                     study_base_signals: dict, study_lr_selection: dict, finetune_study: StudyConfig,
+                     finetune: FinetuneSettings, runtime: RuntimeConfig) -> tuple[dict, dict]:
+    """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot
+    weights}``)."""
+    rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
+               "reward_model_no_spl": reward_model_no_spl}
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
-                     reward_model, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
+                     rewards, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
                      base=study_base_signals)
     missing = sorted(set(inputs.config.enabled) - set(study_lr_selection))
     if missing:
@@ -98,17 +113,17 @@ def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser
     return records, snapshots
 
 
-def select_study_points(study_training: dict, finetune_study: dict) -> dict:
+def select_study_points(study_training: dict, finetune_study: StudyConfig) -> dict:
     """-> the admissible snapshot of every run, from validation signals only (inputs: the records and params)."""
     return select_points(_study(finetune_study), study_training)
 
 
 def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrained_latent_denoiser: dict,
                           pretrained_frame_denoiser: dict, pretrained_consistency_model: dict, motion_vae: dict,
-                          evaluator: dict,
-                          content_classifier: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
-                          finetune_study: dict, finetune: dict, evaluation: dict, dataset: dict,
-                          runtime: dict) -> tuple[dict, dict]:
+                          evaluator: dict, content_classifier: dict, test_motions: dict, text_embeddings: dict,
+                          feature_stats: dict, finetune_study: StudyConfig, finetune: FinetuneSettings,
+                          evaluation: EvaluationConfig, dataset: DatasetConfig, runtime: RuntimeConfig
+                          ) -> tuple[dict, dict]:
     """-> (``{"base": metrics, "variants": {variant: [run][snapshot - 1] metrics}}``, ``{variant: arrays}`` of the
     test-set generation of each variant's first-seed admissible point)."""
     study = _study(finetune_study)
@@ -130,11 +145,13 @@ def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrain
         runs = _loaded(study_snapshots, variant)["runs"]
         chosen = study_selection["variants"][variant]["indices"][0]
         if chosen == 0:  # the first seed's admissible point is the base model itself
-            tasks.append(ScoreTask(f"{variant} base", None, keep=True))
+            tasks.append(ScoreTask(f"{variant} base", None, keep=True, seed_offset=SEED_OFFSET * study.seeds[0]))
             where.append((variant, None, None))
         for r, run in enumerate(runs):
+            offset = SEED_OFFSET * study.seeds[r]  # each training seed generates with its own noise
             for j, state_dict in enumerate(run, start=1):
-                tasks.append(ScoreTask(f"{variant} run {r} snapshot {j}", state_dict, keep=(r == 0 and j == chosen)))
+                tasks.append(ScoreTask(f"{variant} run {r} snapshot {j}", state_dict,
+                                       keep=(r == 0 and j == chosen), seed_offset=offset))
                 where.append((variant, r, j))
     results = score_many(inputs, tasks, workers=study.workers, threads=study.threads)
     scores: dict[str, Any] = {"base": results[0][0], "variants": {}}
@@ -156,7 +173,7 @@ def _loaded(partitions: dict, name: str) -> dict:
 
 
 def build_study_report(study_scores: dict, study_base_signals: dict, study_selection: dict, study_training: dict,
-                       finetune_study: dict) -> tuple[Any, ...]:
+                       finetune_study: StudyConfig) -> tuple[Any, ...]:
     """-> (``study_report``, markdown tables, Pareto figure, metrics-vs-cost figure, metrics-vs-gain figure, MLflow
     child runs)."""
     study = _study(finetune_study)

@@ -14,6 +14,8 @@ from easytune.pipelines.finetune_study import nodes
 
 GENERATORS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "pretrained_consistency_model", "motion_vae")
 TRAINING = (*GENERATORS, "reward_model", "train_motions", "val_motions", "text_embeddings")
+REWARDS = ("reward_model", "retrieval_model", "reward_model_no_spl")  # after SPL, before SPL, the no-SPL control
+TRAINING_ALL_REWARDS = (*GENERATORS, *REWARDS, "train_motions", "val_motions", "text_embeddings")
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -22,10 +24,11 @@ def create_pipeline(**kwargs) -> Pipeline:
              inputs=[*TRAINING, "params:finetune_study", "params:finetune", "params:runtime"],
              outputs="study_base_signals", name="study_base_signals"),
         Node(nodes.select_study_learning_rates,
-             inputs=[*TRAINING, "study_base_signals", "params:finetune_study", "params:finetune", "params:runtime"],
+             inputs=[*TRAINING_ALL_REWARDS, "study_base_signals", "params:finetune_study", "params:finetune",
+                     "params:runtime"],
              outputs="study_lr_selection", name="select_study_learning_rates"),
         Node(nodes.train_study_runs,
-             inputs=[*TRAINING, "study_base_signals", "study_lr_selection", "params:finetune_study",
+             inputs=[*TRAINING_ALL_REWARDS, "study_base_signals", "study_lr_selection", "params:finetune_study",
                      "params:finetune", "params:runtime"],
              outputs=["study_training", "study_snapshots"], name="train_study_runs"),
         Node(nodes.select_study_points, inputs=["study_training", "params:finetune_study"],

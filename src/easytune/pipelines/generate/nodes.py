@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from easytune.core.config import from_dict
+from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.dataset import FeatureStats
 from easytune.core.evaluation.protocol import generator_checkpoints
 from easytune.core.generate import GenerateConfig, generate_and_export
@@ -12,8 +12,9 @@ from easytune.core.runtime import resolve_device
 from easytune.core.text_encoder import MiniLMEncoder, TextEncoderConfig
 
 
-def generate_node(base_model_checkpoints: dict, finetuned_denoisers: dict, feature_stats: dict, generate: dict,
-                  text_encoder: dict, dataset: dict, runtime: dict) -> tuple[dict[str, bytes], dict, dict]:
+def generate_node(base_model_checkpoints: dict, finetuned_denoisers: dict, feature_stats: dict,
+                  generate: GenerateConfig, text_encoder: dict, dataset: DatasetConfig,
+                  runtime: RuntimeConfig) -> tuple[dict[str, bytes], dict, dict]:
     """-> (``prompt_motions`` files under ``<model>/``, ``generate_report``, MLflow metrics).
 
     The model is resolved by name as the evaluation resolves it (``generate.base_models``, fine-tuned

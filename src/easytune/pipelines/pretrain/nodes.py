@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import from_dict, to_dict
+from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict, to_dict
 from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.generator import MotionGenerator
 from easytune.core.motion.skeleton import get_skeleton
@@ -38,7 +38,8 @@ def _metadata(result_summary: dict, config: PretrainConfig, section: Any) -> dic
 
 
 def train_motion_vae_node(train_motions: dict, val_motions: dict, text_embeddings: dict, feature_stats: dict,
-                          pretrain: dict, dataset: dict, runtime: dict) -> tuple[dict, dict, dict]:
+                          pretrain: PretrainConfig, dataset: DatasetConfig, runtime: RuntimeConfig
+                          ) -> tuple[dict, dict, dict]:
     """-> (``motion_vae`` checkpoint, training summary, loss curves)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
     device = resolve_device(runtime["device"])
@@ -55,8 +56,8 @@ def train_motion_vae_node(train_motions: dict, val_motions: dict, text_embedding
 def train_denoiser_node(kind: str):
     """Node function training the ``mld`` (needs ``motion_vae``) or ``mdm`` denoiser."""
 
-    def train_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: dict, runtime: dict,
-                   motion_vae: dict | None = None) -> tuple[dict, dict, dict]:
+    def train_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: PretrainConfig,
+                   runtime: RuntimeConfig, motion_vae: dict | None = None) -> tuple[dict, dict, dict]:
         config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
         device = resolve_device(runtime["device"])
         seed_everything(runtime["seed"])
@@ -79,8 +80,9 @@ _MISSING_TEACHER = ("the consistency model is distilled from the MLD: {} (data/0
                     "`kedro run --pipeline pretrain --tags mld` first")
 
 
-def train_consistency_model_node(train_motions: dict, val_motions: dict, text_embeddings: dict, pretrain: dict,
-                                 runtime: dict, pretrained_latent_denoiser: dict | None, motion_vae: dict | None
+def train_consistency_model_node(train_motions: dict, val_motions: dict, text_embeddings: dict,
+                                 pretrain: PretrainConfig, runtime: RuntimeConfig,
+                                 pretrained_latent_denoiser: dict | None, motion_vae: dict | None
                                  ) -> tuple[dict, dict, dict]:
     """MotionLCM distilled from the trained MLD -> (``pretrained_consistency_model`` checkpoint, training summary,
     loss curves)."""
@@ -108,7 +110,7 @@ def train_consistency_model_node(train_motions: dict, val_motions: dict, text_em
 
 
 def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: dict, feature_stats: dict,
-                        pretrain: dict, dataset: dict, runtime: dict) -> dict:
+                        pretrain: PretrainConfig, dataset: DatasetConfig, runtime: RuntimeConfig) -> dict:
     """-> ``{"vae_mpjpe_m", "vae_global_mpjpe_m", "vae_root_error_m", "latent_std", "test_samples"}``
     (reconstruction errors in metres on recovered joints; see ``vae_reconstruction_errors``)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
@@ -123,8 +125,9 @@ def evaluate_motion_vae(motion_vae: dict, test_motions: dict, text_embeddings: d
 
 
 def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrained_frame_denoiser: dict,
-                     test_motions: dict, text_embeddings: dict, feature_stats: dict, pretrain: dict, dataset: dict,
-                     runtime: dict, pretrained_consistency_model: dict | None = None) -> tuple[dict, dict]:
+                     test_motions: dict, text_embeddings: dict, feature_stats: dict, pretrain: PretrainConfig,
+                     dataset: DatasetConfig, runtime: RuntimeConfig, pretrained_consistency_model: dict | None = None
+                     ) -> tuple[dict, dict]:
     """Captions -> motions with the generators that exist (all after a full ``pretrain`` run; MotionLCM with its
     own default steps): (``pretrain_samples`` arrays, ``pretrain_sample_gifs``)."""
     config = from_dict(PretrainConfig, pretrain, where="params:pretrain")
@@ -144,15 +147,15 @@ def generate_samples(pretrained_latent_denoiser: dict, motion_vae: dict, pretrai
 
 
 def pretrain_report(motion_vae_training: dict, latent_denoiser_training: dict, frame_denoiser_training: dict,
-                    motion_vae_evaluation: dict, runtime: dict, consistency_model_training: dict | None = None
+                    motion_vae_evaluation: dict, runtime: RuntimeConfig, consistency_model_training: dict | None = None
                     ) -> tuple[dict, dict]:
     """-> (``pretrain_report`` JSON: per model params, train/val loss, steps, wall time, VAE test MPJPE in metres;
     the same numbers as single-point MLflow metrics ``<model>.<name>``). ``consistency_model`` only when the
     MotionLCM node has run (its summary is also kept in ``consistency_model_training``)."""
-    report = {
-        "motion_vae": {**motion_vae_training, **motion_vae_evaluation},
-        "latent_denoiser": latent_denoiser_training,
-        "frame_denoiser": frame_denoiser_training,
+    report = {  # a generator not trained (yet) has no entry ({}: its summary file does not exist)
+        "motion_vae": {**(motion_vae_training or {}), **(motion_vae_evaluation or {})},
+        "latent_denoiser": latent_denoiser_training or {},
+        "frame_denoiser": frame_denoiser_training or {},
         "device": str(resolve_device(runtime["device"])),
     }
     models = ["motion_vae", "latent_denoiser", "frame_denoiser"]

@@ -1,8 +1,10 @@
 """``pretrain`` pipeline: motion VAE -> MLD latent denoiser -> MotionLCM (consistency distillation of the MLD);
 MDM frame denoiser; VAE test MPJPE; samples; report.
 
-Nodes are tagged ``mld`` / ``mdm`` / ``mlcm``: ``kedro run --pipeline pretrain --tags mdm`` trains one generator only;
-``--tags mlcm`` distils the MotionLCM from the MLD that ``--tags mld`` trained.
+Nodes are tagged ``mld`` / ``mdm`` / ``mlcm``: ``kedro run --pipeline pretrain --tags mdm`` trains one generator only
+(the samples and the report run with any tag and cover every generator that exists); ``--tags mlcm`` distils the
+MotionLCM from the MLD that ``--tags mld`` trained. The main job (``kedro run``) trains the MLD path, the one it
+fine-tunes.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -44,9 +46,10 @@ def create_pipeline(**kwargs) -> Pipeline:
              inputs=["pretrained_latent_denoiser", "motion_vae", "pretrained_frame_denoiser", "test_motions",
                      "text_embeddings", "feature_stats", "params:pretrain", "params:dataset", "params:runtime",
                      "pretrained_consistency_model"],
-             outputs=["pretrain_samples", "pretrain_sample_gifs"], name="generate_samples"),
+             outputs=["pretrain_samples", "pretrain_sample_gifs"], name="generate_samples",
+             tags=["mld", "mdm", "mlcm"]),
         Node(pretrain_report,
              inputs=["motion_vae_training", "latent_denoiser_training", "frame_denoiser_training",
                      "motion_vae_evaluation", "params:runtime", "consistency_model_training"],
-             outputs=["pretrain_report", "pretrain_metrics"], name="pretrain_report"),
+             outputs=["pretrain_report", "pretrain_metrics"], name="pretrain_report", tags=["mld", "mdm", "mlcm"]),
     ])
