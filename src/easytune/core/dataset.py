@@ -90,7 +90,7 @@ class TextEmbeddings:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "text_embeddings") -> "TextEmbeddings":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "text_embeddings") -> TextEmbeddings:
         if "captions" in arrays:  # fixed-width format written before variable-length captions
             _require(arrays, ("captions", "sentence", "tokens", "token_lengths"), source)
             captions = np.asarray(arrays["captions"], dtype=str)
@@ -181,7 +181,7 @@ class MotionSplit:
         pick = (rng.random(len(self)) * counts).astype(np.int64)
         return self.caption_ids[self.caption_offsets[:-1] + pick]
 
-    def subset(self, index: np.ndarray) -> "MotionSplit":
+    def subset(self, index: np.ndarray) -> MotionSplit:
         """New split holding samples ``index`` (in that order)."""
         index = np.asarray(index, dtype=np.int64)
         counts = np.diff(self.caption_offsets)[index]
@@ -225,7 +225,7 @@ class MotionSplit:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "motion_split") -> "MotionSplit":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "motion_split") -> MotionSplit:
         _require(arrays, ("ids", "features", "lengths", "caption_offsets", "caption_ids", "labels"), source)
         obj = cls.__new__(cls)
         obj.ids = np.asarray(arrays["ids"], dtype=str)
@@ -266,7 +266,7 @@ class FeatureStats:
         return {"mean": self.mean.astype(np.float32), "std": self.std.astype(np.float32)}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "feature_stats") -> "FeatureStats":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str = "feature_stats") -> FeatureStats:
         _require(arrays, ("mean", "std"), source)
         obj = cls.__new__(cls)
         obj.mean = np.asarray(arrays["mean"], dtype=np.float32)

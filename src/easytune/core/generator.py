@@ -102,7 +102,7 @@ class MotionGenerator(nn.Module):
         self.max_length = int(max_length)
         self.feature_dim = int(feature_dim)
 
-    def train(self, mode: bool = True) -> "MotionGenerator":
+    def train(self, mode: bool = True) -> MotionGenerator:
         """Train mode applies to the denoiser only; the VAE stays frozen in eval mode."""
         super().train(mode)
         if self.vae is not None:
@@ -260,7 +260,7 @@ class MotionGenerator(nn.Module):
     @classmethod
     def from_checkpoints(cls, denoiser_ckpt: dict, vae_ckpt: dict | None = None,
                          device: torch.device | str = "cpu", source: str = "denoiser checkpoint"
-                         ) -> "MotionGenerator":
+                         ) -> MotionGenerator:
         """Rebuild a generator from a denoiser checkpoint (metadata ``generator``: kind, diffusion (or consistency
         sampler) config, guidance scale, max length, feature dim) and, for MLD and MotionLCM, the motion VAE
         checkpoint. Eval mode on ``device``."""

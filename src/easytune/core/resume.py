@@ -67,7 +67,7 @@ class ResumeKey:
     parts: dict[str, str]
 
     @classmethod
-    def of(cls, **parts: Any) -> "ResumeKey":
+    def of(cls, **parts: Any) -> ResumeKey:
         """Key from named parts (each fingerprinted; the format version is always one of them)."""
         named = {name: fingerprint(value) for name, value in parts.items()}
         named["format_version"] = str(RESUME_FORMAT_VERSION)

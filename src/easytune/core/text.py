@@ -30,7 +30,7 @@ class TextBatch:
         return int(self.sentence.shape[0])
 
     @classmethod
-    def from_embeddings(cls, text: TextEmbeddings, rows, device: torch.device | str = "cpu") -> "TextBatch":
+    def from_embeddings(cls, text: TextEmbeddings, rows, device: torch.device | str = "cpu") -> TextBatch:
         """Gather ``rows`` (array-like of ints) of ``text`` onto ``device``."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.ndim != 1:
@@ -45,15 +45,15 @@ class TextBatch:
             rows=torch.as_tensor(rows, dtype=torch.int64, device=device),
         )
 
-    def to(self, device: torch.device | str) -> "TextBatch":
+    def to(self, device: torch.device | str) -> TextBatch:
         return TextBatch(self.sentence.to(device), self.tokens.to(device), self.token_lengths.to(device),
                          self.rows.to(device))
 
-    def index(self, idx) -> "TextBatch":
+    def index(self, idx) -> TextBatch:
         """Sub-batch (tensor or list of indices)."""
         return TextBatch(self.sentence[idx], self.tokens[idx], self.token_lengths[idx], self.rows[idx])
 
-    def repeat(self, times: int) -> "TextBatch":
+    def repeat(self, times: int) -> TextBatch:
         """The batch ``times`` times over along the batch axis (classifier-free guidance's two branches)."""
         return TextBatch(self.sentence.repeat(times, 1), self.tokens.repeat(times, 1, 1),
                          self.token_lengths.repeat(times), self.rows.repeat(times))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from easytune.core.finetune.accounting import SavedTensorsMeter
-from easytune.core.finetune.policies import DraftK, DRTune, EasyTuneStep
+from easytune.core.finetune.policies import AlignProp, DraftK, DRTune, EasyTuneStep
 from easytune.core.finetune.rollout import run_rollout, sample_final
 from easytune.core.generator import StepControl
 from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_text
@@ -180,3 +180,21 @@ def test_reward_checkpointing_gives_the_same_gradient_and_keeps_less_for_backwar
         for a, b in zip(off, on, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert results[True][1] < results[False][1]
+
+
+@pytest.mark.parametrize("make", [make_mdm, make_mld])
+def test_denoiser_checkpointing_over_the_chain_gives_the_same_gradient(make):
+    """AlignProp's checkpointed denoiser calls are recomputed in the backward after the loop has moved on: each
+    recomputation must use its own step's timestep and input (a closure over the loop variables would silently use
+    the last step's)."""
+    grads = {}
+    for on in (False, True):
+        gen, reward, text = make(steps=4), make_reward(), make_text()
+        grads[on] = []
+        plan = AlignProp(min_cutoff=0, checkpointing=on).plan(4, np.random.default_rng(1))
+        assert sum(d.grad for d in plan.decisions) >= 2  # several steps share one backward
+        run_rollout(gen, reward, plan, text, LENGTHS, noise_generator=torch.Generator().manual_seed(3),
+                    on_update=capture_grads(gen, grads[on]))
+    (_, off), (_, on) = grads[False][0], grads[True][0]
+    for a, b in zip(off, on, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -60,7 +60,7 @@ class SavedTensorsMeter:
         """Start a new measurement window (the peak restarts from the current live total)."""
         self.peak_bytes = self.live_bytes
 
-    def __enter__(self) -> "SavedTensorsMeter":
+    def __enter__(self) -> SavedTensorsMeter:
         self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._ctx.__enter__()
         return self

@@ -136,10 +136,12 @@ def run_rollout(
                 x_t = x_t.detach()  # EasyTune: x_{t-1} = pi_theta(sg(x_t), t, c)
             x_in = x_t.detach() if decision.detach_input else x_t  # DRTune: sg only on the denoiser input
 
-            def denoise(inp: torch.Tensor) -> torch.Tensor:
+            # Checkpointed calls are recomputed in a backward that may run after the loop has moved on, so every
+            # closure binds this step's values (a late-binding closure would recompute with the last step's t).
+            def denoise(inp: torch.Tensor, t: int = t) -> torch.Tensor:
                 return generator.denoise(inp, t, text, mask, guidance_scale=guidance_scale)
 
-            def run_denoiser() -> torch.Tensor:
+            def run_denoiser(decision=decision, x_in: torch.Tensor = x_in, denoise=denoise) -> torch.Tensor:
                 if decision.grad and decision.checkpoint:
                     return checkpoint(denoise, x_in, use_reentrant=False)  # recomputed in backward
                 return denoise(x_in)  # (B, ...) eps_hat or x0_hat
@@ -159,7 +161,8 @@ def run_rollout(
                 with torch.no_grad():
                     ref_output = counted(
                         meter, "denoiser",
-                        lambda: reference.denoise(x_in.detach(), t, text, mask, guidance_scale=guidance_scale),
+                        lambda x_in=x_in, t=t: reference.denoise(x_in.detach(), t, text, mask,
+                                                                  guidance_scale=guidance_scale),
                         signature=denoiser_signature(x_in), samples=x_in.shape[0] * passes, grad=False,
                         trained=False)
                 kl = F.mse_loss(model_output, ref_output)  # Eq. S1 (Gaussian KL up to a constant factor)
@@ -176,11 +179,12 @@ def run_rollout(
                     t_next = int(timesteps[i + 1]) if i + 1 < n else 0
                     t_vec = torch.full((x_prev.shape[0],), t_next, dtype=torch.int64, device=x_prev.device)
 
-                    def score_sample(x: torch.Tensor) -> torch.Tensor:
+                    def score_sample(x: torch.Tensor, t_vec: torch.Tensor = t_vec) -> torch.Tensor:
                         return reward(x, lengths, text, t_vec)  # (B,)
                 recompute = reward_checkpointing and scored.requires_grad
 
-                def score() -> torch.Tensor:
+                def score(recompute: bool = recompute, scored: torch.Tensor = scored,
+                          score_sample=score_sample) -> torch.Tensor:
                     if recompute:
                         return checkpoint(score_sample, scored, use_reentrant=False)  # recomputed in backward
                     return score_sample(scored)

@@ -49,7 +49,7 @@ class Reward:
             p.requires_grad_(False)
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, device: torch.device | str = "cpu") -> "Reward":
+    def from_checkpoint(cls, ckpt: dict, device: torch.device | str = "cpu") -> Reward:
         """Rebuild from a ``retrieval_model`` checkpoint dict (the ``reward_model`` catalog entry)."""
         return cls(build_from_checkpoint(ckpt, device, allowed_kinds=REWARD_KINDS, source="reward_model"))
 
