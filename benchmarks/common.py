@@ -25,7 +25,7 @@ def require_diffusers() -> None:
             "diffusers is not installed: easytune.core.diffusion builds its DDIM/DDPM schedulers with it.\n"
             "Install the pinned version (pip install diffusers==0.42.1), or carry its wheel to the machine\n"
             "(pip download diffusers==0.42.1 --no-deps -d wheels/ and pip install wheels/*.whl there).\n")
-        raise SystemExit(2)
+        raise SystemExit(2) from None
 
 
 require_diffusers()

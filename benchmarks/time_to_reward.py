@@ -54,7 +54,7 @@ def run(name, factory, train, val, text, device, args) -> dict:
 
 def crossing(checks: list[tuple[float, float]], target: float) -> float | None:
     """Training seconds where the checked reward first reaches ``target`` (linear between two checks)."""
-    for (s0, r0), (s1, r1) in zip(checks, checks[1:]):
+    for (s0, r0), (s1, r1) in zip(checks, checks[1:], strict=False):
         if r0 >= target:
             return s0
         if r1 >= target:

@@ -63,7 +63,7 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
     torch.manual_seed(12345)  # ... and another global RNG state, which the resume file restores
     result_c = train(model_c, loss_c, batches_c, CFG, val_c, tmp_path / "b.pt")
     assert result_c.resumed_from == 4 and result_c.steps == 11
-    for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
+    for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items(), strict=True):
         torch.testing.assert_close(a, c, rtol=0, atol=0, msg=name)
     assert [h["train_loss"] for h in result_a.history] == [h["train_loss"] for h in result_c.history]
     assert result_a.val_history == result_c.val_history
@@ -137,10 +137,10 @@ def test_motion_batches_crop_and_determinism():
     mb = MotionBatches(split, text, batch_size=2, max_frames=16, seed=3)
     assert len(mb) == 2
     a, b, c = list(mb(0)), list(mb(0)), list(mb(1))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x.features, y.features, rtol=0, atol=0)
         assert (x.index == y.index).all()
-    assert any((x.index != z.index).any() for x, z in zip(a, c))
+    assert any((x.index != z.index).any() for x, z in zip(a, c, strict=True))
     for batch in a + c:
         for j, i in enumerate(batch.index):
             n = int(batch.lengths[j])

@@ -205,8 +205,8 @@ class MotionGenerator(nn.Module):
         outside inference mode before using it in autograd."""
         with torch.inference_mode():
             step = None
-            for step in self.sample_steps(text, lengths, generator=generator, num_steps=num_steps,
-                                          guidance_scale=guidance_scale):
+            for step in self.sample_steps(text, lengths, generator=generator,  # noqa: B007 (the last one is used)
+                                          num_steps=num_steps, guidance_scale=guidance_scale):
                 pass
             return self.decode(step.x_prev, step.mask)
 

@@ -375,7 +375,7 @@ class MotionBatches:
                 idx, full, crop, starts = (shard.take(a) for a in (idx, full, crop, starts))
                 text = text.index(shard.rows)
             feats = np.zeros((len(idx), t_max, self.split.feature_dim), dtype=np.float32)  # (B, T, D)
-            for j, (i, s, c) in enumerate(zip(idx, starts, crop)):
+            for j, (i, s, c) in enumerate(zip(idx, starts, crop, strict=True)):
                 feats[j, :c] = self.split.features[i, s:s + c]
             lengths = torch.as_tensor(crop, dtype=torch.int64)
             yield MotionBatch(

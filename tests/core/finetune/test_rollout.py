@@ -25,7 +25,7 @@ def capture_grads(gen, store, meter=None):
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         if meter is not None:
             meter.graph_released()
-        store.append((trace.index, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]))
+        store.append((trace.index, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]))
         return False
 
     return on_update
@@ -65,7 +65,7 @@ def test_easytune_gradient_is_that_of_the_one_step_reward_with_x_t_held_constant
             x0_hat = x0_hat * mask[..., None]
         r = reward(gen.decode(x0_hat, mask), LENGTHS, text, None).mean()
         expected = torch.autograd.grad(-0.7 * plan.decisions[i].weight * r, params_of(gen), allow_unused=True)
-        for g, e in zip(got, expected):
+        for g, e in zip(got, expected, strict=True):
             torch.testing.assert_close(g, torch.zeros_like(g) if e is None else e, rtol=1e-4, atol=1e-6)
         assert not steps[i]["x_t"].requires_grad  # no path to earlier steps
 
@@ -79,13 +79,13 @@ def test_draft_gradient_equals_autograd_through_the_unrolled_sampler(k):
     assert [i for i, _ in grads] == [4]
     # reference: the generator's own step iterator (H3's loop), gradient on the last k steps, no detaching
     last = None
-    for last in gen.sample_steps(text, LENGTHS, generator=torch.Generator().manual_seed(3),
+    for last in gen.sample_steps(text, LENGTHS, generator=torch.Generator().manual_seed(3),  # noqa: B007
                                  control=lambda i: StepControl(grad=i >= 5 - k)):
         pass
     with torch.enable_grad():
         r = reward(gen.decode(last.x_prev, last.mask), LENGTHS, text, None).mean()
     expected = torch.autograd.grad(-r, params_of(gen), allow_unused=True)
-    for g, e in zip(grads[0][1], expected):
+    for g, e in zip(grads[0][1], expected, strict=True):
         torch.testing.assert_close(g, torch.zeros_like(g) if e is None else e, rtol=1e-4, atol=1e-6)
     if k == 5:  # full chain: differs from the one-step (EasyTune) gradient of the last step
         assert any(g.abs().sum() > 0 for g in grads[0][1])
@@ -113,7 +113,7 @@ def test_drtune_denoiser_input_never_carries_gradient_but_the_chain_does():
             x = x_prev
         r = reward(x0_hat, LENGTHS, text, None).mean()
     expected = torch.autograd.grad(-r, params_of(gen), allow_unused=True)
-    for g, e in zip(grads[0][1], expected):
+    for g, e in zip(grads[0][1], expected, strict=True):
         torch.testing.assert_close(g, torch.zeros_like(g) if e is None else e, rtol=1e-4, atol=1e-6)
 
 

@@ -65,9 +65,9 @@ def test_chain_trajectory_runs_on_frozen_parameters_and_swaps_at_the_end():
     frozen = dataclasses.replace(config(max_updates=4), lr=0.0)  # lr 0 (not a valid parameter): no update
     finetune(gen0, make_reward(), train, None, text, frozen, seed=0, device=CPU, progress=False)
     assert len(inputs["chain"]) == len(ref_inputs) == 4
-    for a, b in zip(inputs["chain"], ref_inputs):  # the whole trajectory ran on the initial weights
+    for a, b in zip(inputs["chain"], ref_inputs, strict=True):  # the whole trajectory ran on the initial weights
         torch.testing.assert_close(a, b)
-    assert not all(torch.equal(a, b) for a, b in zip(inputs["step"], ref_inputs))  # step variant moves
+    assert not all(torch.equal(a, b) for a, b in zip(inputs["step"], ref_inputs, strict=True))  # step variant moves
     after = state(chain.denoiser)
     assert any(not torch.equal(after[k], before[k]) for k in before)  # the policy copy was updated
 

@@ -158,5 +158,5 @@ def test_checkpoint_round_trip(kind, model):
     m = model()
     rebuilt = build_from_checkpoint(make_checkpoint(kind, m), "cpu")
     assert type(rebuilt) is type(m) and rebuilt.config == m.config
-    for (k, a), (_, b) in zip(m.state_dict().items(), rebuilt.state_dict().items()):
+    for (k, a), (_, b) in zip(m.state_dict().items(), rebuilt.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)

@@ -302,7 +302,7 @@ def test_kit_layout_251d_features_at_12_5_fps_and_cropping(tmp_path):
     built = build_dataset(HumanML3DSource(root, KIT, SkipLog()), config, fps=12.5)
     assert built.report["feature_dim"] == 251 and built.stats.mean.shape == (251,)
     assert built.report["skipped"] == {"bad_shape": 1, "too_short": 2}  # 263-d file; the 20-frame clip + its part
-    lengths = {sid: n for split in built.splits.values() for sid, n in zip(split.ids, split.lengths)}
+    lengths = {sid: n for split in built.splits.values() for sid, n in zip(split.ids, split.lengths, strict=True)}
     assert lengths["00003"] == 196  # cropped, not skipped
     assert lengths["00000#10#35"] == 25  # 0.8 s .. 2.8 s at 12.5 fps
     assert "fidelity" not in built.report and "shipped_stats_difference" not in built.report

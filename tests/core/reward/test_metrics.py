@@ -38,7 +38,7 @@ def test_pool_ranks_both_directions():
 def test_batch_pools_seeded_drop_remainder():
     a, b = batch_pools(70, 32, seed=3), batch_pools(70, 32, seed=3)
     assert len(a) == 2 and all(len(p) == 32 for p in a)
-    assert all((x == y).all() for x, y in zip(a, b))
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
     assert len(batch_pools(10, 32, 0)[0]) == 10
 
 

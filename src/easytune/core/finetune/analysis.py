@@ -60,7 +60,7 @@ def chain_jacobian_norms(generator, text: TextBatch, lengths: torch.Tensor, *, s
                 g = torch.autograd.grad(x_out, x_in, grad_outputs=u, retain_graph=True, allow_unused=True)[0]
                 step_norm.append(0.0 if g is None else float(g.norm() / u.norm()))
     finally:
-        for p, r in zip(generator.denoiser.parameters(), requires):
+        for p, r in zip(generator.denoiser.parameters(), requires, strict=True):
             p.requires_grad_(r)
     return {"step": step_norm, "chain": chain_norm}
 

@@ -120,7 +120,7 @@ class SkipTransformer(nn.Module):
             x = block(x, mask, context, context_mask)
             skips.append(x)
         x = self.middle(x, mask, context, context_mask)
-        for block, linear in zip(self.output_blocks, self.skip_linears):
+        for block, linear in zip(self.output_blocks, self.skip_linears, strict=True):
             x = block(linear(torch.cat([x, skips.pop()], dim=-1)), mask, context, context_mask)
         for block in self.extra:
             x = block(x, mask, context, context_mask)

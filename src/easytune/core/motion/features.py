@@ -21,7 +21,6 @@ accepts numpy (numpy in -> numpy out).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Union
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from scipy.ndimage import gaussian_filter1d
 from .quaternion import qbetween, qinv, qmul, qrot, quat_to_cont6d
 from .skeleton import HUMANML3D, SkeletonSpec
 
-Array = Union[np.ndarray, torch.Tensor]
+Array = np.ndarray | torch.Tensor
 
 FACING_SMOOTH_SIGMA = 20.0  # frames, published ``smooth_forward`` Gaussian
 _UP = np.array([0.0, 1.0, 0.0])
@@ -103,7 +102,7 @@ def inverse_kinematics(joints: np.ndarray, skeleton: SkeletonSpec, root_quat: np
     quats[:, 0] = root_quat
     for chain in skeleton.kinematic_chains:
         r = root_quat  # (T, 4)
-        for parent, child in zip(chain[:-1], chain[1:]):
+        for parent, child in zip(chain[:-1], chain[1:], strict=True):
             direction = _normalise(joints[:, child] - joints[:, parent])  # (T, 3)
             global_rot = qbetween(np.broadcast_to(raw[child], direction.shape), direction)  # (T, 4)
             local = qmul(qinv(r), global_rot)  # (T, 4)
@@ -121,7 +120,7 @@ def forward_kinematics(
     joints[:, 0] = root_pos
     for chain in skeleton.kinematic_chains:
         r = quats[:, 0]  # (T, 4)
-        for parent, child in zip(chain[:-1], chain[1:]):
+        for parent, child in zip(chain[:-1], chain[1:], strict=True):
             r = qmul(r, quats[:, child])
             joints[:, child] = qrot(r, np.broadcast_to(offsets[child], (t, 3))) + joints[:, parent]
     return joints

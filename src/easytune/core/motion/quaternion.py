@@ -10,12 +10,10 @@ matrix concatenated, ``(m00, m10, m20, m01, m11, m21)``; the inverse is Gram-Sch
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 import torch
 
-Array = Union[np.ndarray, torch.Tensor]
+Array = np.ndarray | torch.Tensor
 
 _EPS = 1e-12
 

@@ -193,7 +193,7 @@ def _footprints_under_hips(pose: _Pose) -> np.ndarray:
     """(2, 3) ankle positions directly below the hips at frame 0."""
     left = pose.left()[0]
     out = []
-    for side, (hip, *_rest) in enumerate(_LEGS):
+    for hip, *_rest in _LEGS:
         offset = HUMANML3D.template_offsets()[hip][0]  # +x for the left hip, -x for the right
         xz = pose.root_xz[0]
         p = np.array([xz[0], ANKLE_HEIGHT, xz[1]]) + offset * left

@@ -99,7 +99,7 @@ def _crop(split: MotionSplit, idx: np.ndarray, max_frames: int, rng: np.random.G
     starts = (rng.random(len(idx)) * (split.lengths[idx] - lengths + 1)).astype(np.int64)
     t = int(lengths.max())
     out = np.zeros((len(idx), t, split.feature_dim), np.float32)
-    for b, (i, s, n) in enumerate(zip(idx, starts, lengths)):
+    for b, (i, s, n) in enumerate(zip(idx, starts, lengths, strict=True)):
         out[b, :n] = split.features[i, s:s + n]
     return torch.from_numpy(out).to(device), torch.from_numpy(lengths).to(device)
 

@@ -15,7 +15,7 @@ def metric_bars(metrics: dict[str, dict[str, dict]], metric_names=METRIC_NAMES, 
     rows = -(-len(metric_names) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     models = list(metrics)
-    for ax, name in zip(axes.flat, metric_names):
+    for ax, name in zip(axes.flat, metric_names, strict=False):
         cells = [metrics[m].get(name) or {} for m in models]
         pos = [i for i, c in enumerate(cells) if c.get("mean") is not None]
         ax.bar(pos, [cells[i]["mean"] for i in pos], yerr=[cells[i]["ci"] for i in pos], capsize=3,

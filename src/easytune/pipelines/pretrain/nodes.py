@@ -24,7 +24,7 @@ from easytune.core.runtime import resolve_device, seed_everything
 def _inputs(text_embeddings: dict, **splits: dict) -> tuple[TextEmbeddings, list[MotionSplit]]:
     text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
     out = [MotionSplit.from_arrays(arrays, source=name) for name, arrays in splits.items()]
-    for name, split in zip(splits, out):
+    for name, split in zip(splits, out, strict=True):
         split.check_against(text, name)
     return text, out
 

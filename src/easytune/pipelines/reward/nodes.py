@@ -43,7 +43,7 @@ def _config(reward: RewardConfig) -> RewardConfig:
 def _splits(text_embeddings: dict, *named: tuple[str, dict]) -> tuple[TextEmbeddings, list[MotionSplit]]:
     text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
     splits = [MotionSplit.from_arrays(arrays, source=name) for name, arrays in named]
-    for (name, _), split in zip(named, splits):
+    for (name, _), split in zip(named, splits, strict=True):
         split.check_against(text, name)
     return text, splits
 
