@@ -386,8 +386,9 @@ def generate_motions(generators: dict[str, MotionGenerator], test_split: MotionS
     batch = TextBatch.from_embeddings(text, rows, device)
     out: dict[str, np.ndarray] = {"captions": text.captions[rows].astype(str), "lengths": lengths.astype(np.int64)}
     for name, gen in generators.items():
+        steps = None if gen.kind == "mlcm" else g.num_steps  # MotionLCM: its checkpoint's few steps
         feats = gen.generate(batch, torch.as_tensor(lengths), generator=torch.Generator().manual_seed(g.seed),
-                             num_steps=g.num_steps)  # (N, T, D)
+                             num_steps=steps)  # (N, T, D)
         joints = recover_from_ric(stats.denormalise(feats.float()), skeleton.num_joints)  # (N, T, J, 3)
         out[f"{name}_features"] = feats.cpu().numpy().astype(np.float32)
         out[f"{name}_joints"] = joints.cpu().numpy().astype(np.float32)
