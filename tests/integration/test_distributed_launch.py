@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.processes import stop_group
+
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
@@ -102,12 +104,7 @@ def mlflow_server(tmp_path_factory, project_root):
             time.sleep(0.5)
         yield uri, folder
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(server.pid, sig)
-                server.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
+        stop_group(server)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.integration.processes import stop_group
 
 BIN = Path(sys.executable).parent
 
@@ -46,9 +47,4 @@ def test_kedro_mlflow_ui_answers_with_the_project_experiment(project_root, tmp_p
         assert body is not None, "the MLflow UI did not answer within 120 s"
         assert "easytune" in {e["name"] for e in body["experiments"]}
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
+        stop_group(proc)

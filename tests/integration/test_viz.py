@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.integration.processes import stop_group
 
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 
@@ -75,23 +76,9 @@ def test_kedro_viz_run_serves_every_pipeline_and_node(project_root):
             short = {n.split(".")[-1] for n in node_names}
             assert node_names <= served_nodes or short <= {s.split(".")[-1] for s in served_nodes}, name
     finally:
-        _stop_group(proc)
+        stop_group(proc, settle_s=1.0)
     with socket.socket() as s:  # nothing of it is left serving
         assert s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop the whole process group (kedro viz leaves its server child alive after SIGTERM to the parent)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=15)
-            time.sleep(1)
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.mark.slow
