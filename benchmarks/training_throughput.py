@@ -7,12 +7,13 @@ policy is read when torch loads:
 
 - ``old``: torch's default threads (one per core), OpenMP's default (active, spinning) wait policy, the MLD denoiser
   encoding every batch with the VAE;
-- ``new``: the project's defaults: ``OMP_WAIT_POLICY=PASSIVE`` (set by the project's settings before torch loads;
-  waiting threads sleep instead of spinning, so a busy machine does not stall a run), ``runtime.threads: auto``, and
-  the MLD denoiser on cached VAE posteriors (``pretrain.latent_denoiser.cached_crops``).
+- ``passive``: the project's previous defaults: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once),
+  ``runtime.threads: auto`` and the MLD denoiser on cached VAE posteriors (``pretrain.latent_denoiser.cached_crops``);
+- ``new``: the project's defaults: as ``passive`` but with OpenMP's spinning bounded instead of off
+  (``GOMP_SPINCOUNT=1000``, set by the project's settings before torch loads; see ``easytune.settings``).
 
 ``--busy N`` starts N CPU-bound processes for the duration (a shared machine). Prints steps per second per loop and
-the ratio new / old. Public tools only (torch, numpy).
+the ratios new / old and new / passive. Public tools only (torch, numpy).
 
     .venv/bin/python benchmarks/training_throughput.py                  # idle machine
     .venv/bin/python benchmarks/training_throughput.py --busy 1         # one other job on the cores
@@ -31,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPS = ("vae", "mld", "mdm", "reward", "evaluator")
+SETTINGS = ("old", "passive", "new")
 
 
 def _burn(stop) -> None:  # a CPU-bound neighbour
@@ -75,7 +77,7 @@ def measure(loop: str, setting: str, steps: int) -> float:
         "data": {"batch_size": 32, "max_frames": 96, "val_batches": 1}, "resume_dir": None,
         "motion_vae": {"model": {"preset": "cpu", "position_weight": 0.1}, "train": train_cfg},
         "latent_denoiser": {"model": {"preset": "cpu"}, "train": train_cfg,
-                            "cached_crops": 4 if setting == "new" else 0},
+                            "cached_crops": 0 if setting == "old" else 4},
         "frame_denoiser": {"model": {"preset": "cpu"}, "train": train_cfg}})
     if loop in ("vae", "mld"):
         torch.manual_seed(0)
@@ -107,10 +109,14 @@ def measure(loop: str, setting: str, steps: int) -> float:
 
 def run_child(loop: str, setting: str, steps: int) -> float:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TQDM_DISABLE="1")
-    env.pop("OMP_WAIT_POLICY", None)
-    env.pop("OMP_NUM_THREADS", None)
-    if setting == "new":
+    for name in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
+        env.pop(name, None)
+    if setting == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    elif setting == "new":
+        from easytune.core.openmp import default_openmp_wait
+
+        default_openmp_wait(env)
     out = subprocess.run([sys.executable, __file__, "--child", loop, setting, str(steps)], env=env,
                          capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -135,9 +141,11 @@ def main() -> None:
     rows = []
     try:
         for loop in args.loops.split(","):
-            old, new = (run_child(loop, s, args.steps) for s in ("old", "new"))
-            rows.append({"loop": loop, "old_steps_per_s": old, "new_steps_per_s": new, "ratio": new / old})
-            print(f"{loop:>10}: old {old:7.3f} steps/s   new {new:7.3f} steps/s   new/old {new / old:5.2f}x"
+            old, passive, new = (run_child(loop, s, args.steps) for s in SETTINGS)
+            rows.append({"loop": loop, "old_steps_per_s": old, "passive_steps_per_s": passive,
+                         "new_steps_per_s": new, "ratio": new / old, "ratio_to_passive": new / passive})
+            print(f"{loop:>10}: old {old:7.3f}  passive {passive:7.3f}  new {new:7.3f} steps/s   "
+                  f"new/old {new / old:5.2f}x  new/passive {new / passive:5.2f}x"
                   f"   (cores {os.cpu_count()}, busy neighbours {args.busy})", flush=True)
     finally:
         stop.set()

@@ -125,8 +125,8 @@ class ThreadsHook:
             return
         threads = runtime.get("threads", "auto") if hasattr(runtime, "get") else "auto"
         n = set_threads(threads)
-        logger.info("torch intra-op threads: %d (runtime.threads = %s; OMP_WAIT_POLICY = %s)", n, threads,
-                    os.environ.get("OMP_WAIT_POLICY", "unset"))
+        logger.info("torch intra-op threads: %d (runtime.threads = %s; OMP_WAIT_POLICY = %s, GOMP_SPINCOUNT = %s)", n,
+                    threads, os.environ.get("OMP_WAIT_POLICY", "unset"), os.environ.get("GOMP_SPINCOUNT", "unset"))
 
 
 class RunSummaryHook:

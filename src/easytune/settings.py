@@ -16,12 +16,9 @@ Hooks: see :mod:`easytune.hooks` (start-of-run checks, the run lock, kedro-mlflo
 import os
 from pathlib import Path
 
-# OpenMP threads that wait by spinning steal the cores of any other job on a small machine (measured on 2 cores
-# with one neighbour: a motion-VAE step 12x slower); on an idle machine passive waiting costs between 0% and 40% of
-# the steps per second of the small cpu-preset loops (benchmarks/training_throughput.py, two idle runs; export
-# OMP_WAIT_POLICY=ACTIVE on a dedicated machine). Read when torch loads, which is after this module in a `kedro run`;
-# an explicit OMP_WAIT_POLICY in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from easytune.core.openmp import default_openmp_wait  # imports nothing heavy: torch must not load before this
+
+default_openmp_wait(os.environ)
 
 from kedro.config import OmegaConfigLoader  # noqa: E402
 

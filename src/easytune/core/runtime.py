@@ -32,8 +32,8 @@ def set_threads(threads: int | str = "auto") -> int:
     :func:`available_cores`); returns the number set.
 
     On a shared machine threads that spin while they wait steal each other's cores (measured on 2 cores with one
-    other job: a VAE step 12x slower with two spinning threads). The project's Kedro settings therefore default
-    ``OMP_WAIT_POLICY=PASSIVE`` before torch loads; outside Kedro set it in the environment.
+    other job: a VAE step 2-3x slower with libgomp's default spinning). The project's Kedro settings therefore bound
+    the spinning (``GOMP_SPINCOUNT=1000``) before torch loads; outside Kedro set it in the environment.
     """
     if threads == "auto":
         env = os.environ.get("OMP_NUM_THREADS", "")
