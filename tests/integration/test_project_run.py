@@ -139,7 +139,8 @@ def test_mlcm_distils_after_the_mld_nodes(tiny_project):
     lcm = models / "pretrained_consistency_model.pt"
     assert not lcm.exists()
     mld_time = (models / "pretrained_latent_denoiser.pt").stat().st_mtime
-    # the samples node with the MLD's 50 steps: MotionLCM samples with its own few steps (<= 10), not these
+    # the samples node with the MLD's 50 steps: MotionLCM samples with its own setting (consistency_num_steps: null =
+    # the checkpoint's few steps), not these
     result = _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "pretrain", "--tags", "mlcm",
                     "--params", "pretrain.generate.num_steps=50")
     assert "train_consistency_model" in result.stdout + result.stderr

@@ -75,12 +75,15 @@ class VAEEvaluation:
 class GenerateConfig:
     """captions: texts to generate (must be in ``text_embeddings``); empty = the first captions of the first
     ``num_samples`` test samples. lengths: frames per caption (one value for all, one per caption, or empty = the
-    test sample's length, cropped to the generators' max). num_gifs: how many are rendered; gif_stride: frame step."""
+    test sample's length, cropped to the generators' max). num_steps: sampling steps of the diffusion generators
+    (MLD, MDM); consistency_num_steps: of MotionLCM (at most its distillation grid's N); None: the checkpoint's own.
+    num_gifs: how many are rendered; gif_stride: frame step."""
 
     captions: list[str] = field(default_factory=list)
     lengths: Annotated[list[int], AT_LEAST_1] = field(default_factory=list)
     num_samples: Annotated[int, AT_LEAST_1] = 8
     num_steps: Annotated[int | None, AT_LEAST_1] = None
+    consistency_num_steps: Annotated[int | None, AT_LEAST_1] = None
     seed: Annotated[int, NON_NEGATIVE] = 7
     num_gifs: Annotated[int, NON_NEGATIVE] = 2
     gif_stride: Annotated[int, AT_LEAST_1] = 2
@@ -386,7 +389,7 @@ def generate_motions(generators: dict[str, MotionGenerator], test_split: MotionS
     batch = TextBatch.from_embeddings(text, rows, device)
     out: dict[str, np.ndarray] = {"captions": text.captions[rows].astype(str), "lengths": lengths.astype(np.int64)}
     for name, gen in generators.items():
-        steps = None if gen.kind == "mlcm" else g.num_steps  # MotionLCM: its checkpoint's few steps
+        steps = g.consistency_num_steps if gen.kind == "mlcm" else g.num_steps
         feats = gen.generate(batch, torch.as_tensor(lengths), generator=torch.Generator().manual_seed(g.seed),
                              num_steps=steps)  # (N, T, D)
         joints = recover_from_ric(stats.denormalise(feats.float()), skeleton.num_joints)  # (N, T, J, 3)

@@ -115,6 +115,9 @@ def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
     again = mdm.generate(text, torch.as_tensor(out["lengths"]), generator=torch.Generator().manual_seed(7),
                          num_steps=5)
     np.testing.assert_allclose(again.numpy(), out["mdm_features"], rtol=1e-5, atol=1e-5)
+    # MotionLCM samples with its own steps (consistency_num_steps: null = the checkpoint's 4), not num_steps = 5
+    lcm_again = mlcm.generate(text, torch.as_tensor(out["lengths"]), generator=torch.Generator().manual_seed(7))
+    np.testing.assert_allclose(lcm_again.numpy(), out["mlcm_features"], rtol=1e-5, atol=1e-5)
     gifs = catalog.load("pretrain_sample_gifs")
     assert list(gifs) == ["sample_00.gif"] and Image.open(io.BytesIO(gifs["sample_00.gif"])).format == "GIF"
 
