@@ -5,12 +5,12 @@ objective) and the independent evaluator, each on the `cpu` preset with batch 32
 (compute does not depend on the values). Every (loop, setting) runs in its own process, because the OpenMP wait
 policy is read when torch loads:
 
-- ``old``: torch's default threads (one per core), OpenMP's default (active, spinning) wait policy, the MLD denoiser
-  encoding every batch with the VAE;
+- ``old``: torch's default threads (one per core), libgomp's default wait (waiting threads spin for about 300,000
+  iterations before they sleep), the MLD denoiser encoding every batch with the VAE;
 - ``passive``: the project's previous defaults: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once),
   ``runtime.threads: auto`` and the MLD denoiser on cached VAE posteriors (``pretrain.latent_denoiser.cached_crops``);
 - ``new``: the project's defaults: as ``passive`` but with OpenMP's spinning bounded instead of off
-  (``GOMP_SPINCOUNT=1000``, set by the project's settings before torch loads; see ``easytune.settings``).
+  (``GOMP_SPINCOUNT=1000``, set by the project's settings before torch loads; see ``easytune.core.openmp``).
 
 ``--busy N`` starts N CPU-bound processes for the duration (a shared machine). Prints steps per second per loop and
 the ratios new / old and new / passive. Public tools only (torch, numpy).
