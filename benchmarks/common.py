@@ -1,6 +1,6 @@
 """Shared set-up of the fine-tuning benchmarks: models (from checkpoints or presets), captions, one method run.
 
-Imports torch, numpy and ``easytune.core`` only (no kedro, no mlflow); ``easytune.core.diffusion`` needs
+Imports torch, numpy and ``easytune.core`` only (no kedro, no mlflow); ``easytune.core.sampling.diffusion`` needs
 diffusers. Run from the project root; ``src/`` is put on the path when the package is not installed.
 """
 
@@ -17,12 +17,12 @@ if str(ROOT / "src") not in sys.path:
 
 
 def require_diffusers() -> None:
-    """Exit with a clear message when diffusers (used by easytune.core.diffusion) is not importable."""
+    """Exit with a clear message when diffusers (used by easytune.core.sampling.diffusion) is not importable."""
     try:
         import diffusers  # noqa: F401
     except ImportError:
         sys.stderr.write(
-            "diffusers is not installed: easytune.core.diffusion builds its DDIM/DDPM schedulers with it.\n"
+            "diffusers is not installed: easytune.core.sampling.diffusion builds its DDIM/DDPM schedulers with it.\n"
             "Install the pinned version (pip install diffusers==0.42.1), or carry its wheel to the machine\n"
             "(pip download diffusers==0.42.1 --no-deps -d wheels/ and pip install wheels/*.whl there).\n")
         raise SystemExit(2) from None
@@ -33,7 +33,7 @@ require_diffusers()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from easytune.core.dataset import MotionSplit, TextEmbeddings  # noqa: E402
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings  # noqa: E402
 from easytune.core.finetune.trainer import FinetuneConfig, finetune  # noqa: E402
 
 # name -> (policy, options); "draft_T" means DRaFT-K with K = T (the full chain)
@@ -56,13 +56,13 @@ def policy_of(name: str, num_steps: int) -> tuple[str, dict]:
 def random_models(preset: str, kind: str, device: torch.device, seed: int, max_frames: int, feature_dim: int = 263):
     """Generator + reward at a model preset (``tiny``/``cpu``/``paper``), randomly initialised (seeded); ``mlcm``: the
     consistency student built from the random MLD (4-step sampler), as the distillation builds it."""
-    from easytune.core.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion
-    from easytune.core.generator import MotionGenerator
     from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
     from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
     from easytune.core.models.vae import MotionVAE, MotionVAEConfig
     from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
     from easytune.core.reward.reward import Reward
+    from easytune.core.sampling.diffusion import MDM_DIFFUSION, MLD_DIFFUSION, Diffusion
+    from easytune.core.sampling.generator import MotionGenerator
 
     torch.manual_seed(seed)
     if kind in ("mld", "mlcm"):
@@ -72,8 +72,8 @@ def random_models(preset: str, kind: str, device: torch.device, seed: int, max_f
         gen = MotionGenerator(den, Diffusion(dataclasses.replace(MLD_DIFFUSION)), "mld", vae=vae,
                               max_length=max_frames, feature_dim=feature_dim)
         if kind == "mlcm":
-            from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
-            from easytune.core.distillation import build_student
+            from easytune.core.pretrain.distillation import build_student
+            from easytune.core.sampling.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
 
             sampler = ConsistencyDiffusion(ConsistencySamplerConfig.from_teacher(MLD_DIFFUSION))
             gen = MotionGenerator(build_student(den), sampler, "mlcm", vae=vae, max_length=max_frames,
@@ -153,7 +153,7 @@ def nograd_sampling_cuda_peak(generator_factory, train: MotionSplit, text: TextE
     """Peak CUDA bytes of plain no-grad sampling of one batch (the baseline of the extra-memory ratio)."""
     if device.type != "cuda":
         return None
-    from easytune.core.text import TextBatch
+    from easytune.core.data.text import TextBatch
 
     gen, _ = generator_factory()
     rows = np.arange(batch_size) % len(text)

@@ -3,7 +3,7 @@ not a test; issue #14).
 
 1. **1-GPU DDP overhead**: the same fine-tuning run (EasyTune: one all-reduce per denoising step; DRaFT-10: one per
    trajectory) without a process group (the plain loop) and inside a one-process group (``nccl`` on CUDA, ``gloo``
-   on CPU), where every optimizer update all-reduces the gradients (:func:`easytune.core.distributed
+   on CPU), where every optimizer update all-reduces the gradients (:func:`easytune.core.infra.distributed
    .average_gradients`): seconds per update, samples per second, and the weight difference (0 expected).
 2. **bf16 in fine-tuning**: fp32 against ``bf16: true`` (autocast of the rollout's forward passes): peak CUDA bytes,
    saved-tensor bytes, seconds per update, samples per second, and the validation-reward curve of both runs
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from common import catalog_captions, catalog_models, random_models, run_method, synthetic_captions
 
-from easytune.core import distributed
-from easytune.core.runtime import resolve_device
+from easytune.core.infra import distributed
+from easytune.core.infra.runtime import resolve_device
 
 
 def _finetune(name: str, factory, train, val, text, device, args, **overrides) -> dict:

@@ -1,7 +1,7 @@
 """GPU benchmark at the paper preset (published model sizes): seconds per update and peak CUDA memory of every
 fine-tuning method for T in {10, 20, 50} (documented command, not a test).
 
-Runs with torch + numpy + tqdm + easytune.core only (no kedro, no mlflow). easytune.core.diffusion builds its
+Runs with torch + numpy + tqdm + easytune.core only (no kedro, no mlflow). easytune.core.sampling.diffusion builds its
 schedulers with diffusers, which the lent GPU machines do not have: the script then stops at once with exit code
 2 and says how to install or carry the wheel (see benchmarks/common.py:require_diffusers).
 

@@ -24,14 +24,14 @@ import torch
 import yaml
 from common import ROOT
 
-from easytune.core.checkpoint import build_from_checkpoint
-from easytune.core.config import from_dict
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.evaluator import denormalise_padded
 from easytune.core.evaluation.protocol import EvaluationConfig, embed_motions, evaluate_source, generator_source
-from easytune.core.generator import MotionGenerator
+from easytune.core.infra.checkpoint import build_from_checkpoint
+from easytune.core.infra.config import from_dict
 from easytune.core.motion.skeleton import get_skeleton
-from easytune.core.pretrain import PretrainConfig, train_consistency_model
+from easytune.core.pretrain.base_generators import PretrainConfig, train_consistency_model
+from easytune.core.sampling.generator import MotionGenerator
 
 
 def merge(a: dict, b: dict) -> dict:

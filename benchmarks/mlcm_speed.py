@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from common import catalog_models, mib, random_models, run_method, synthetic_captions
 
-from easytune.core.text import TextBatch
+from easytune.core.data.text import TextBatch
 
 
 def seconds_per_motion(gen, text, lengths: torch.Tensor, num_steps: int, repeats: int, device: torch.device) -> float:

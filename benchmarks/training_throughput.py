@@ -10,7 +10,7 @@ policy is read when torch loads:
 - ``passive``: the project's previous defaults: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once),
   ``runtime.threads: auto`` and the MLD denoiser on cached VAE posteriors (``pretrain.latent_denoiser.cached_crops``);
 - ``new``: the project's defaults: as ``passive`` but with OpenMP's spinning bounded instead of off
-  (``GOMP_SPINCOUNT=1000``, set by the project's settings before torch loads; see ``easytune.core.openmp``).
+  (``GOMP_SPINCOUNT=1000``, set by the project's settings before torch loads; see ``easytune.core.infra.openmp``).
 
 ``--busy N`` starts N CPU-bound processes for the duration (a shared machine). Prints steps per second per loop and
 the ratios new / old and new / passive. Public tools only (torch, numpy).
@@ -46,7 +46,7 @@ def _burn(stop) -> None:  # a CPU-bound neighbour
 def _data(seed: int = 0):
     import numpy as np
 
-    from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+    from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 
     rng = np.random.default_rng(seed)
     n, t, d, u, tokens = 256, 196, 263, 64, 16
@@ -66,9 +66,9 @@ def measure(loop: str, setting: str, steps: int) -> float:
     """Steps per second of ``loop`` under ``setting`` (run in this process)."""
     import torch
 
-    from easytune.core.config import from_dict
+    from easytune.core.infra.config import from_dict
     from easytune.core.motion.skeleton import get_skeleton
-    from easytune.core.pretrain import PretrainConfig, train_denoiser, train_motion_vae
+    from easytune.core.pretrain.base_generators import PretrainConfig, train_denoiser, train_motion_vae
 
     train, text, stats = _data()
     device = torch.device("cpu")
@@ -114,7 +114,7 @@ def run_child(loop: str, setting: str, steps: int) -> float:
     if setting == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     elif setting == "new":
-        from easytune.core.openmp import default_openmp_wait
+        from easytune.core.infra.openmp import default_openmp_wait
 
         default_openmp_wait(env)
     out = subprocess.run([sys.executable, __file__, "--child", loop, setting, str(steps)], env=env,

@@ -26,12 +26,12 @@ if str(ROOT / "src") not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from easytune.core.config import from_dict  # noqa: E402
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings  # noqa: E402
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings  # noqa: E402
+from easytune.core.infra.config import from_dict  # noqa: E402
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig  # noqa: E402
 from easytune.core.motion.skeleton import get_skeleton  # noqa: E402
-from easytune.core.pretrain import PretrainConfig, joints_from_normalised, vae_reconstruction_errors  # noqa: E402
-from easytune.core.training import MotionBatches, TrainConfig, train  # noqa: E402
+from easytune.core.pretrain.base_generators import PretrainConfig, joints_from_normalised, vae_reconstruction_errors  # noqa: E402
+from easytune.core.pretrain.loop import MotionBatches, TrainConfig, train  # noqa: E402
 
 
 def _load(path: Path, cls):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from easytune.checks import checkpoint_problems, npz_array_shape, parameter_groups, parameter_problems
-from easytune.core.checkpoint import make_checkpoint
+from easytune.core.infra.checkpoint import make_checkpoint
 from easytune.datasets import CheckpointDataset, NpzDataset
 from easytune.datasets.checkpoint_folder_dataset import CheckpointFolderDataset
 

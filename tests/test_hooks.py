@@ -74,7 +74,7 @@ def test_a_signal_inside_an_mlflow_store_write_is_raised_once_the_write_is_done(
 
 
 def test_validated_configs_are_logged_as_the_dicts_kedro_mlflow_flattens():
-    from easytune.core.config import RuntimeConfig
+    from easytune.core.infra.config import RuntimeConfig
     from easytune.hooks import _plain
 
     assert _plain(RuntimeConfig(seed=3)) == {"device": "auto", "seed": 3, "threads": "auto",

@@ -28,8 +28,8 @@ from kedro.pipeline import Pipeline
 from kedro.validation.type_extractor import TypeExtractor
 from kedro.validation.utils import _unwrap_optional
 
-from easytune.core.checkpoint import compatibility_problems, latent_shape
-from easytune.core.config import ConfigError, DatasetConfig, from_dict
+from easytune.core.infra.checkpoint import compatibility_problems, latent_shape
+from easytune.core.infra.config import ConfigError, DatasetConfig, from_dict
 
 
 @lru_cache(maxsize=1)
@@ -115,7 +115,7 @@ class _Target:
 
 
 def _targets(pipeline, catalog) -> list[_Target]:
-    from easytune.core.distributed_entry import GENERATOR_CHECKPOINTS, LATENT_GENERATORS
+    from easytune.core.finetune.job import GENERATOR_CHECKPOINTS, LATENT_GENERATORS
     from easytune.datasets.checkpoint_dataset import CheckpointDataset
     from easytune.datasets.checkpoint_folder_dataset import CheckpointFolderDataset
 

@@ -34,7 +34,7 @@ from kedro.framework.hooks import hook_impl
 from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 
 from easytune.checks import all_pipelines, checkpoint_problems, parameter_problems
-from easytune.core.atomic import pid_alive
+from easytune.core.infra.atomic import pid_alive
 from easytune.project_lock import ProjectLock, setup_lock
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class ThreadsHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        from easytune.core.runtime import set_threads
+        from easytune.core.infra.runtime import set_threads
 
         try:
             runtime = catalog.load("params:runtime")

@@ -16,7 +16,7 @@ Hooks: see :mod:`easytune.hooks` (start-of-run checks, the run lock, kedro-mlflo
 import os
 from pathlib import Path
 
-from easytune.core.openmp import default_openmp_wait  # imports nothing heavy: torch must not load before this
+from easytune.core.infra.openmp import default_openmp_wait  # imports nothing heavy: torch must not load before this
 
 default_openmp_wait(os.environ)
 

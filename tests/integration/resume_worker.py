@@ -1,7 +1,7 @@
 """A training process that a test kills with SIGKILL at random points (``python -m tests.integration.resume_worker``).
 
 ``finetune OUT RESUME``: EasyTune on the tiny MDM with a resumable checkpoint after every trajectory;
-``pretrain OUT RESUME``: the generic training loop (:func:`easytune.core.training.train`) on a tiny VAE with a
+``pretrain OUT RESUME``: the generic training loop (:func:`easytune.core.pretrain.loop.train`) on a tiny VAE with a
 resumable checkpoint every step. Both write the final weights to OUT (``torch.save`` of the state dict) and print
 ``started`` once training has begun.
 """
@@ -14,8 +14,8 @@ import torch
 
 
 def finetune_run(out: str, resume: str | None) -> None:
-    from easytune.core.config import from_dict
     from easytune.core.finetune.trainer import FinetuneConfig, finetune
+    from easytune.core.infra.config import from_dict
     from tests.core.finetune.tiny import make_mdm, make_reward, make_splits
 
     torch.set_num_threads(1)
@@ -29,9 +29,9 @@ def finetune_run(out: str, resume: str | None) -> None:
 
 
 def pretrain_run(out: str, resume: str | None) -> None:
+    from easytune.core.infra.runtime import seed_everything
     from easytune.core.models.vae import MotionVAE, MotionVAEConfig
-    from easytune.core.runtime import seed_everything
-    from easytune.core.training import TrainConfig, train
+    from easytune.core.pretrain.loop import TrainConfig, train
 
     torch.set_num_threads(1)
     seed_everything(5)

@@ -158,7 +158,7 @@ def test_two_node_torchrun_then_evaluation_scores_the_checkpoint(project, projec
     launches = [subprocess.Popen(
         [str(BIN / "torchrun"), "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
          "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "easytune-two-nodes", "-m",
-         "easytune.core.distributed_entry", "finetune", "--project", str(project), "--env", "tiny",
+         "easytune.core.finetune.job", "finetune", "--project", str(project), "--env", "tiny",
          "--method", "draft_k"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True) for _ in range(2)]
     outputs = []

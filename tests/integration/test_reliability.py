@@ -11,7 +11,7 @@ Each test reproduces one defect of the issue and checks the fix:
 - a run killed with SIGKILL (found by the next run) or stopped with SIGTERM -> KILLED in MLflow, not RUNNING;
 - a rerun that resumes a training loop says so in MLflow (tag).
 
-Resume keys (seed, lr, input checkpoint; kill -9 at random points) are tested in tests/core/test_training.py,
+Resume keys (seed, lr, input checkpoint; kill -9 at random points) are tested in tests/core/pretrain/test_loop.py,
 tests/core/finetune/test_trainer.py and tests/integration/test_kill_resume.py; the batched metric histories (3,000
 updates in under 10 s) in tests/datasets/test_datasets.py.
 """
@@ -62,7 +62,7 @@ def _runs(root: Path) -> list:
 def _tiny_checkpoints(models: Path, latent=(2, 16)) -> None:
     """motion_vae (tiny: latent 1 x 32), a latent denoiser of latent ``latent``, a frame denoiser, a reward model;
     well-formed checkpoints, all 263-d features and 384-d text like the data."""
-    from easytune.core.checkpoint import make_checkpoint
+    from easytune.core.infra.checkpoint import make_checkpoint
     from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
     from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
     from easytune.core.models.vae import MotionVAE, MotionVAEConfig

@@ -1,9 +1,9 @@
 """``CheckpointDataset``: a model checkpoint = kind + config + weights + metadata, loaded weights-only.
 
 The stored object is a plain dict ``{"kind": str, "config": dict, "state_dict": dict[str, Tensor],
-"metadata": dict, "format_version": int}`` (see :mod:`easytune.core.checkpoint`), written with ``torch.save`` and
+"metadata": dict, "format_version": int}`` (see :mod:`easytune.core.infra.checkpoint`), written with ``torch.save`` and
 read with ``torch.load(..., weights_only=True)`` so an untrusted file cannot run code. The model itself is rebuilt
-by :func:`easytune.core.checkpoint.build_from_checkpoint` in the node that needs it, on the device it chooses.
+by :func:`easytune.core.infra.checkpoint.build_from_checkpoint` in the node that needs it, on the device it chooses.
 
 ``kinds`` (catalog argument) names the model kinds the entry may hold: a file of another kind is refused on load,
 and :meth:`header` lets the project's start-of-run check compare kind, config, format version and weight shapes
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from kedro.io import AbstractDataset, DatasetError
 
-from easytune.core.atomic import atomic_write
+from easytune.core.infra.atomic import atomic_write
 
 REQUIRED_KEYS = ("kind", "config", "state_dict", "metadata")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from easytune.core.atomic import atomic_replace_folder
+from easytune.core.infra.atomic import atomic_replace_folder
 
 
 def _check_name(name: str, where: PurePosixPath) -> None:

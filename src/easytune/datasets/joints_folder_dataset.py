@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from easytune.core.atomic import atomic_replace_folder
+from easytune.core.infra.atomic import atomic_replace_folder
 
 
 class JointsFolderDataset(AbstractDataset[dict, dict]):

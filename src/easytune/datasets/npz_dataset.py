@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from easytune.core.atomic import atomic_write
+from easytune.core.infra.atomic import atomic_write
 
 
 class NpzDataset(AbstractDataset[Any, dict[str, np.ndarray]]):

@@ -13,7 +13,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from easytune.core.atomic import atomic_write
+from easytune.core.infra.atomic import atomic_write
 
 
 class OptionalJSONDataset(AbstractDataset[Any, Any]):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from kedro.io import AbstractDataset, DatasetError
 
-from easytune.core.atomic import atomic_torch_save
+from easytune.core.infra.atomic import atomic_torch_save
 
 
 def _check(data: Any, where: str) -> dict:

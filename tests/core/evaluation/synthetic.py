@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 
 ACTIONS = 4
 STYLES = 4

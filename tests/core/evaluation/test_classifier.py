@@ -3,7 +3,6 @@
 import numpy as np
 import torch
 
-from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
 from easytune.core.evaluation.classifier import (
     ClassifierConfig,
     ClassifierTrainConfig,
@@ -12,6 +11,7 @@ from easytune.core.evaluation.classifier import (
 )
 from easytune.core.evaluation.evaluator import denormalise_padded
 from easytune.core.evaluation.protocol import content_accuracy
+from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
 from tests.core.evaluation.synthetic import make_split, make_stats
 
 TINY = ClassifierTrainConfig(model=ClassifierConfig(movement_dim=16, hidden=16, dropout=0.0), steps=80,

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from easytune.core.checkpoint import CheckpointError, build_from_checkpoint, make_checkpoint
 from easytune.core.evaluation.evaluator import (
     EvaluatorConfig,
     EvaluatorTrainConfig,
@@ -16,6 +15,7 @@ from easytune.core.evaluation.evaluator import (
     raw_statistics,
     train_evaluator,
 )
+from easytune.core.infra.checkpoint import CheckpointError, build_from_checkpoint, make_checkpoint
 from tests.core.evaluation.synthetic import make_split, make_stats, make_text
 
 TINY = EvaluatorConfig(feature_dim=263, text_dim=16, movement_dim=16, motion_hidden=16, text_hidden=16,

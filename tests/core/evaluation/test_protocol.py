@@ -147,7 +147,7 @@ def test_metrics_json_is_plain(setup):
 
 
 def test_comparison_renders_put_models_side_by_side(monkeypatch):
-    pytest.importorskip("easytune.core.render")
+    pytest.importorskip("easytune.core.export.render")
     from easytune.core.evaluation.protocol import comparison_renders, order_models
 
     rng = np.random.default_rng(0)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from easytune.core.config import ConfigError
 from easytune.core.finetune.policies import (
     AlignProp,
     DraftK,
@@ -12,6 +11,7 @@ from easytune.core.finetune.policies import (
     make_policy,
     step_weight,
 )
+from easytune.core.infra.config import ConfigError
 
 
 def rng():

@@ -7,7 +7,7 @@ import torch
 from easytune.core.finetune.accounting import SavedTensorsMeter
 from easytune.core.finetune.policies import AlignProp, DraftK, DRTune, EasyTuneStep
 from easytune.core.finetune.rollout import run_rollout, sample_final
-from easytune.core.generator import StepControl
+from easytune.core.sampling.generator import StepControl
 from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_text
 
 LENGTHS = torch.tensor([12, 9, 7])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from easytune.core.checkpoint import CheckpointError, build_from_checkpoint, make_checkpoint
-from easytune.core.config import from_dict
 from easytune.core.finetune import load_checkpoint_model, load_generator
 from easytune.core.finetune.trainer import FinetuneConfig, finetune
+from easytune.core.infra.checkpoint import CheckpointError, build_from_checkpoint, make_checkpoint
+from easytune.core.infra.config import from_dict
 from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_splits, make_text
 
 CPU = torch.device("cpu")

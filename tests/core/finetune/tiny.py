@@ -3,17 +3,17 @@
 import numpy as np
 import torch
 
-from easytune.core.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
-from easytune.core.dataset import MotionSplit, TextEmbeddings
-from easytune.core.diffusion import Diffusion, DiffusionConfig
-from easytune.core.distillation import build_student
-from easytune.core.generator import MotionGenerator
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.text import TextBatch
 from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig
+from easytune.core.pretrain.distillation import build_student
 from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
 from easytune.core.reward.reward import Reward
-from easytune.core.text import TextBatch
+from easytune.core.sampling.consistency import ConsistencyDiffusion, ConsistencySamplerConfig
+from easytune.core.sampling.diffusion import Diffusion, DiffusionConfig
+from easytune.core.sampling.generator import MotionGenerator
 
 FEAT, TEXT, MAX_LEN = 6, 8, 12
 

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import ConfigError, from_dict
+from easytune.core.data.text import TextBatch
+from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
+from easytune.core.infra.config import ConfigError, from_dict
+from easytune.core.infra.runtime import count_parameters
 from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
 from easytune.core.models.vae import MotionVAE, MotionVAEConfig
-from easytune.core.runtime import count_parameters
-from easytune.core.text import TextBatch
 
 
 def test_paper_preset_matches_published_parameter_counts():
@@ -25,7 +25,7 @@ def test_paper_preset_matches_published_parameter_counts():
 
 def test_checkpoint_of_an_older_vae_layout_is_refused_with_a_hint():
     """The previous VAE had learned distribution tokens and no latent positions: loading must fail clearly."""
-    from easytune.core.checkpoint import CheckpointError
+    from easytune.core.infra.checkpoint import CheckpointError
 
     vae = MotionVAE(MotionVAEConfig(preset="tiny", feature_dim=6))
     ckpt = make_checkpoint("motion_vae", vae, {})

@@ -109,8 +109,8 @@ def test_caption_file_over_the_size_limit_is_not_read(tmp_path):
 
 
 def test_default_caption_limit_stays_below_what_text_embeddings_store():
-    from easytune.core.config import ConfigError, from_dict
-    from easytune.core.dataset import MAX_STORED_CAPTION_CHARS
+    from easytune.core.data.dataset import MAX_STORED_CAPTION_CHARS
+    from easytune.core.infra.config import ConfigError, from_dict
 
     assert InputLimits().max_caption_chars <= MAX_STORED_CAPTION_CHARS
     with pytest.raises(ConfigError, match=r"limits.max_caption_chars = 20000: must be in \[1, 10000\]"):

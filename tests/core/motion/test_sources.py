@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from easytune.core.dataset import MotionSplit
+from easytune.core.data.dataset import MotionSplit
 from easytune.core.motion.captions import InputLimits, SkipLog
 from easytune.core.motion.features import joints_to_features
 from easytune.core.motion.skeleton import HUMANML3D, KIT

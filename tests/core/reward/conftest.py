@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
 
 FEATURE_DIM = 8

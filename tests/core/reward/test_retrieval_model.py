@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
+from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
 from easytune.core.reward.retrieval_model import RetrievalModel, embed_motions
 
 from .conftest import FEATURE_DIM, tiny_config
 
 
 def test_shapes_and_padding_is_ignored(model, split, text):
-    from easytune.core.text import TextBatch
+    from easytune.core.data.text import TextBatch
 
     x = torch.as_tensor(split.features[:4])  # (4, T, D)
     lengths = torch.as_tensor(split.lengths[:4])

@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from easytune.core.checkpoint import make_checkpoint
+from easytune.core.data.text import TextBatch
+from easytune.core.infra.checkpoint import make_checkpoint
 from easytune.core.reward.reward import Reward, empty_caption_batch, reward_sanity
-from easytune.core.text import TextBatch
 
 
 def test_reward_is_tau_times_cosine_per_sample(model, split, text):

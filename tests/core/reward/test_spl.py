@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from easytune.core.dataset import MotionSplit
+from easytune.core.data.dataset import MotionSplit
 from easytune.core.reward.retrieval_model import RetrievalModel
 from easytune.core.reward.spl import (
     CalibrationConfig,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from easytune.core.config import ConfigError, from_dict
+from easytune.core.infra.config import ConfigError, from_dict
 from easytune.core.study.config import StudyConfig
 
 VARIANTS = {"easytune_all": {"method": "easytune_step", "policy": {"steps": "all"}},

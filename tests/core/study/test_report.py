@@ -3,7 +3,7 @@ intervals, the Fig. 8 win rates."""
 
 import pytest
 
-from easytune.core.config import from_dict
+from easytune.core.infra.config import from_dict
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, select_points
 

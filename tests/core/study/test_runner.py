@@ -5,8 +5,8 @@ import logging
 
 import torch
 
-from easytune.core.checkpoint import make_checkpoint
-from easytune.core.config import from_dict
+from easytune.core.infra.checkpoint import make_checkpoint
+from easytune.core.infra.config import from_dict
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.runner import (
     RunOutput,

@@ -8,8 +8,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
-from easytune.core.config import ConfigError
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.infra.config import ConfigError
 from easytune.core.motion.sources import DataSourceError
 from easytune.pipelines.data_processing import create_pipeline
 from easytune.pipelines.data_processing.nodes import build_report, prepare_raw_dataset

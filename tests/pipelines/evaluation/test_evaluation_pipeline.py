@@ -9,13 +9,13 @@ import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from easytune.core.checkpoint import make_checkpoint
 from easytune.core.evaluation.protocol import METRIC_NAMES
+from easytune.core.infra.checkpoint import make_checkpoint
 from tests.core.evaluation.synthetic import make_split, make_stats, make_text
 
 pytest.importorskip("easytune.core.motion.features")
-pytest.importorskip("easytune.core.generator")
-pytest.importorskip("easytune.core.render")
+pytest.importorskip("easytune.core.sampling.generator")
+pytest.importorskip("easytune.core.export.render")
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -38,9 +38,9 @@ def tiny_params() -> dict:
 
 
 def tiny_mdm_checkpoint(text_dim: int, method: str | None = None) -> dict:
-    from easytune.core.diffusion import MDM_DIFFUSION, Diffusion
-    from easytune.core.generator import MotionGenerator
     from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
+    from easytune.core.sampling.diffusion import MDM_DIFFUSION, Diffusion
+    from easytune.core.sampling.generator import MotionGenerator
 
     torch.manual_seed(0)
     den = FrameDenoiser(FrameDenoiserConfig(preset="tiny", feature_dim=263, text_dim=text_dim))

@@ -7,7 +7,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
+from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
 from easytune.pipelines.finetune import ALL_METHODS, create_compare_pipeline, create_pipeline
 from tests.core.finetune.tiny import make_mdm, make_mlcm, make_mld, make_reward, make_splits
 

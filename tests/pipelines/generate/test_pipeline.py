@@ -10,9 +10,9 @@ import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from easytune.core.checkpoint import make_checkpoint
+from easytune.core.infra.checkpoint import make_checkpoint
 from easytune.datasets import FileBundleDataset
-from tests.core.test_generate import dataset_stats
+from tests.core.export.test_prompts import dataset_stats
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -25,9 +25,9 @@ def params(**overrides) -> dict:
 
 
 def finetuned_mdm() -> dict:
-    from easytune.core.diffusion import MDM_DIFFUSION, Diffusion
-    from easytune.core.generator import MotionGenerator
     from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
+    from easytune.core.sampling.diffusion import MDM_DIFFUSION, Diffusion
+    from easytune.core.sampling.generator import MotionGenerator
 
     torch.manual_seed(0)
     den = FrameDenoiser(FrameDenoiserConfig(preset="tiny", feature_dim=263, text_dim=384))

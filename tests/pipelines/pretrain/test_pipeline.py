@@ -10,10 +10,10 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from PIL import Image
 
-from easytune.core.checkpoint import build_from_checkpoint
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
-from easytune.core.generator import MotionGenerator
-from easytune.core.text import TextBatch
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.text import TextBatch
+from easytune.core.infra.checkpoint import build_from_checkpoint
+from easytune.core.sampling.generator import MotionGenerator
 from easytune.pipelines.pretrain import create_pipeline
 
 D = 263

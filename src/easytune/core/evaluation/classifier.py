@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE
-from easytune.core.dataset import FeatureStats, MotionSplit
+from easytune.core.data.dataset import FeatureStats, MotionSplit
 from easytune.core.evaluation.evaluator import MotionEncoder, denormalise_padded, raw_batch, raw_statistics
+from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE
 
 logger = logging.getLogger(__name__)
 

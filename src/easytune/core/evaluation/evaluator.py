@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from tqdm.auto import tqdm
 
-from easytune.core.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE
 
 logger = logging.getLogger(__name__)
 

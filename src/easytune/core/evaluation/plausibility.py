@@ -17,7 +17,7 @@ from typing import Annotated
 
 import numpy as np
 
-from easytune.core.config import NON_NEGATIVE, POSITIVE
+from easytune.core.infra.config import NON_NEGATIVE, POSITIVE
 
 PLAUSIBILITY_METRICS = ("foot_skating", "penetration", "floating", "jitter")
 

@@ -25,13 +25,13 @@ from typing import Annotated
 import numpy as np
 import torch
 
-from easytune.core.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, parameter_group
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.text import TextBatch
 from easytune.core.evaluation import metrics as M
 from easytune.core.evaluation.classifier import ClassifierTrainConfig, ContentClassifier, predict_labels
 from easytune.core.evaluation.evaluator import EvaluatorTrainConfig, MotionTextEvaluator, denormalise_padded
 from easytune.core.evaluation.plausibility import PLAUSIBILITY_METRICS, PlausibilityConfig, plausibility_summary
-from easytune.core.text import TextBatch
+from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, parameter_group
 
 logger = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ def evaluate_models(generators: Mapping[str, tuple[dict, dict | None]], test: Mo
                     config: ProtocolConfig, num_joints: int, device: torch.device | str = "cpu"
                     ) -> dict[str, SourceEvaluation]:
     """The real-motion reference row (``real``) and every generator, all on the test split."""
-    from easytune.core.generator import MotionGenerator  # lazy: heavy model code only when generators exist
+    from easytune.core.sampling.generator import MotionGenerator  # lazy: heavy model code only when generators exist
 
     real_emb = embed_motions(evaluator, denormalise_padded(test.features, test.lengths, stats), test.lengths,
                              device=device)
@@ -513,8 +513,8 @@ def comparison_renders(generated: Mapping[str, Mapping[str, np.ndarray]], num_ca
     plus ``caption_<i>.mp4`` when ``mp4`` (encoded by imageio-ffmpeg's bundled ffmpeg: no system ffmpeg needed;
     skipped with a warning where it cannot run). At most ``max_frames`` frames.
     """
+    from easytune.core.export.render import encode_gif, encode_mp4, render_skeleton_frames  # lazy: matplotlib
     from easytune.core.motion.skeleton import HUMANML3D
-    from easytune.core.render import encode_gif, encode_mp4, render_skeleton_frames  # lazy: matplotlib
 
     names = list(generated)
     if not names:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from easytune.core.checkpoint import CheckpointError, build_from_checkpoint
+from easytune.core.infra.checkpoint import CheckpointError, build_from_checkpoint
 
 ALLOWED_CHECKPOINT_KINDS = ("latent_denoiser", "latent_consistency_denoiser", "frame_denoiser", "motion_vae",
                             "retrieval_model")
@@ -34,7 +34,7 @@ def load_generator(denoiser_ckpt: dict, vae_ckpt: dict | None, device: torch.dev
                    source: str = "pretrained denoiser"):
     """MotionGenerator from a pretrained denoiser checkpoint (+ the motion VAE for MLD and MotionLCM), kinds checked
     first."""
-    from easytune.core.generator import LATENT_KINDS, MotionGenerator
+    from easytune.core.sampling.generator import LATENT_KINDS, MotionGenerator
 
     for ckpt, name in ((denoiser_ckpt, source), (vae_ckpt, "motion_vae")):
         if ckpt is not None and (not isinstance(ckpt, dict) or ckpt.get("kind") not in ALLOWED_CHECKPOINT_KINDS):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from easytune.core.text import TextBatch
+from easytune.core.data.text import TextBatch
 
 
 def _trajectory(generator, text: TextBatch, lengths: torch.Tensor, noise_generator, num_steps, guidance_scale,

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from easytune.core.config import AT_LEAST_1, NON_NEGATIVE
+from easytune.core.infra.config import AT_LEAST_1, NON_NEGATIVE
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ POLICIES: dict[str, type[Policy]] = {
 
 def make_policy(name: str, options: dict | None = None) -> Policy:
     """Policy ``name`` (a key of :data:`POLICIES`) built from ``options`` (unknown keys raise ConfigError)."""
-    from easytune.core.config import from_dict
+    from easytune.core.infra.config import from_dict
 
     if name not in POLICIES:
         raise ValueError(f"unknown fine-tuning method {name!r}; known: {sorted(POLICIES)}")

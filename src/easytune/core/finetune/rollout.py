@@ -1,6 +1,6 @@
 """ONE rollout loop for every fine-tuning method, driven by a :class:`~easytune.core.finetune.policies.RolloutPlan`.
 
-The loop runs the sampler of a :class:`~easytune.core.generator.MotionGenerator` step by step (its building
+The loop runs the sampler of a :class:`~easytune.core.sampling.generator.MotionGenerator` step by step (its building
 blocks ``initial_noise``, ``denoise``, ``diffusion.step`` and ``decode``), and at each step does what the plan
 says: gradient on the denoiser parameters or not, stop-gradient on x_t (EasyTune, paper Eq. 9-10), detached
 denoiser input only (DRTune), gradient checkpointing (AlignProp), the reward term (one-step x0_hat, paper Eq. 12,
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from easytune.core.data.text import TextBatch
 from easytune.core.finetune.cost import CostMeter
 from easytune.core.finetune.policies import RolloutPlan
-from easytune.core.text import TextBatch
 
 RewardInput = Literal["x0_hat", "noisy"]
 

@@ -8,7 +8,7 @@ gradient clipping (1.0), AdamW and a warm-up + cosine learning-rate schedule cou
 val captions every ``val_every`` updates), resumable checkpoints (weights, optimizer, scheduler, RNG states,
 counters; a different configuration starts fresh). Accounting per update: see :mod:`.accounting`.
 
-Data-parallel (:mod:`easytune.core.distributed`, under ``torchrun``): every rank draws the global batch of captions,
+Data-parallel (:mod:`easytune.core.infra.distributed`, under ``torchrun``): every rank draws the global batch of captions,
 lengths, plans and initial noise from the same seeded streams and keeps its rows; gradients are averaged over ranks at
 every optimizer update (each of EasyTune's per-step updates included) before clipping; validation runs on rank 0 and
 is broadcast; budgets and cost counters are global (summed FLOPs, slowest rank's seconds); rank 0 alone writes the
@@ -32,17 +32,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from easytune.core import distributed
-from easytune.core.atomic import atomic_torch_save
-from easytune.core.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE, to_dict
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.text import TextBatch
 from easytune.core.finetune.accounting import UpdateAccountant
 from easytune.core.finetune.cost import CostCounters, CostMeter
 from easytune.core.finetune.policies import Policy, make_policy
 from easytune.core.finetune.rollout import StepTrace, run_rollout
-from easytune.core.resume import ResumeKey
-from easytune.core.runtime import autocast_context
-from easytune.core.text import TextBatch
+from easytune.core.infra import distributed
+from easytune.core.infra.atomic import atomic_torch_save
+from easytune.core.infra.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE, to_dict
+from easytune.core.infra.resume import ResumeKey
+from easytune.core.infra.runtime import autocast_context
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ def finetune(
     """Fine-tune ``generator.denoiser`` (in place) to maximise ``reward`` with the method of ``config``.
 
     Args:
-        generator: a :class:`~easytune.core.generator.MotionGenerator` on ``device`` (its denoiser is trained,
+        generator: a :class:`~easytune.core.sampling.generator.MotionGenerator` on ``device`` (its denoiser is trained,
             its VAE stays frozen).
         reward: frozen ``reward(features, lengths, text, t) -> (B,)``.
         train / val / text: captions and lengths are drawn from ``train``; ``val`` (may be None) gives the fixed

@@ -2,7 +2,7 @@
 
 The student is the teacher's architecture (:class:`~easytune.core.models.latent_denoiser.LatentDenoiser`, initialised
 from its weights) with one more input, the classifier-free guidance scale s (B,): sinusoidal features of w = s - 1
-(:func:`~easytune.core.consistency.guidance_embedding`) -> Linear -> SiLU -> Linear, added to the timestep token.
+(:func:`~easytune.core.models.layers.guidance_embedding`) -> Linear -> SiLU -> Linear, added to the timestep token.
 The last layer starts at zero, so the initial student is exactly the teacher's conditional branch. One forward pass
 replaces the teacher's two (conditional + unconditional): the guided output is what the student is distilled to.
 """
@@ -15,10 +15,10 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from easytune.core.config import AT_LEAST_2
-from easytune.core.consistency import guidance_embedding
+from easytune.core.data.text import TextBatch
+from easytune.core.infra.config import AT_LEAST_2
 from easytune.core.models.latent_denoiser import LatentDenoiser, LatentDenoiserConfig
-from easytune.core.text import TextBatch
+from easytune.core.models.layers import guidance_embedding
 
 
 @dataclass

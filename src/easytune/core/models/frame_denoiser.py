@@ -15,7 +15,8 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from easytune.core.config import AT_LEAST_1, FRACTION
+from easytune.core.data.text import TextBatch
+from easytune.core.infra.config import AT_LEAST_1, FRACTION
 from easytune.core.models.layers import (
     SkipTransformer,
     TextTokenContext,
@@ -23,7 +24,6 @@ from easytune.core.models.layers import (
     apply_preset,
     sinusoidal_embedding,
 )
-from easytune.core.text import TextBatch
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(d_model=32, ff_dim=64, num_heads=2, num_layers=1, dropout=0.0, text_tokens=False),

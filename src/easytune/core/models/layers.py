@@ -25,6 +25,12 @@ def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 
     return emb
 
 
+def guidance_embedding(scale: torch.Tensor, dim: int) -> torch.Tensor:
+    """Guidance scale s (B,) -> (B, dim) sinusoidal features of w = s - 1, scaled by 1000 as LCM's w-embedding
+    (LCM's w is the weight of (cond - uncond) added to cond: s = 1 + w in this project's CFG convention)."""
+    return sinusoidal_embedding((scale.to(torch.float32) - 1.0) * 1000.0, dim)
+
+
 class TimestepEmbedding(nn.Module):
     """Diffusion timestep t (B,) -> (B, d): sinusoidal features then a 2-layer MLP."""
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE
-from easytune.core.distributed import Shard, draw_rows
+from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE
+from easytune.core.infra.distributed import Shard, draw_rows
 from easytune.core.models.layers import SkipTransformer, apply_preset, sinusoidal_embedding
 
 PRESETS: dict[str, dict] = {

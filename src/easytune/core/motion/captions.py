@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from easytune.core.config import AT_LEAST_1, Range
-from easytune.core.dataset import MAX_STORED_CAPTION_CHARS
+from easytune.core.data.dataset import MAX_STORED_CAPTION_CHARS
+from easytune.core.infra.config import AT_LEAST_1, Range
 
 logger = logging.getLogger(__name__)
 

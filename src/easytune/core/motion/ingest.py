@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from easytune.core.config import POSITIVE, parameter_group
+from easytune.core.infra.config import POSITIVE, parameter_group
 from easytune.core.motion.bvh import BANDAI_TO_HML22, HML22_IDENTITY, BvhError, bvh_to_hml22, read_bvh
 
 logger = logging.getLogger(__name__)

@@ -27,13 +27,13 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, parameter_group
-from easytune.core.dataset import FeatureStats, MotionSplit
+from easytune.core.data.dataset import FeatureStats, MotionSplit
+from easytune.core.data.text_encoder import TextEncoderConfig
+from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, parameter_group
 from easytune.core.motion.captions import Caption, InputLimits, SkipLog, file_too_large, read_caption_file
 from easytune.core.motion.features import feature_group_std, fidelity_report, joints_to_features
 from easytune.core.motion.skeleton import SkeletonSpec
 from easytune.core.motion.synthetic import SyntheticConfig, ensure_dataset
-from easytune.core.text_encoder import TextEncoderConfig
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import gaussian_filter1d
 
-from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
+from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from easytune.core.motion.captions import format_caption_line
 from easytune.core.motion.skeleton import HUMANML3D
 

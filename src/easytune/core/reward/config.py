@@ -7,8 +7,8 @@ from typing import Annotated
 
 import torch
 
-from easytune.core.config import AT_LEAST_1, NON_NEGATIVE, parameter_group, with_overrides
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
+from easytune.core.infra.config import AT_LEAST_1, NON_NEGATIVE, parameter_group, with_overrides
 from easytune.core.reward.metrics import RetrievalEvalConfig
 from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
 from easytune.core.reward.spl import CalibrationConfig, MiningConfig

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from easytune.core.config import AT_LEAST_2, NON_NEGATIVE
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
+from easytune.core.infra.config import AT_LEAST_2, NON_NEGATIVE
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.noising import ForwardNoiser
 from easytune.core.reward.retrieval_model import RetrievalModel, embed_captions, embed_motions

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler
 
-from easytune.core.text import lengths_to_mask
+from easytune.core.data.text import lengths_to_mask
 
 
 class ForwardNoiser:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from easytune.core.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE
-from easytune.core.text import TextBatch, lengths_to_mask
+from easytune.core.data.text import TextBatch, lengths_to_mask
+from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE
 
 
 @dataclass

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from easytune.core.checkpoint import build_from_checkpoint
+from easytune.core.data.text import TextBatch
+from easytune.core.infra.checkpoint import build_from_checkpoint
 from easytune.core.reward.retrieval_model import RetrievalModel
-from easytune.core.text import TextBatch
 
 REWARD_KINDS = ("retrieval_model",)
 

@@ -34,8 +34,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from easytune.core.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, Range
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
+from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, Range
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.retrieval_model import RetrievalModel, embed_captions, embed_motions
 

@@ -14,7 +14,7 @@ clean motions; a query whose retrieval succeeds falls back to the retrieval obje
 the SPL loss to the retrieval loss). Without a preference Q = P = (0.5, 0.5) and the SPL loss is exactly 0, so it is
 not computed. The miner has its own RNG: with or without mining the loop draws the same batches, crops and noise.
 
-Data-parallel (:mod:`easytune.core.distributed`): every rank draws and noises the global batch and keeps its rows;
+Data-parallel (:mod:`easytune.core.infra.distributed`): every rank draws and noises the global batch and keeps its rows;
 the contrastive loss gathers every rank's embeddings (global negatives, as in one process); mining and the SPL term
 cover the whole batch on every rank (identical), so averaging the gradients keeps them as in one process; gradients
 are averaged before clipping; rank 0 validates (broadcast). ``bf16``: autocast of the forward passes on CUDA (a no-op
@@ -34,9 +34,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from easytune.core import distributed
-from easytune.core.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, Range
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.text import TextBatch, lengths_to_mask
+from easytune.core.infra import distributed
+from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, Range
+from easytune.core.infra.runtime import autocast_context
 from easytune.core.reward.losses import (
     caption_groups,
     info_nce_loss,
@@ -49,8 +51,6 @@ from easytune.core.reward.metrics import RetrievalEvalConfig, evaluate_retrieval
 from easytune.core.reward.noising import ForwardNoiser
 from easytune.core.reward.retrieval_model import RetrievalModel, reparameterise
 from easytune.core.reward.spl import BatchMining
-from easytune.core.runtime import autocast_context
-from easytune.core.text import TextBatch, lengths_to_mask
 
 log = logging.getLogger(__name__)
 

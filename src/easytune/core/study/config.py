@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from easytune.core.config import ConfigError, from_dict, parameter_group
 from easytune.core.finetune.policies import make_policy
 from easytune.core.finetune.trainer import FinetuneConfig
+from easytune.core.infra.config import ConfigError, from_dict, parameter_group
 from easytune.core.study.signals import SignalConfig
 
 #: reward checkpoints a variant may fine-tune with (the reward pipeline's, all of the primary seed)

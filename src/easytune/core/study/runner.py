@@ -3,7 +3,7 @@
 Every run starts from the same pretrained generator, fine-tunes under the shared GFLOPs budget and hands over its
 weights at the snapshot points; after the run (outside its timed update windows) each snapshot gets its validation
 signals (:mod:`.signals`). Nothing here reads the test split or the evaluator. Runs are independent tasks
-(:func:`easytune.core.parallel.map_tasks`): ``workers`` processes run them side by side with the same results.
+(:func:`easytune.core.infra.parallel.map_tasks`): ``workers`` processes run them side by side with the same results.
 
 Finished runs are cached under ``run_cache/<variant>/`` with a resume key covering the run's configuration, seed,
 device, starting weights, reward, data and signal settings (a changed setting never reuses a cached run); an
@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from easytune.core.atomic import atomic_torch_save
-from easytune.core.config import to_dict
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune import load_generator, load_reward
 from easytune.core.finetune.trainer import finetune, finetune_resume_key
-from easytune.core.parallel import map_tasks, torch_threads
-from easytune.core.resume import ResumeKey
+from easytune.core.infra.atomic import atomic_torch_save
+from easytune.core.infra.config import to_dict
+from easytune.core.infra.parallel import map_tasks, torch_threads
+from easytune.core.infra.resume import ResumeKey
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.signals import real_embeddings, validation_signals
 from easytune.core.study.views import admissible_index

@@ -6,7 +6,7 @@ replications, FID, MM-Dist, content accuracy and the plausibility metrics are co
 value of a metric is its protocol mean; the study's CIs are then taken over training seeds. Every training seed's
 snapshots are generated with their own noise (protocol seed + ``seed_offset``, 1000 x the training seed), so the
 generation noise enters the CI over seeds; the snapshots of one run share it (common noise along a curve).
-Snapshots are independent tasks (:func:`easytune.core.parallel.map_tasks`).
+Snapshots are independent tasks (:func:`easytune.core.infra.parallel.map_tasks`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from easytune.core.checkpoint import build_from_checkpoint
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.protocol import ProtocolConfig, evaluate_source, generated_arrays, generator_source
 from easytune.core.finetune import load_generator
-from easytune.core.parallel import map_tasks
+from easytune.core.infra.checkpoint import build_from_checkpoint
+from easytune.core.infra.parallel import map_tasks
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.text import TextBatch
 from easytune.core.evaluation.metrics import fid
 from easytune.core.reward.retrieval_model import embed_motions
-from easytune.core.text import TextBatch
 
 
 @dataclass

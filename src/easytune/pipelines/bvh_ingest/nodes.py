@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from easytune.core.config import from_dict
+from easytune.core.infra.config import from_dict
 from easytune.core.motion.ingest import BvhIngestParameters, ingest_bvh_files
 
 

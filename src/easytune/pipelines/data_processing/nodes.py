@@ -1,4 +1,4 @@
-"""Thin Kedro adapters over :mod:`easytune.core.motion.sources` and :mod:`easytune.core.text_encoder`.
+"""Thin Kedro adapters over :mod:`easytune.core.motion.sources` and :mod:`easytune.core.data.text_encoder`.
 
 Parameters arrive validated: Kedro builds the annotated dataclasses (``DataProcessingConfig``, ``DatasetConfig``,
 ``RuntimeConfig``) before any node runs; ``_config`` also accepts the plain dict of a hand-built catalog.
@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
+from easytune.core.data.text_encoder import MiniLMEncoder
+from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
+from easytune.core.infra.runtime import resolve_device
 from easytune.core.motion.captions import SkipLog
 from easytune.core.motion.skeleton import get_skeleton
 from easytune.core.motion.sources import DataProcessingConfig, build_dataset, ensure_source, open_source
-from easytune.core.runtime import resolve_device
-from easytune.core.text_encoder import MiniLMEncoder
 
 log = logging.getLogger(__name__)
 _NOT_METRICS = ("root", "source", "split_method", "labels", "length_filter", "raw_dataset", "input_limits")

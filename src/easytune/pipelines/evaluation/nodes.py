@@ -7,9 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.classifier import train_content_classifier
 from easytune.core.evaluation.evaluator import train_evaluator
 from easytune.core.evaluation.protocol import (
@@ -25,8 +23,10 @@ from easytune.core.evaluation.protocol import (
     results_table_rows,
     sanity_checks,
 )
+from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
+from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
+from easytune.core.infra.runtime import resolve_device, seed_everything
 from easytune.core.motion.skeleton import get_skeleton
-from easytune.core.runtime import resolve_device, seed_everything
 from easytune.pipelines.evaluation.plots import metric_bars
 
 logger = logging.getLogger(__name__)

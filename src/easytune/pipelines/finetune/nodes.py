@@ -13,8 +13,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from easytune.core import distributed  # noqa: E402
-from easytune.core.config import (  # noqa: E402
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings  # noqa: E402
+from easytune.core.finetune import load_generator, load_reward  # noqa: E402
+from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
+from easytune.core.finetune.job import (  # noqa: E402
+    CURVES,
+    GENERATOR_CHECKPOINTS,
+    LATENT_GENERATORS,
+    FinetuneJob,
+    launch_finetune_job,
+    run_finetune_job,
+)
+from easytune.core.finetune.policies import POLICIES  # noqa: E402
+from easytune.core.finetune.trainer import FinetuneConfig, validation_batch  # noqa: E402
+from easytune.core.infra import distributed  # noqa: E402
+from easytune.core.infra.config import (  # noqa: E402
     AT_LEAST_1,
     NON_NEGATIVE,
     ConfigError,
@@ -23,20 +36,7 @@ from easytune.core.config import (  # noqa: E402
     from_dict,
     parameter_group,
 )
-from easytune.core.dataset import MotionSplit, TextEmbeddings  # noqa: E402
-from easytune.core.distributed_entry import (  # noqa: E402
-    CURVES,
-    GENERATOR_CHECKPOINTS,
-    LATENT_GENERATORS,
-    FinetuneJob,
-    launch_finetune_job,
-    run_finetune_job,
-)
-from easytune.core.finetune import load_generator, load_reward  # noqa: E402
-from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
-from easytune.core.finetune.policies import POLICIES  # noqa: E402
-from easytune.core.finetune.trainer import FinetuneConfig, validation_batch  # noqa: E402
-from easytune.core.runtime import resolve_device  # noqa: E402
+from easytune.core.infra.runtime import resolve_device  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.protocol import EvaluationConfig, ProtocolConfig
-from easytune.core.generator import LATENT_KINDS
+from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
+from easytune.core.infra.runtime import resolve_device
 from easytune.core.motion.skeleton import get_skeleton
-from easytune.core.runtime import resolve_device
+from easytune.core.sampling.generator import LATENT_KINDS
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, select_points
 from easytune.core.study.runner import StudyInputs, base_signals, light_splits, select_learning_rates, train_study

@@ -1,15 +1,15 @@
-"""Thin Kedro adapter over :mod:`easytune.core.generate` (parameters -> config, model by name, one core call)."""
+"""Thin Kedro adapter over :mod:`easytune.core.export.prompts` (parameters -> config, model by name, one core call)."""
 
 from __future__ import annotations
 
-from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict
-from easytune.core.dataset import FeatureStats
+from easytune.core.data.dataset import FeatureStats
+from easytune.core.data.text_encoder import MiniLMEncoder, TextEncoderConfig
 from easytune.core.evaluation.protocol import generator_checkpoints
-from easytune.core.generate import GenerateConfig, generate_and_export
-from easytune.core.generator import MotionGenerator
+from easytune.core.export.prompts import GenerateConfig, generate_and_export
+from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
+from easytune.core.infra.runtime import resolve_device
 from easytune.core.motion.skeleton import get_skeleton
-from easytune.core.runtime import resolve_device
-from easytune.core.text_encoder import MiniLMEncoder, TextEncoderConfig
+from easytune.core.sampling.generator import MotionGenerator
 
 
 def generate_node(base_model_checkpoints: dict, finetuned_denoisers: dict, feature_stats: dict,

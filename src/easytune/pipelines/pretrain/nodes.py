@@ -1,15 +1,15 @@
-"""Thin Kedro adapters over :mod:`easytune.core.pretrain` (parameters -> typed configs, device, one core call)."""
+"""Thin Kedro adapters over :mod:`easytune.core.pretrain.base_generators` (parameters -> typed configs, device, one core call)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import DatasetConfig, RuntimeConfig, from_dict, to_dict
-from easytune.core.dataset import FeatureStats, MotionSplit, TextEmbeddings
-from easytune.core.generator import MotionGenerator
+from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
+from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict, to_dict
+from easytune.core.infra.runtime import resolve_device, seed_everything
 from easytune.core.motion.skeleton import get_skeleton
-from easytune.core.pretrain import (
+from easytune.core.pretrain.base_generators import (
     PretrainConfig,
     generate_motions,
     summary,
@@ -18,7 +18,7 @@ from easytune.core.pretrain import (
     train_motion_vae,
     vae_reconstruction_errors,
 )
-from easytune.core.runtime import resolve_device, seed_everything
+from easytune.core.sampling.generator import MotionGenerator
 
 
 def _inputs(text_embeddings: dict, **splits: dict) -> tuple[TextEmbeddings, list[MotionSplit]]:

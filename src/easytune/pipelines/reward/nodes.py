@@ -12,14 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-from easytune.core.checkpoint import build_from_checkpoint, make_checkpoint
-from easytune.core.config import RuntimeConfig, from_dict, to_dict
-from easytune.core.dataset import MotionSplit, TextEmbeddings
+from easytune.core.data.dataset import MotionSplit, TextEmbeddings
+from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
+from easytune.core.infra.config import RuntimeConfig, from_dict, to_dict
+from easytune.core.infra.runtime import resolve_device, seed_everything
 from easytune.core.reward.config import RewardConfig
 from easytune.core.reward.metrics import evaluate_retrieval
 from easytune.core.reward.reward import Reward, reward_sanity
 from easytune.core.reward.spl import MinedPairs, mine_preferences
-from easytune.core.reward.study import (
+from easytune.core.reward.stages import (
     ARM_NAMES,
     calibrate,
     calibrated_mining,
@@ -30,7 +31,6 @@ from easytune.core.reward.study import (
     run_spl,
     train_before,
 )
-from easytune.core.runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 KINDS = ("retrieval_model",)

@@ -1,0 +1,1 @@
+"""Pretraining of the base generators: the generic resumable training loop, the VAE / MLD / MDM runs and MotionLCM distillation."""
