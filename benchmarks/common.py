@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings  # noqa: E402
-from easytune.core.finetune.trainer import FinetuneConfig, finetune  # noqa: E402
+from easytune.core.finetune.config import FinetuneConfig  # noqa: E402
+from easytune.core.finetune.trainer import finetune  # noqa: E402
 
 # name -> (policy, options); "draft_T" means DRaFT-K with K = T (the full chain)
 METHODS: dict[str, tuple[str, dict]] = {

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from common import ROOT, catalog_captions, catalog_models, policy_of, random_models, synthetic_captions
 
-from easytune.core.finetune.trainer import FinetuneConfig, finetune, validation_batch, validation_reward
+from easytune.core.finetune.config import FinetuneConfig
+from easytune.core.finetune.trainer import finetune, validation_batch, validation_reward
 
 
 def run(name, factory, train, val, text, device, args) -> dict:

@@ -35,7 +35,7 @@ from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 
 from easytune.checks import all_pipelines, checkpoint_problems, parameter_problems
 from easytune.core.infra.atomic import pid_alive
-from easytune.project_lock import ProjectLock, setup_lock
+from easytune.core.infra.project_lock import ProjectLock, setup_lock
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class ParameterCheckHook:
 
 
 class ProjectLockHook:
-    """Holds the project's run lock (:mod:`easytune.project_lock`) from before the first node to the end of the run;
+    """Holds the project's run lock (:mod:`easytune.core.infra.project_lock`) from before the first node to the end of the run;
     a second ``kedro run`` in the same folder stops at once with a message naming the lock."""
 
     def __init__(self) -> None:

@@ -14,7 +14,8 @@ import torch
 
 
 def finetune_run(out: str, resume: str | None) -> None:
-    from easytune.core.finetune.trainer import FinetuneConfig, finetune
+    from easytune.core.finetune.config import FinetuneConfig
+    from easytune.core.finetune.trainer import finetune
     from easytune.core.infra.config import from_dict
     from tests.core.finetune.tiny import make_mdm, make_reward, make_splits
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from easytune.core.finetune.config import FinetuneConfig
 from easytune.core.finetune.job import (
     FinetuneJob,
     catalog_paths,
@@ -20,17 +21,45 @@ from easytune.core.finetune.job import (
     without_features,
     write_outputs,
 )
-from easytune.core.finetune.trainer import FinetuneConfig
 from easytune.core.infra.config import from_dict
 from tests.core.finetune.tiny import make_mdm, make_reward, make_splits
 
 
 def test_params_overrides_use_kedro_syntax():
-    assert parse_params("finetune.common.batch_size=8,runtime.device=cpu,finetune.common.bf16=true,a.b:2.5") == {
+    assert parse_params("finetune.common.batch_size=8,runtime.device=cpu,finetune.common.bf16=true,a.b=2.5") == {
         "finetune": {"common": {"batch_size": 8, "bf16": True}}, "runtime": {"device": "cpu"}, "a": {"b": 2.5}}
     assert parse_params(None) == {}
-    with pytest.raises(ValueError, match="'oops' is not key=value"):
-        parse_params("oops")
+    for bad in ("oops", "a.b:2.5"):  # Kedro 1.x refuses the colon form too
+        with pytest.raises(ValueError, match="is not key=value"):
+            parse_params(bad)
+
+
+def test_params_values_are_read_as_kedro_reads_them():
+    """Reliability (#27): `lr=1e-3` is a float for `kedro run --params`; it was a string (and refused) here."""
+    from kedro.framework.cli.utils import _split_params
+
+    text = "finetune.common.lr=1e-3,finetune.common.max_frames=null,runtime.seed=7,finetune.common.policy.steps=all"
+    assert parse_params(text) == _split_params(None, None, text)
+    assert parse_params(text)["finetune"]["common"]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("finetune.commn.max_updates=1", "unknown key(s) ['commn']"),
+    ("runtime.sed=5", "unknown key(s) ['sed']"),
+    ("finetune.common.lr=-1", "finetune.common.lr"),
+])
+def test_the_torchrun_entry_validates_parameters_as_kedro_does(project_root, override, message):
+    """Reliability (#27): key typos and out-of-range values are refused by the typed configs Kedro uses."""
+    from easytune.core.infra.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        job_from_project(project_root, "tiny", "easytune_step", override)
+    assert message in str(err.value)
+
+
+def test_the_torchrun_entry_refuses_an_unknown_environment(project_root):
+    with pytest.raises(ValueError, match=r"--env 'nosuchenv'.*environments of this project: \[.*'tiny'"):
+        job_from_project(project_root, "nosuchenv", "easytune_step")
 
 
 def test_catalog_paths_are_the_project_catalogs(project_root):
@@ -109,5 +138,5 @@ def test_project_job_names_the_missing_artifact_and_the_unknown_method(tmp_path,
     with pytest.raises(FileNotFoundError, match=r"pretrained_consistency_model \(.*pretrained_consistency_model.pt\) "
                                                 r"does not exist"):  # the torchrun entry fine-tunes MotionLCM too
         job_from_project(tmp_path, "tiny", "draft_k", "finetune.generator=mlcm")
-    with pytest.raises(ValueError, match=r"finetune.generator must be one of \['mdm', 'mlcm', 'mld'\]"):
+    with pytest.raises(ValueError, match=r"params:finetune.generator = 'mlx': must be one of \['mld', 'mdm', 'mlcm'\]"):
         job_from_project(tmp_path, "tiny", "draft_k", "finetune.generator=mlx")

@@ -7,7 +7,6 @@ import torch
 from easytune.core.finetune.accounting import SavedTensorsMeter
 from easytune.core.finetune.policies import AlignProp, DraftK, DRTune, EasyTuneStep
 from easytune.core.finetune.rollout import run_rollout, sample_final
-from easytune.core.sampling.generator import StepControl
 from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_text
 
 LENGTHS = torch.tensor([12, 9, 7])
@@ -78,10 +77,10 @@ def test_draft_gradient_equals_autograd_through_the_unrolled_sampler(k):
                 noise_generator=torch.Generator().manual_seed(3), on_update=capture_grads(gen, grads))
     assert [i for i, _ in grads] == [4]
     # reference: the generator's own step iterator (H3's loop), gradient on the last k steps, no detaching
-    last = None
-    for last in gen.sample_steps(text, LENGTHS, generator=torch.Generator().manual_seed(3),  # noqa: B007
-                                 control=lambda i: StepControl(grad=i >= 5 - k)):
-        pass
+    steps = gen.sample_steps(text, LENGTHS, generator=torch.Generator().manual_seed(3))
+    for i in range(5):
+        with torch.set_grad_enabled(i >= 5 - k):
+            last = next(steps)
     with torch.enable_grad():
         r = reward(gen.decode(last.x_prev, last.mask), LENGTHS, text, None).mean()
     expected = torch.autograd.grad(-r, params_of(gen), allow_unused=True)

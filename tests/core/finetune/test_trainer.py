@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from easytune.core.data.dataset import TextEmbeddings
 from easytune.core.finetune import load_checkpoint_model, load_generator
-from easytune.core.finetune.trainer import FinetuneConfig, finetune
+from easytune.core.finetune.config import FinetuneConfig
+from easytune.core.finetune.trainer import finetune
 from easytune.core.infra.checkpoint import CheckpointError, build_from_checkpoint, make_checkpoint
 from easytune.core.infra.config import from_dict
 from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_splits, make_text
@@ -241,3 +243,47 @@ def test_final_reward_is_the_final_samples_reward_for_every_method():
                      seed=0, device=CPU, progress=False).summary
         assert s["final_reward"] == s["final_val"] and s["final_reward"] is not None, method
         assert s["train_objective_tail"] is not None
+
+
+WALL_CLOCK = {"wall_s", "train_s", "val_s", "samples_per_s", "s_per_update"}
+
+
+def _varying_token_splits():
+    """Captions of 1..6 tokens: a batch's token width varies, and with it the reward path's FLOPs per call."""
+    train, val, text = make_splits(n=12)
+    rng = np.random.default_rng(11)
+    text = TextEmbeddings(captions=text.captions, sentence=text.sentence,
+                          tokens=rng.normal(size=(len(text), 6, text.sentence.shape[1])).astype(np.float16),
+                          token_lengths=rng.integers(1, 7, size=len(text)).astype(np.int64))
+    return train, val, text
+
+
+@pytest.mark.parametrize("budget", [{"max_updates": 12}, {"max_updates": 10**6, "max_cost_gflops": 0.009,
+                                                         "snapshot_at": [0.25, 0.5, 0.75, 1.0]}])
+def test_a_resumed_run_reports_exactly_what_the_uninterrupted_run_reports(tmp_path, budget):
+    """Reliability (#27): the FLOPs measured per call signature are part of the resumable state; a resumed run used
+    to re-measure them on its first batch (another token width) and over-count its cost (and, under a cost budget,
+    stop and snapshot at other updates)."""
+    train, val, text = _varying_token_splits()
+    cfg = config(val_every=4, val_captions=2, resume_path=str(tmp_path / "resume.pt"), save_every_updates=2,
+                 warmup_updates=2, **budget)
+    snaps = {"whole": [], "resumed": []}
+
+    def run(name, **kw):
+        return finetune(make_mld(steps=4), make_reward(), train, val, text, cfg, seed=0, device=CPU, progress=False,
+                        on_snapshot=lambda record, _: snaps[name].append(record), **kw)
+
+    whole = finetune(make_mld(steps=4), make_reward(), train, val, text,
+                     config(**{**cfg.__dict__, "resume_path": None, "lora": {}}), seed=0, device=CPU, progress=False,
+                     on_snapshot=lambda record, _: snaps["whole"].append(record))
+    first = run("resumed", stop_after_updates=3)
+    assert first.summary["interrupted"]
+    resumed = run("resumed")
+    assert resumed.summary["resumed_from"] == first.summary["updates"] > 0
+    differ = {k: (v, resumed.summary[k]) for k, v in whole.summary.items()
+              if k not in WALL_CLOCK | {"resumed_from", "curves"} and resumed.summary[k] != v}
+    assert differ == {}
+    strip = [{k: v for k, v in r.items() if k != "train_s"} for r in snaps["whole"]]
+    assert strip == [{k: v for k, v in r.items() if k != "train_s"} for r in snaps["resumed"]]
+    for k, v in state(whole.denoiser).items():
+        torch.testing.assert_close(v, state(resumed.denoiser)[k], rtol=0, atol=0)

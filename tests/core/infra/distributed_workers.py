@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from easytune.core.finetune.trainer import FinetuneConfig, finetune
+from easytune.core.finetune.config import FinetuneConfig
+from easytune.core.finetune.trainer import finetune
 from easytune.core.infra import distributed
 from easytune.core.infra.config import from_dict
 from easytune.core.pretrain.base_generators import PretrainConfig, train_denoiser

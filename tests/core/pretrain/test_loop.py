@@ -10,7 +10,7 @@ from torch import nn
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.infra.runtime import seed_everything
-from easytune.core.pretrain.loop import MotionBatches, TrainConfig, train, warmup_cosine
+from easytune.core.pretrain.loop import MotionBatches, TrainConfig, train
 
 
 class Interrupted(RuntimeError):
@@ -111,12 +111,6 @@ def test_early_stopping_restores_best_weights():
         torch.testing.assert_close(v, snapshots[1][k], rtol=0, atol=0)
     curves = result.metrics_history("vae_")
     assert [p["step"] for p in curves["vae_val_loss"]] == [2, 4, 6, 8]
-
-
-def test_warmup_cosine_schedule():
-    f = warmup_cosine(TrainConfig(max_steps=110, warmup_steps=10, min_lr_ratio=0.1))
-    assert f(0) == pytest.approx(1 / 11) and f(9) == pytest.approx(10 / 11)
-    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
 
 
 def tiny_split(n=5, t=30, d=6, seed=0):

@@ -418,7 +418,7 @@ def generate_and_export(config: GenerateConfig, generator, stats: FeatureStats, 
     errors = np.array([r["bvh_mean_error_cm"] for r in rows])
     report = {"model": config.model, "prompts": len(prompts), "samples_per_prompt": config.samples_per_prompt,
               "motions": len(rows), "seed": config.seed,
-              "num_steps": config.num_steps or generator.diffusion.config.num_inference_steps,
+              "num_steps": generator.steps(config.num_steps),
               "guidance_scale": generator.guidance_scale if config.guidance_scale is None else config.guidance_scale,
               "frames": int(sum(r["frames"] for r in rows)), "generate_s": round(generate_s, 3),
               "export_s": round(time.perf_counter() - start - generate_s, 3),

@@ -21,7 +21,7 @@ from easytune.core.data.text import TextBatch
 
 def _trajectory(generator, text: TextBatch, lengths: torch.Tensor, noise_generator, num_steps, guidance_scale,
                 track_x: bool):
-    n = num_steps or generator.diffusion.config.num_inference_steps
+    n = generator.steps(num_steps)
     timesteps = generator.diffusion.timesteps(n)
     x_t, mask = generator.initial_noise(lengths, noise_generator)
     frame_mask = mask[..., None].to(x_t.dtype) if generator.vae is None else None

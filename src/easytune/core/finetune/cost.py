@@ -123,6 +123,26 @@ class CostMeter:
         self.counters.backward_passes += 1
         self._pending_backward = 0.0
 
+    def flops_cache(self) -> list[list]:
+        """The FLOPs measured per call signature, as JSON-ready rows ``[kind, signature, flops]``.
+
+        A call's FLOPs are measured on the first call of its signature and reused; the signature does not hold every
+        shape a FLOP count depends on (e.g. the text tokens' count), so a resumed run must reuse the uninterrupted
+        run's measurements to count the same cost: the resumable state carries them."""
+        return [[kind, _to_json(signature), flops] for (kind, signature), flops in self._flops.items()]
+
+    def load_flops_cache(self, rows: list[list]) -> None:
+        """Restore :meth:`flops_cache` rows (lists back to tuples, as the keys were)."""
+        self._flops = {(str(kind), _to_tuple(signature)): float(flops) for kind, signature, flops in rows}
+
     def discard_pending(self) -> None:
         """Gradient-carrying calls whose graph was dropped without a backward (counted as forward only)."""
         self._pending_backward = 0.0
+
+
+def _to_json(value: Any) -> Any:
+    return [_to_json(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _to_tuple(value: Any) -> Any:
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value

@@ -41,13 +41,14 @@ import torch
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.finetune import load_generator, load_reward
-from easytune.core.finetune.trainer import FinetuneConfig, finetune
+from easytune.core.finetune.config import FinetuneConfig, FinetuneSettings
+from easytune.core.finetune.trainer import finetune
 from easytune.core.infra import distributed
 from easytune.core.infra.atomic import atomic_torch_save
 from easytune.core.infra.checkpoint import make_checkpoint
-from easytune.core.infra.config import from_dict, to_dict
+from easytune.core.infra.config import RuntimeConfig, from_dict, to_dict
+from easytune.core.infra.project_lock import ProjectLock
 from easytune.core.infra.runtime import seed_everything
-from easytune.core.sampling.generator import LATENT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,6 @@ CURVES = ("train_reward", "val_reward", "s_per_update", "peak_saved_bytes", "sam
 INPUTS = {"pretrained_latent_denoiser": "mld", "pretrained_frame_denoiser": "mdm",
           "pretrained_consistency_model": "mlcm", "motion_vae": "mld", "reward_model": None, "train_motions": None,
           "val_motions": None, "text_embeddings": None}
-#: finetune.generator -> the catalog entry of its pretrained denoiser checkpoint
-GENERATOR_CHECKPOINTS = {"mld": "pretrained_latent_denoiser", "mdm": "pretrained_frame_denoiser",
-                         "mlcm": "pretrained_consistency_model"}
-#: generators whose denoiser works in the motion VAE's latent space (the job needs the VAE too)
-LATENT_GENERATORS = LATENT_KINDS
 SPLITS = ("train", "val", "text")
 
 
@@ -177,27 +173,17 @@ def _read_yaml_group(conf: Path, env: str, pattern: str) -> dict:
     return merged
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--params {dotted}: {key} is not a mapping")
-    node[keys[-1]] = value
-
-
 def parse_params(text: str | None) -> dict:
-    """Kedro's ``--params`` syntax: ``a.b=1,c.d=x`` (values read as YAML scalars) -> nested dict."""
-    import yaml
+    """``--params`` as ``kedro run`` reads it (``a.b=1,c.d=x``; values parsed by OmegaConf's dot-list, so ``1e-3``
+    is a float here exactly when it is one for Kedro) -> nested dict."""
+    from omegaconf import OmegaConf
 
-    out: dict = {}
-    for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        key, sep, raw = item.partition("=") if "=" in item else item.partition(":")
+    items = [part.strip() for part in (text or "").split(",") if part.strip()]
+    for item in items:
+        key, sep, _ = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--params: {item!r} is not key=value")
-        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-    return out
+    return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
 
 
 def _no_interpolation(value: Any, where: str) -> Any:
@@ -249,34 +235,40 @@ def _load_checkpoint(path: Path, name: str, required: bool) -> dict | None:
     return ckpt
 
 
-def job_from_project(project: Path, env: str, method: str, params_override: str | None = None
-                     ) -> tuple[FinetuneJob, dict[str, Path], dict]:
-    """The :class:`FinetuneJob` of ``method`` from a project folder: its parameters (``finetune``, ``runtime``) and
-    the artifacts its catalog names. Returns (job, output paths, runtime parameters)."""
+def project_parameters(project: Path, env: str, params_override: str | None = None) -> dict:
+    """The parameters ``kedro run --env <env> --params ...`` would see: ``conf/base`` then ``conf/<env>``, merged key
+    by key, then the overrides. An environment that does not exist is an error (Kedro's is too)."""
     conf = project / "conf"
-    params = _deep_merge(_read_yaml_group(conf, env, "parameters*.yml"), parse_params(params_override))
-    settings = _no_interpolation(params.get("finetune") or {}, "params:finetune")
-    runtime = _no_interpolation(params.get("runtime") or {}, "params:runtime")
-    methods = settings.get("methods") or {}
-    if method not in methods:
-        raise ValueError(f"finetune.methods has no {method!r}; known: {sorted(methods)}")
-    config = from_dict(FinetuneConfig, {**(settings.get("common") or {}), **(methods[method] or {})},
-                       where=f"params:finetune.methods.{method}")
-    if settings.get("resume_dir"):  # relative to the project folder, as in `kedro run` (same resume key)
-        config.resume_path = str(Path(settings["resume_dir"]) / f"{config.method}.pt")
-    kind = settings.get("generator", "mld")
-    if kind not in GENERATOR_CHECKPOINTS:
-        raise ValueError(f"finetune.generator must be one of {sorted(GENERATOR_CHECKPOINTS)}, got {kind!r}")
+    if not (conf / "base").is_dir():
+        raise ValueError(f"{project}: not a project folder (no conf/base)")
+    if not (conf / env).is_dir():
+        known = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != "base")
+        raise ValueError(f"--env {env!r}: {conf / env} does not exist; environments of this project: {known}")
+    return _deep_merge(_read_yaml_group(conf, env, "parameters*.yml"), parse_params(params_override))
+
+
+def job_from_project(project: Path, env: str, method: str, params_override: str | None = None
+                     ) -> tuple[FinetuneJob, dict[str, Path], RuntimeConfig]:
+    """The :class:`FinetuneJob` of ``method`` from a project folder: its parameters (``finetune``, ``runtime``,
+    validated by the same typed configs as under ``kedro run``: unknown keys, types and ranges) and the artifacts
+    its catalog names. Returns (job, output paths, runtime parameters)."""
+    conf = project / "conf"
+    params = project_parameters(project, env, params_override)
+    settings = from_dict(FinetuneSettings, _no_interpolation(params.get("finetune") or {}, "params:finetune"),
+                         where="params:finetune")
+    runtime = from_dict(RuntimeConfig, _no_interpolation(params.get("runtime") or {}, "params:runtime"),
+                        where="params:runtime")
+    config = settings.method(method)
+    spec = settings.spec
     paths = {name: project / p for name, p in catalog_paths(conf, env, method).items()}
-    denoiser_name = GENERATOR_CHECKPOINTS[kind]
     job = FinetuneJob(
-        denoiser=_load_checkpoint(paths[denoiser_name], denoiser_name, True),
-        vae=_load_checkpoint(paths["motion_vae"], "motion_vae", True) if kind in LATENT_GENERATORS else None,
+        denoiser=_load_checkpoint(paths[spec.checkpoint], spec.checkpoint, True),
+        vae=_load_checkpoint(paths["motion_vae"], "motion_vae", True) if spec.latent else None,
         reward=_load_checkpoint(paths["reward_model"], "reward_model", True),
         train=load_npz(paths["train_motions"], skip_features=True),
         val=load_npz(paths["val_motions"], skip_features=True),
         text=load_npz(paths["text_embeddings"]),
-        config=config, seed=int(runtime.get("seed", 0)), generator=kind, source=denoiser_name)
+        config=config, seed=int(runtime.seed), generator=settings.generator, source=spec.checkpoint)
     outputs = {"checkpoint": paths[f"{method}.finetuned_denoiser"], "summary": paths[f"{method}.finetune_summary"],
                "report": paths["finetune_report"]}
     return job, outputs, runtime
@@ -316,14 +308,21 @@ def main(argv: list[str] | None = None) -> int:
     project = Path(args.project).resolve()
     os.chdir(project)  # relative paths (resume files) mean what they mean under `kedro run`
     job, outputs, runtime = job_from_project(project, args.env, args.method, args.params)
-    ctx, device = distributed.init_from_env(args.device or runtime.get("device", "auto"))
+    lock = ProjectLock(project) if int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None:  # rank 0 writes the project's artifacts: one run at a time per project folder, as kedro run
+        lock.acquire(f"torchrun finetune {args.method}")
     try:
-        result = run_finetune_job(device, job)
-        if ctx.is_main:
-            write_outputs(result, outputs)
-            log.info("wrote %s and %s", outputs["checkpoint"], outputs["summary"])
+        ctx, device = distributed.init_from_env(args.device or runtime.device)
+        try:
+            result = run_finetune_job(device, job)
+            if ctx.is_main:
+                write_outputs(result, outputs)
+                log.info("wrote %s and %s", outputs["checkpoint"], outputs["summary"])
+        finally:
+            distributed.shutdown()
     finally:
-        distributed.shutdown()
+        if lock is not None:
+            lock.release()
     return 0
 
 

@@ -111,7 +111,7 @@ def run_rollout(
         meter: optional :class:`~easytune.core.finetune.cost.CostMeter` counting every denoiser and reward-path
             call (samples, FLOPs); ``on_update`` is expected to call ``meter.backward_done()`` after backward.
     """
-    n = num_steps or generator.diffusion.config.num_inference_steps
+    n = generator.steps(num_steps)
     if plan.num_steps != n:
         raise ValueError(f"plan is for {plan.num_steps} steps but the sampler runs {n}")
     if reward_input == "noisy" and generator.vae is not None:
@@ -216,7 +216,7 @@ def sample_final(generator, text: TextBatch, lengths: torch.Tensor, *, noise_gen
                  num_steps: int | None = None, guidance_scale: float | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """No-grad trajectory with the same loop: (final features (B, T, D), mask (B, T)) -- reference for tests."""
-    n = num_steps or generator.diffusion.config.num_inference_steps
+    n = generator.steps(num_steps)
     timesteps = generator.diffusion.timesteps(n)
     x_t, mask = generator.initial_noise(lengths, noise_generator)
     frame_mask = mask[..., None].to(x_t.dtype) if generator.vae is None else None

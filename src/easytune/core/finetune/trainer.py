@@ -21,12 +21,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,113 +34,17 @@ from tqdm.auto import tqdm
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.data.text import TextBatch
 from easytune.core.finetune.accounting import UpdateAccountant
+from easytune.core.finetune.config import FinetuneConfig, LoraOptions
 from easytune.core.finetune.cost import CostCounters, CostMeter
-from easytune.core.finetune.policies import Policy, make_policy
 from easytune.core.finetune.rollout import StepTrace, run_rollout
 from easytune.core.infra import distributed
 from easytune.core.infra.atomic import atomic_torch_save
-from easytune.core.infra.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE, to_dict
-from easytune.core.infra.resume import ResumeKey
+from easytune.core.infra.config import to_dict
+from easytune.core.infra.resume import ResumeKey, load_resume
 from easytune.core.infra.runtime import autocast_context
+from easytune.core.infra.schedule import warmup_cosine
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class LoraOptions:
-    """LoRA on the denoiser's Linear layers (peft); merged into the weights before saving."""
-
-    enabled: bool = False
-    rank: Annotated[int, AT_LEAST_1] = 8
-    alpha: Annotated[float, POSITIVE] = 16.0
-    dropout: Annotated[float, FRACTION] = 0.0
-    target_modules: list[str] | None = None  # None: every nn.Linear of the denoiser
-
-
-@dataclass
-class FinetuneConfig:
-    """One fine-tuning run (one method).
-
-    Attributes:
-        method: a key of :data:`~easytune.core.finetune.policies.POLICIES`; ``policy``: its options.
-        num_steps: sampling steps T (None: the pretrained sampler's default); guidance_scale: CFG scale (None:
-            the checkpoint's); reward_input: ``x0_hat`` (one-step prediction) or ``noisy`` (noise-aware reward,
-            feature-space generators).
-        batch_size: captions per trajectory; max_frames: cap on the sampled motion lengths (None: no cap).
-        max_updates: optimizer-update budget (also the length of the LR schedule); max_trajectories: optional
-            safety cap; max_train_s: budget in seconds of training (the update windows: validation excluded), checked
-            after every optimizer update; max_cost_gflops: budget in the machine-independent cost unit of
-            :mod:`.cost` (forward + backward GFLOPs of the rollout), checked after every update. Give every method
-            the same budget to compare them at equal cost. None: off.
-        snapshot_at: fractions of the primary budget (cost if set, else seconds, else updates) at which
-            :func:`finetune` hands a copy of the weights to ``on_snapshot`` (the first update at or past each point).
-        lr, betas, weight_decay, warmup_updates, min_lr_ratio: AdamW with linear warm-up then cosine decay to
-            ``min_lr_ratio * lr`` over ``max_updates``; grad_clip: max grad norm (None: off).
-        reward_weight: multiplies the reward term; kl_weight: weight of the Eq. S1 term (0: off).
-        reward_checkpointing: gradient checkpointing of the reward path (VAE decode + reward model): its
-            activations are recomputed in backward, not kept (less memory per gradient-carrying step, one more
-            forward of the reward path per update).
-        val_every: validate every N updates (checked between trajectories; 0: never); val_captions: held-out
-            captions scored; patience: validation rounds without improvement > min_delta before stopping
-            (None: never stop early); restore_best: return the best-validated weights.
-        resume_path: resumable checkpoint file (None: no resume); save_every_updates: its interval.
-        bf16: bf16 autocast of the rollout's forward passes (denoiser, VAE decoder, reward model) on CUDA; a no-op
-            on CPU. Off by default: check the reward curve against fp32 on your GPU first (benchmarks/).
-    """
-
-    method: str = "easytune_step"
-    policy: dict[str, Any] = field(default_factory=dict)
-    num_steps: Annotated[int | None, AT_LEAST_1] = None
-    guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
-    reward_input: Literal["x0_hat", "noisy"] = "x0_hat"
-    batch_size: Annotated[int, AT_LEAST_1] = 8
-    max_frames: Annotated[int | None, AT_LEAST_1] = None
-    max_updates: Annotated[int, AT_LEAST_1] = 100
-    max_trajectories: Annotated[int | None, AT_LEAST_1] = None
-    max_train_s: Annotated[float | None, POSITIVE] = None
-    max_cost_gflops: Annotated[float | None, POSITIVE] = None
-    snapshot_at: list[float] = field(default_factory=list)
-    lr: Annotated[float, POSITIVE] = 1e-5
-    betas: Annotated[list[float], BETA] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
-    warmup_updates: Annotated[int, NON_NEGATIVE] = 0
-    min_lr_ratio: Annotated[float, FRACTION] = 0.0
-    grad_clip: Annotated[float | None, NON_NEGATIVE] = 1.0
-    reward_weight: float = 1.0  # any sign (negative: minimise the reward, e.g. to test early stopping)
-    kl_weight: Annotated[float, NON_NEGATIVE] = 0.0
-    reward_checkpointing: bool = False
-    lora: LoraOptions = field(default_factory=LoraOptions)
-    val_every: Annotated[int, NON_NEGATIVE] = 0
-    val_captions: Annotated[int, AT_LEAST_1] = 16
-    patience: Annotated[int | None, AT_LEAST_1] = None
-    min_delta: Annotated[float, NON_NEGATIVE] = 0.0
-    restore_best: bool = True
-    resume_path: str | None = None
-    save_every_updates: Annotated[int, NON_NEGATIVE] = 0
-    bf16: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_updates < 1:
-            raise ValueError(f"max_updates must be >= 1, got {self.max_updates}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if len(self.betas) != 2:
-            raise ValueError(f"betas must have two values, got {self.betas}")
-        if any(not 0 < f <= 1 for f in self.snapshot_at) or list(self.snapshot_at) != sorted(set(self.snapshot_at)):
-            raise ValueError(f"snapshot_at must be increasing fractions in (0, 1], got {self.snapshot_at}")
-
-    def budget(self) -> tuple[str, float]:
-        """The primary budget (``cost_gflops``, ``train_s`` or ``updates``) and its size (snapshots are fractions
-        of it)."""
-        if self.max_cost_gflops is not None:
-            return "cost_gflops", float(self.max_cost_gflops)
-        if self.max_train_s is not None:
-            return "train_s", float(self.max_train_s)
-        return "updates", float(self.max_updates)
-
-    def build_policy(self) -> Policy:
-        return make_policy(self.method, self.policy)
-
 
 
 @dataclass
@@ -239,17 +142,6 @@ def validation_reward(generator, reward, text: TextBatch, lengths: torch.Tensor,
 # training state
 
 
-def _lr_lambda(config: FinetuneConfig) -> Callable[[int], float]:
-    def fn(update: int) -> float:
-        if config.warmup_updates > 0 and update < config.warmup_updates:
-            return (update + 1) / config.warmup_updates
-        span = max(1, config.max_updates - config.warmup_updates)
-        progress = min(1.0, (update - config.warmup_updates) / span)
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return fn
-
-
 def _copy_denoiser_generator(generator):
     """A copy of ``generator`` with its own denoiser; the VAE and diffusion objects are shared (not copied)."""
     memo = {}
@@ -296,41 +188,326 @@ def finetune_resume_key(generator, reward, train: MotionSplit, val: MotionSplit 
                         val_data=split_part(val), text=text, **extra)
 
 
-def _save_resume(path: Path, key: ResumeKey, denoiser, optimizer, scheduler, noise: torch.Generator,
-                 rng: np.random.Generator, state: _State, history: dict, best_state: dict | None) -> None:
-    blob = {
-        "resume_key": key.to_record(),
-        "denoiser": {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "noise_rng": noise.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": json.dumps(rng.bit_generator.state),
-        "state": json.dumps(state.__dict__),
-        "history": json.dumps(history),
-        "best_state": best_state,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(blob, path)
-
-
-def _load_resume(path: Path, key: ResumeKey) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a corrupt or unsafe file: start fresh, say why
-        logger.warning("%s: unreadable resume checkpoint (%s); starting fresh", path, exc)
-        return None
-    reason = key.mismatch(blob.get("resume_key") if isinstance(blob, dict) else None)
-    if reason is not None:
-        logger.warning("%s: not resumed: %s; starting fresh", path, reason)
-        return None
-    return blob
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the loop
+
+
+class _FinetuneRun:
+    """One fine-tuning run, in named parts: set-up and resume (:meth:`__init__`), budgets (:meth:`spent`,
+    :meth:`budget_exhausted`), snapshots (:meth:`take_snapshots`), validation (:meth:`validate`), the optimizer
+    update the rollout calls at every step its plan updates (:meth:`update`), one trajectory
+    (:meth:`run_trajectory`), the resumable state (:meth:`save`) and the loop itself (:meth:`run`)."""
+
+    def __init__(self, generator, reward, train: MotionSplit, val: MotionSplit | None, text: TextEmbeddings,
+                 config: FinetuneConfig, *, seed: int, device: torch.device, progress: bool | None,
+                 resume_parts: dict[str, Any] | None, on_validation: Callable[[int, float, float], bool] | None,
+                 on_snapshot: Callable[[dict, dict], None] | None) -> None:
+        self.generator, self.reward, self.train, self.text, self.config = generator, reward, train, text, config
+        self.seed, self.device, self.progress = seed, device, progress
+        self.on_validation, self.on_snapshot = on_validation, on_snapshot
+        self.policy = config.build_policy()
+        self.ctx = distributed.context()
+        self.shard = distributed.shard_of(config.batch_size, self.ctx, what="finetune batch_size")  # None: 1 process
+        self.resume_key = (finetune_resume_key(generator, reward, train, val, text, config, seed=seed, device=device,
+                                               **(resume_parts or {}))
+                           if config.resume_path else None)  # before any change to the weights
+        if config.reward_input == "noisy" and getattr(reward, "noise_aware", True) is False:
+            raise ValueError("reward_input 'noisy' needs a noise-aware reward model (trained with noise_aware: true)")
+        self.n_steps = generator.steps(config.num_steps)
+        self._prepare_models()
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.noise = torch.Generator().manual_seed(seed)
+        self.state = _State()
+        self.history: dict[str, list[dict]] = {}
+        self.best_state: dict | None = None
+        self.meter = CostMeter()
+        self.resume_path = Path(config.resume_path) if config.resume_path else None
+        self._resume()
+        self.accountant = UpdateAccountant(device=device, history=self.history)
+        self.accountant.update_seconds = self.state.train_s
+        saved = [r["value"] for r in self.history.get("peak_saved_bytes", [])]
+        self.accountant.peak_saved_bytes = int(max(saved)) if saved else 0  # a resumed run's peaks so far
+        if self.state.cost and self.ctx.is_main:  # global counters: rank 0 carries the total, the others start at 0
+            self.meter.counters = CostCounters(**{k: v for k, v in self.state.cost.items() if k != "cost_gflops"})
+        self.budget_name, self.budget_size = config.budget()
+        self.synced: dict[str, float] = {}
+        self.max_frames = min(config.max_frames or generator.max_length, generator.max_length)
+        self.val_text = self.val_len = None
+        if val is not None and (config.val_every > 0 or config.patience is not None):
+            self.val_text, self.val_len = validation_batch(val, text, config.val_captions, self.max_frames, device)
+        self.bar = None
+
+    def _prepare_models(self) -> None:
+        """Freeze the VAE, put the denoiser in eval mode (no dropout: a trajectory is a deterministic function of
+        the noise and the weights), build the KL reference, LoRA, the optimizer, the LR schedule and, for chain
+        optimisation, the frozen trajectory copy."""
+        generator, config = self.generator, self.config
+        for p in ([] if generator.vae is None else generator.vae.parameters()):
+            p.requires_grad_(False)
+        if generator.vae is not None:
+            generator.vae.eval()
+        self.denoiser = denoiser = generator.denoiser
+        denoiser.eval()
+        self.reference = _copy_denoiser_generator(generator) if config.kl_weight > 0 else None
+        if self.reference is not None:
+            for p in self.reference.denoiser.parameters():
+                p.requires_grad_(False)
+        if config.lora.enabled:
+            add_lora(denoiser, config.lora)
+        else:
+            for p in denoiser.parameters():
+                p.requires_grad_(True)
+        self.params = [p for p in denoiser.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=tuple(config.betas),
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(warmup=config.warmup_updates, total=config.max_updates,
+                                          min_ratio=config.min_lr_ratio))
+        self.trajectory_gen = (_copy_denoiser_generator(generator) if self.policy.uses_frozen_trajectory
+                               else generator)
+        self.traj_params = [p for p in self.trajectory_gen.denoiser.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------------------------------- resumable state
+    def _resume(self) -> None:
+        if self.resume_path is None:
+            return
+        blob = load_resume(self.resume_path, self.resume_key, log=logger) if self.ctx.is_main else None
+        blob = distributed.broadcast_object(blob)  # rank 0 read it; its state is every rank's state
+        if blob is None:
+            return
+        self.denoiser.load_state_dict(blob["denoiser"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.scheduler.load_state_dict(blob["scheduler"])
+        self.noise.set_state(blob["noise_rng"])
+        torch.set_rng_state(blob["torch_rng"])
+        self.rng.bit_generator.state = json.loads(blob["numpy_rng"])
+        self.state = _State(**json.loads(blob["state"]))
+        self.history = json.loads(blob["history"])
+        self.best_state = blob["best_state"]
+        self.meter.load_flops_cache(json.loads(blob["flops_cache"]))
+        if self.trajectory_gen is not self.generator:
+            self.trajectory_gen.denoiser.load_state_dict(self.denoiser.state_dict())
+        logger.info("%s: resumed at update %d", self.resume_path, self.state.updates)
+        self.state.resumed_from = self.state.updates
+
+    def save(self) -> None:
+        """Rank 0 writes the resumable state: weights, optimizer, schedule, RNG streams, counters, histories and
+        the FLOPs measured per call signature (so a resumed run counts its cost as the uninterrupted run does)."""
+        if not (self.resume_path and self.ctx.is_main):
+            return
+        blob = {
+            "resume_key": self.resume_key.to_record(),
+            "denoiser": {k: v.detach().cpu().clone() for k, v in self.denoiser.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "noise_rng": self.noise.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "state": json.dumps(self.state.__dict__),
+            "history": json.dumps(self.history),
+            "best_state": self.best_state,
+            "flops_cache": json.dumps(self.meter.flops_cache()),
+        }
+        self.resume_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(blob, self.resume_path)
+
+    # ---------------------------------------------------------------------------------------- budgets, snapshots
+    def sync_spent(self) -> None:
+        """Global budget use (FLOPs summed over ranks, the slowest rank's seconds); a collective: every rank calls
+        it at the same points (start, after every update)."""
+        if self.ctx.initialized:
+            self.synced["cost_gflops"], = distributed.all_reduce_floats([self.meter.counters.gflops], "sum")
+            self.synced["train_s"], = distributed.all_reduce_floats([self.accountant.update_seconds], "max")
+
+    def spent(self) -> dict[str, float]:
+        if self.ctx.initialized:
+            return {**self.synced, "updates": float(self.state.updates)}
+        return {"cost_gflops": self.meter.counters.gflops, "train_s": self.accountant.update_seconds,
+                "updates": float(self.state.updates)}
+
+    def global_counters(self) -> dict[str, float]:
+        """Cost counters summed over ranks (a collective in a process group)."""
+        local = self.meter.counters.to_dict()
+        names = [k for k in local if k != "cost_gflops"]
+        total = dict(zip(names, distributed.all_reduce_floats([local[k] for k in names], "sum"), strict=True))
+        counters = CostCounters(**{k: (int(round(v)) if isinstance(local[k], int) else v) for k, v in total.items()})
+        return counters.to_dict()
+
+    def budget_exhausted(self) -> str | None:
+        used, config = self.spent(), self.config
+        for name, limit in (("updates", config.max_updates), ("train_s", config.max_train_s),
+                            ("cost_gflops", config.max_cost_gflops)):
+            if limit is not None and used[name] >= limit:
+                return name
+        return None
+
+    def snapshot_record(self, point: float) -> dict:
+        saved = [r["value"] for r in self.history.get("peak_saved_bytes", [])]
+        cuda = [r["value"] for r in self.history.get("peak_cuda_bytes", [])]
+        state = self.state
+        return {"at": point, "budget": self.budget_name, **self.global_counters(),
+                "train_s": self.spent()["train_s"], "updates": state.updates, "trajectories": state.trajectories,
+                "samples_drawn": state.trajectories * self.config.batch_size,
+                "peak_saved_bytes": int(max(saved)) if saved else 0,
+                "peak_cuda_bytes": int(max(cuda)) if cuda else None}
+
+    def take_snapshots(self) -> None:
+        points, state = self.config.snapshot_at, self.state
+        while (state.snapshots_taken < len(points)
+               and self.spent()[self.budget_name] >= points[state.snapshots_taken] * self.budget_size - 1e-9):
+            record = self.snapshot_record(points[state.snapshots_taken])
+            if self.on_snapshot is not None and self.ctx.is_main:
+                self.on_snapshot(record, {k: v.detach().cpu().clone() for k, v in self.denoiser.state_dict().items()})
+            self.history.setdefault("snapshots", []).append({"value": float(state.snapshots_taken),
+                                                             "step": state.updates})
+            state.snapshots_taken += 1
+
+    # ------------------------------------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Held-out val reward (rank 0, broadcast: every rank takes the same decisions), best weights, patience."""
+        t0 = time.perf_counter()
+        state, config = self.state, self.config
+        value = stop = None
+        if self.ctx.is_main:
+            value = validation_reward(self.generator, self.reward, self.val_text, self.val_len, seed=self.seed + 1,
+                                      num_steps=self.n_steps, guidance_scale=config.guidance_scale)
+            stop = self.on_validation is not None and self.on_validation(state.updates, value,
+                                                                         self.accountant.update_seconds)
+        value, stop = distributed.broadcast_object((value, stop))
+        self.accountant.log(state.updates, {"val_reward": value})
+        if state.best_val is None or value > state.best_val + config.min_delta:
+            state.best_val, state.best_update, state.bad_rounds = value, state.updates, 0
+            if config.restore_best:
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.denoiser.state_dict().items()}
+        else:
+            state.bad_rounds += 1
+        if config.patience is not None and state.bad_rounds >= config.patience:
+            state.stopped_early = True
+        if stop:
+            state.stopped_early = True
+        state.val_s += time.perf_counter() - t0
+
+    @property
+    def validating(self) -> bool:
+        return self.val_text is not None
+
+    # --------------------------------------------------------------------------------------------------- update
+    def on_update(self, loss: torch.Tensor, trace: StepTrace) -> bool:
+        """The rollout's callback at every step its plan updates; True ends the trajectory (a budget is spent)."""
+        with torch.autocast(self.device.type, enabled=False):  # backward and the optimizer outside bf16 autocast
+            return self.update(loss, trace)
+
+    def update(self, loss: torch.Tensor, trace: StepTrace) -> bool:
+        """Backward, the ranks' mean gradient, clipping, AdamW and the LR schedule; then counters, snapshots and the
+        budgets (checked after every optimizer update)."""
+        config, state = self.config, self.state
+        loss.backward()
+        self.meter.backward_done()
+        self.accountant.meter.graph_released()
+        if self.trajectory_gen is not self.generator:  # chain optimisation: the frozen copy's gradients update
+            for p_policy, p_traj in zip(self.params, self.traj_params, strict=True):
+                p_policy.grad = None if p_traj.grad is None else p_traj.grad.detach().clone()
+                p_traj.grad = None
+        # data-parallel: the ranks' mean gradient (= the global batch's), and the ranks' mean reward and loss
+        extras = distributed.average_gradients(self.params, [float("nan") if trace.reward is None else trace.reward,
+                                                             loss.detach()] + ([trace.kl] if trace.kl is not None
+                                                                               else []))
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip) if config.grad_clip
+                     else torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in self.params if p.grad is not None)))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.updates += 1
+        metrics = {"train_reward": extras[0], "loss": extras[1], "lr": lr, "grad_norm": float(grad_norm),
+                   "step_index": trace.index}
+        if trace.kl is not None:
+            metrics["kl"] = extras[2]
+        self.accountant.end_update(state.updates, metrics)
+        self.sync_spent()
+        spent = self.spent()
+        self.accountant.log(state.updates, {"cost_gflops": spent["cost_gflops"], "train_s": spent["train_s"]})
+        self.bar.update(1)
+        self.take_snapshots()
+        state.budget_spent = self.budget_exhausted()
+        self.accountant.start_window()
+        return state.budget_spent is not None
+
+    # ----------------------------------------------------------------------------------------------- trajectory
+    def run_trajectory(self) -> None:
+        """Draw a batch of captions, the policy's plan and the noise, and run the one rollout loop over it."""
+        config, state, gen = self.config, self.state, self.trajectory_gen
+        batch_text, lengths = sample_train_batch(self.train, self.text, self.rng, config.batch_size,
+                                                 self.max_frames, self.device)
+        plan = self.policy.plan(self.n_steps, self.rng)
+        x_T, step_noise = None, self.noise
+        if self.shard is not None:  # data-parallel: this rank's rows of the global batch and of its initial noise
+            shard = self.shard
+            x_T, _ = gen.initial_noise(lengths, self.noise)  # (B, ...) drawn as one process draws it
+            batch_text, lengths, x_T = batch_text.index(shard.rows), shard.take(lengths), shard.take(x_T)
+            if gen.vae is None:  # frame noise: beyond this rank's longest motion it is zero
+                x_T = x_T[:, :int(lengths.max())]
+            # stochastic samplers' step noise: a stream per rank and trajectory (unused by DDIM with eta 0)
+            step_noise = torch.Generator().manual_seed(distributed.rank_seed(self.seed, state.trajectories))
+        with autocast_context(self.device, config.bf16):
+            run_rollout(gen, self.reward, plan, batch_text, lengths, noise_generator=step_noise,
+                        on_update=self.on_update, num_steps=self.n_steps, guidance_scale=config.guidance_scale,
+                        reward_input=config.reward_input, reward_weight=config.reward_weight,
+                        reference=self.reference, kl_weight=config.kl_weight, meter=self.meter,
+                        reward_checkpointing=config.reward_checkpointing, x_T=x_T)
+        self.meter.discard_pending()
+        state.trajectories += 1
+        if gen is not self.generator:  # theta <- theta' at the end of the trajectory
+            gen.denoiser.load_state_dict(self.denoiser.state_dict())
+
+    def _after_trajectory(self, t_start: float) -> None:
+        config, state = self.config, self.state
+        if self.validating and config.val_every > 0 and state.updates - state.last_val >= config.val_every:
+            self.validate()
+            state.last_val = state.updates
+            self.accountant.start_window()  # validation time is not an update's time
+        state.wall_s = time.perf_counter() - t_start
+        state.train_s, state.cost = self.accountant.update_seconds, self.global_counters()
+        self.accountant.log(state.updates, {"samples_per_s": state.trajectories * config.batch_size
+                                            / max(self.spent()["train_s"], 1e-9)})
+        if (self.resume_path and config.save_every_updates > 0
+                and state.updates - state.last_save >= config.save_every_updates):
+            self.save()
+            state.last_save = state.updates
+
+    # ------------------------------------------------------------------------------------------------- the loop
+    def run(self, stop_after_updates: int | None) -> FinetuneResult:
+        config, state = self.config, self.state
+        t_start = time.perf_counter() - state.wall_s
+        if self.validating and state.updates == 0 and not self.history.get("val_reward"):
+            self.validate()
+        self.bar = tqdm(total=config.max_updates, initial=state.updates, desc=f"finetune {config.method}",
+                        disable=(None if self.progress is None else not self.progress) if self.ctx.is_main else True)
+        self.sync_spent()
+        with self.accountant.meter:
+            self.accountant.start_window()
+            while not state.stopped_early and (state.budget_spent or self.budget_exhausted()) is None:
+                if config.max_trajectories is not None and state.trajectories >= config.max_trajectories:
+                    break
+                self.run_trajectory()
+                self._after_trajectory(t_start)
+                if stop_after_updates is not None and state.updates >= stop_after_updates:
+                    self.save()
+                    self.bar.close()
+                    return self.result(interrupted=True)
+        self.bar.close()
+        if self.validating and state.last_val != state.updates:
+            self.validate()
+        if config.restore_best and self.best_state is not None:
+            self.denoiser.load_state_dict(self.best_state)
+        state.wall_s = time.perf_counter() - t_start
+        state.train_s, state.cost = self.accountant.update_seconds, self.global_counters()
+        self.save()
+        return self.result(interrupted=False)
+
+    def result(self, *, interrupted: bool) -> FinetuneResult:
+        return _result(self.generator, self.denoiser, self.config, self.policy, self.state, self.history,
+                       self.accountant, interrupted=interrupted)
 
 
 def finetune(
@@ -371,237 +548,9 @@ def finetune(
     Returns:
         :class:`FinetuneResult`; ``denoiser`` is the plain (LoRA-merged) module to checkpoint.
     """
-    policy = config.build_policy()
-    ctx = distributed.context()
-    shard = distributed.shard_of(config.batch_size, ctx, what="finetune batch_size")  # None in one process
-    resume_key = (finetune_resume_key(generator, reward, train, val, text, config, seed=seed, device=device,
-                                      **(resume_parts or {})) if config.resume_path else None)  # before any change
-    if config.reward_input == "noisy" and getattr(reward, "noise_aware", True) is False:
-        raise ValueError("reward_input 'noisy' needs a noise-aware reward model (trained with noise_aware: true)")
-    n_steps = config.num_steps or generator.diffusion.config.num_inference_steps
-    for p in ([] if generator.vae is None else generator.vae.parameters()):
-        p.requires_grad_(False)
-    if generator.vae is not None:
-        generator.vae.eval()
-    denoiser = generator.denoiser
-    denoiser.eval()  # no dropout: the trajectory is a deterministic function of the noise and the weights
-    reference = _copy_denoiser_generator(generator) if config.kl_weight > 0 else None
-    if reference is not None:
-        for p in reference.denoiser.parameters():
-            p.requires_grad_(False)
-    if config.lora.enabled:
-        add_lora(denoiser, config.lora)
-    else:
-        for p in denoiser.parameters():
-            p.requires_grad_(True)
-    params = [p for p in denoiser.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
-    trajectory_gen = _copy_denoiser_generator(generator) if policy.uses_frozen_trajectory else generator
-    traj_params = [p for p in trajectory_gen.denoiser.parameters() if p.requires_grad]
-
-    rng = np.random.Generator(np.random.PCG64(seed))
-    noise = torch.Generator().manual_seed(seed)
-    state = _State()
-    history: dict[str, list[dict]] = {}
-    best_state: dict | None = None
-    resume_path = Path(config.resume_path) if config.resume_path else None
-    blob = _load_resume(resume_path, resume_key) if resume_path and ctx.is_main else None
-    if resume_path:
-        blob = distributed.broadcast_object(blob)  # rank 0 read it; its state is every rank's state
-    if blob is not None:
-        denoiser.load_state_dict(blob["denoiser"])
-        optimizer.load_state_dict(blob["optimizer"])
-        scheduler.load_state_dict(blob["scheduler"])
-        noise.set_state(blob["noise_rng"])
-        torch.set_rng_state(blob["torch_rng"])
-        rng.bit_generator.state = json.loads(blob["numpy_rng"])
-        state = _State(**json.loads(blob["state"]))
-        history = json.loads(blob["history"])
-        best_state = blob["best_state"]
-        if trajectory_gen is not generator:
-            trajectory_gen.denoiser.load_state_dict(denoiser.state_dict())
-        logger.info("%s: resumed at update %d", resume_path, state.updates)
-        state.resumed_from = state.updates
-
-    accountant = UpdateAccountant(device=device, history=history)
-    accountant.update_seconds = state.train_s
-    meter = CostMeter()
-    if state.cost and ctx.is_main:  # global counters: rank 0 carries the total so far, the others start at zero
-        meter.counters = CostCounters(**{k: v for k, v in state.cost.items() if k != "cost_gflops"})
-    budget_name, budget_size = config.budget()
-    synced: dict[str, float] = {}
-
-    def sync_spent() -> None:
-        """Global budget use (FLOPs summed over ranks, the slowest rank's seconds); a collective: every rank calls
-        it at the same points (start, after every update)."""
-        if ctx.initialized:
-            synced["cost_gflops"], = distributed.all_reduce_floats([meter.counters.gflops], "sum")
-            synced["train_s"], = distributed.all_reduce_floats([accountant.update_seconds], "max")
-
-    def spent() -> dict[str, float]:
-        if ctx.initialized:
-            return {**synced, "updates": float(state.updates)}
-        return {"cost_gflops": meter.counters.gflops, "train_s": accountant.update_seconds,
-                "updates": float(state.updates)}
-
-    def global_counters() -> dict[str, float]:
-        """Cost counters summed over ranks (a collective in a process group)."""
-        local = meter.counters.to_dict()
-        names = [k for k in local if k != "cost_gflops"]
-        total = dict(zip(names, distributed.all_reduce_floats([local[k] for k in names], "sum"), strict=True))
-        counters = CostCounters(**{k: (int(round(v)) if isinstance(local[k], int) else v) for k, v in total.items()})
-        return counters.to_dict()
-
-    def budget_exhausted() -> str | None:
-        used = spent()
-        for name, limit in (("updates", config.max_updates), ("train_s", config.max_train_s),
-                            ("cost_gflops", config.max_cost_gflops)):
-            if limit is not None and used[name] >= limit:
-                return name
-        return None
-
-    def snapshot_record(point: float) -> dict:
-        saved = [r["value"] for r in history.get("peak_saved_bytes", [])]
-        cuda = [r["value"] for r in history.get("peak_cuda_bytes", [])]
-        return {"at": point, "budget": budget_name, **global_counters(),
-                "train_s": spent()["train_s"], "updates": state.updates, "trajectories": state.trajectories,
-                "samples_drawn": state.trajectories * config.batch_size,
-                "peak_saved_bytes": int(max(saved)) if saved else 0,
-                "peak_cuda_bytes": int(max(cuda)) if cuda else None}
-
-    def take_snapshots() -> None:
-        while (state.snapshots_taken < len(config.snapshot_at)
-               and spent()[budget_name] >= config.snapshot_at[state.snapshots_taken] * budget_size - 1e-9):
-            record = snapshot_record(config.snapshot_at[state.snapshots_taken])
-            if on_snapshot is not None and ctx.is_main:
-                on_snapshot(record, {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()})
-            history.setdefault("snapshots", []).append({"value": float(state.snapshots_taken), "step": state.updates})
-            state.snapshots_taken += 1
-    max_frames = min(config.max_frames or generator.max_length, generator.max_length)
-    val_text = val_len = None
-    if val is not None and (config.val_every > 0 or config.patience is not None):
-        val_text, val_len = validation_batch(val, text, config.val_captions, max_frames, device)
-
-    def validate() -> None:
-        t0 = time.perf_counter()
-        value = stop = None
-        if ctx.is_main:  # computed once, broadcast: every rank takes the same decisions
-            value = validation_reward(generator, reward, val_text, val_len, seed=seed + 1, num_steps=n_steps,
-                                      guidance_scale=config.guidance_scale)
-            stop = on_validation is not None and on_validation(state.updates, value, accountant.update_seconds)
-        value, stop = distributed.broadcast_object((value, stop))
-        accountant.log(state.updates, {"val_reward": value})
-        nonlocal best_state
-        if state.best_val is None or value > state.best_val + config.min_delta:
-            state.best_val, state.best_update, state.bad_rounds = value, state.updates, 0
-            if config.restore_best:
-                best_state = {k: v.detach().cpu().clone() for k, v in denoiser.state_dict().items()}
-        else:
-            state.bad_rounds += 1
-        if config.patience is not None and state.bad_rounds >= config.patience:
-            state.stopped_early = True
-        if stop:
-            state.stopped_early = True
-        state.val_s += time.perf_counter() - t0
-
-    def on_update(loss: torch.Tensor, trace: StepTrace) -> bool:
-        with torch.autocast(device.type, enabled=False):  # backward and the optimizer outside bf16 autocast
-            return update(loss, trace)
-
-    def update(loss: torch.Tensor, trace: StepTrace) -> bool:
-        loss.backward()
-        meter.backward_done()
-        accountant.meter.graph_released()
-        if trajectory_gen is not generator:  # chain optimisation: the frozen copy's gradients update the policy
-            for p_policy, p_traj in zip(params, traj_params, strict=True):
-                p_policy.grad = None if p_traj.grad is None else p_traj.grad.detach().clone()
-                p_traj.grad = None
-        # data-parallel: the ranks' mean gradient (= the global batch's), and the ranks' mean reward and loss
-        extras = distributed.average_gradients(params, [float("nan") if trace.reward is None else trace.reward,
-                                                        loss.detach()] + ([trace.kl] if trace.kl is not None else []))
-        grad_norm = (torch.nn.utils.clip_grad_norm_(params, config.grad_clip) if config.grad_clip
-                     else torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in params if p.grad is not None)))
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.updates += 1
-        metrics = {"train_reward": extras[0], "loss": extras[1], "lr": lr, "grad_norm": float(grad_norm),
-                   "step_index": trace.index}
-        if trace.kl is not None:
-            metrics["kl"] = extras[2]
-        accountant.end_update(state.updates, metrics)
-        sync_spent()
-        accountant.log(state.updates, {"cost_gflops": spent()["cost_gflops"], "train_s": spent()["train_s"]})
-        bar.update(1)
-        take_snapshots()
-        state.budget_spent = budget_exhausted()
-        accountant.start_window()
-        return state.budget_spent is not None  # budgets are checked after every optimizer update
-
-    t_start = time.perf_counter() - state.wall_s
-    if val_text is not None and state.updates == 0 and not history.get("val_reward"):
-        validate()
-    bar = tqdm(total=config.max_updates, initial=state.updates, desc=f"finetune {config.method}",
-               disable=(None if progress is None else not progress) if ctx.is_main else True)
-    sync_spent()
-    with accountant.meter:
-        accountant.start_window()
-        while not state.stopped_early and (state.budget_spent or budget_exhausted()) is None:
-            if config.max_trajectories is not None and state.trajectories >= config.max_trajectories:
-                break
-            batch_text, lengths = sample_train_batch(train, text, rng, config.batch_size, max_frames, device)
-            plan = policy.plan(n_steps, rng)
-            x_T, step_noise = None, noise
-            if shard is not None:  # data-parallel: this rank's rows of the global batch and of its initial noise
-                x_T, _ = trajectory_gen.initial_noise(lengths, noise)  # (B, ...) drawn as one process draws it
-                batch_text, lengths, x_T = batch_text.index(shard.rows), shard.take(lengths), shard.take(x_T)
-                if trajectory_gen.vae is None:  # frame noise: beyond this rank's longest motion it is zero
-                    x_T = x_T[:, :int(lengths.max())]
-                # stochastic samplers' step noise: a stream per rank and trajectory (unused by DDIM with eta 0)
-                step_noise = torch.Generator().manual_seed(distributed.rank_seed(seed, state.trajectories))
-            with autocast_context(device, config.bf16):
-                run_rollout(trajectory_gen, reward, plan, batch_text, lengths, noise_generator=step_noise,
-                            on_update=on_update, num_steps=n_steps, guidance_scale=config.guidance_scale,
-                            reward_input=config.reward_input, reward_weight=config.reward_weight,
-                            reference=reference, kl_weight=config.kl_weight, meter=meter,
-                            reward_checkpointing=config.reward_checkpointing, x_T=x_T)
-            meter.discard_pending()
-            state.trajectories += 1
-            if trajectory_gen is not generator:  # theta <- theta' at the end of the trajectory
-                trajectory_gen.denoiser.load_state_dict(denoiser.state_dict())
-            if val_text is not None and config.val_every > 0 and state.updates - state.last_val >= config.val_every:
-                validate()
-                state.last_val = state.updates
-                accountant.start_window()  # validation time is not an update's time
-            state.wall_s = time.perf_counter() - t_start
-            state.train_s, state.cost = accountant.update_seconds, global_counters()
-            accountant.log(state.updates, {"samples_per_s": state.trajectories * config.batch_size
-                                           / max(spent()["train_s"], 1e-9)})
-            if (resume_path and config.save_every_updates > 0
-                    and state.updates - state.last_save >= config.save_every_updates):
-                if ctx.is_main:
-                    _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
-                                 best_state)
-                state.last_save = state.updates
-            if stop_after_updates is not None and state.updates >= stop_after_updates:
-                if resume_path and ctx.is_main:
-                    _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history,
-                                 best_state)
-                bar.close()
-                return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=True)
-    bar.close()
-    if (val_text is not None and (config.val_every > 0 or config.patience is not None)
-            and state.last_val != state.updates):
-        validate()
-    if config.restore_best and best_state is not None:
-        denoiser.load_state_dict(best_state)
-    state.wall_s = time.perf_counter() - t_start
-    state.train_s, state.cost = accountant.update_seconds, global_counters()
-    if resume_path and ctx.is_main:
-        _save_resume(resume_path, resume_key, denoiser, optimizer, scheduler, noise, rng, state, history, best_state)
-    return _result(generator, denoiser, config, policy, state, history, accountant, interrupted=False)
+    run = _FinetuneRun(generator, reward, train, val, text, config, seed=seed, device=device, progress=progress,
+                       resume_parts=resume_parts, on_validation=on_validation, on_snapshot=on_snapshot)
+    return run.run(stop_after_updates)
 
 
 def _result(generator, denoiser, config, policy, state: _State, history, accountant, *, interrupted: bool):
@@ -651,7 +600,7 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
         "peak_cuda_bytes": int(max(cuda)) if cuda else None,
         "peak_saved_bytes_per_rank": [int(v) for v, _ in per_rank],
         "peak_cuda_bytes_per_rank": [None if v is None else int(v) for _, v in per_rank],
-        "num_steps": config.num_steps or generator.diffusion.config.num_inference_steps,
+        "num_steps": generator.steps(config.num_steps),
         "interrupted": interrupted,
         "resumed_from": state.resumed_from,
     }

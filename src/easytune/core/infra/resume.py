@@ -13,14 +13,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 #: bump when the content or the meaning of a resume file changes: older files are then never resumed
-RESUME_FORMAT_VERSION = 2
+RESUME_FORMAT_VERSION = 3  # 3: fine-tuning files carry the FLOPs measured per call signature
 
 
 def fingerprint(obj: Any) -> str:
@@ -90,3 +92,27 @@ class ResumeKey:
         differ = sorted(name for name in set(self.parts) | (set(record) - {"digest"})
                         if record.get(name) != self.parts.get(name))
         return f"it was written by another run ({', '.join(differ) or 'key'} differ)"
+
+
+def load_resume(path: Path, key: ResumeKey, *, log: logging.Logger, file_format: str | None = None) -> dict | None:
+    """The resumable state at ``path`` when it was written under ``key``, else None with the reason logged.
+
+    Read with ``torch.load(weights_only=True)`` (never unpickled); a missing file is a fresh start, an unreadable or
+    unsafe file, one of another ``file_format`` (the ``format`` entry) or one written by another run is a fresh start with a
+    warning naming the file and the reason."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or unsafe file: start fresh, say why
+        log.warning("%s: unreadable resume checkpoint (%s); starting fresh", path, exc)
+        return None
+    if not isinstance(blob, dict) or (file_format is not None and blob.get("format") != file_format):
+        log.warning("%s: not a resume checkpoint of this loop; starting fresh", path)
+        return None
+    reason = key.mismatch(blob.get("resume_key"))
+    if reason is not None:
+        log.warning("%s: not resumed: %s; starting fresh", path, reason)
+        return None
+    return blob

@@ -10,61 +10,35 @@ frames. With ``text_tokens`` every block also cross-attends to the caption's tok
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 from torch import nn
 
 from easytune.core.data.text import TextBatch
-from easytune.core.infra.config import AT_LEAST_1, FRACTION
-from easytune.core.models.layers import (
-    SkipTransformer,
-    TextTokenContext,
-    TimestepEmbedding,
-    apply_preset,
-    sinusoidal_embedding,
-)
-
-PRESETS: dict[str, dict] = {
-    "tiny": dict(d_model=32, ff_dim=64, num_heads=2, num_layers=1, dropout=0.0, text_tokens=False),
-    "cpu": dict(d_model=128, ff_dim=256, num_heads=4, num_layers=4, dropout=0.1, text_tokens=True),
-    "paper": dict(d_model=512, ff_dim=1024, num_heads=4, num_layers=8, dropout=0.1, text_tokens=False),
-}
+from easytune.core.infra.config import AT_LEAST_1
+from easytune.core.models.denoiser import DENOISER_PRESETS, DenoiserConfig, TextConditionedDenoiser
+from easytune.core.models.layers import sinusoidal_embedding
 
 
 @dataclass
-class FrameDenoiserConfig:
+class FrameDenoiserConfig(DenoiserConfig):
     """Sizes of the frame denoiser; ``None`` fields come from ``PRESETS[preset]``."""
 
-    preset: str = "cpu"
+    PRESETS: ClassVar[dict[str, dict]] = DENOISER_PRESETS["frame"]
+
     feature_dim: Annotated[int, AT_LEAST_1] = 263
-    text_dim: Annotated[int, AT_LEAST_1] = 384
-    d_model: Annotated[int | None, AT_LEAST_1] = None
-    ff_dim: Annotated[int | None, AT_LEAST_1] = None
-    num_heads: Annotated[int | None, AT_LEAST_1] = None
-    num_layers: Annotated[int | None, AT_LEAST_1] = None
-    dropout: Annotated[float | None, FRACTION] = None
-    text_tokens: bool | None = None
-    cond_drop_prob: Annotated[float, FRACTION] = 0.1
-
-    def __post_init__(self) -> None:
-        apply_preset(self, PRESETS)
 
 
-class FrameDenoiser(nn.Module):
+class FrameDenoiser(TextConditionedDenoiser):
     config_class = FrameDenoiserConfig
 
     def __init__(self, config: FrameDenoiserConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         c = config
-        self.time_embed = TimestepEmbedding(c.d_model)
-        self.text_proj = nn.Linear(c.text_dim, c.d_model)
-        self.null_text = nn.Parameter(torch.zeros(c.text_dim))
+        self._init_conditioning()
         self.input_proj = nn.Linear(c.feature_dim, c.d_model)
-        self.text_context = TextTokenContext(c.text_dim, c.d_model) if c.text_tokens else None
-        self.transformer = SkipTransformer(c.d_model, c.num_heads, c.ff_dim, c.num_layers, c.dropout, skip=False,
-                                           cross_attention=bool(c.text_tokens))
+        self._init_transformer(skip=False)
         self.output_proj = nn.Linear(c.d_model, c.feature_dim)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: TextBatch, mask: torch.Tensor | None = None,
@@ -74,15 +48,10 @@ class FrameDenoiser(nn.Module):
         b, n, _ = x_t.shape
         if mask is None:
             mask = torch.ones(b, n, dtype=torch.bool, device=x_t.device)
-        sentence = text.sentence.to(x_t.dtype)
-        if drop_text is not None:
-            sentence = torch.where(drop_text[:, None], self.null_text.to(x_t.dtype).expand_as(sentence), sentence)
-        cond = (self.time_embed(t) + self.text_proj(sentence))[:, None]  # (B, 1, d)
+        caption = self.caption(text, drop_text, x_t.dtype)
+        cond = (self.time_embed(t) + caption)[:, None]  # (B, 1, d)
         frames = self.input_proj(x_t) + sinusoidal_embedding(torch.arange(n, device=x_t.device), self.config.d_model)
         tokens = torch.cat([cond, frames], dim=1)  # (B, 1+T, d)
         full_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x_t.device), mask], dim=1)  # (B, 1+T)
-        context = context_mask = None
-        if self.text_context is not None:
-            context, context_mask = self.text_context(text.tokens.to(x_t.dtype), text.token_mask(), drop_text)
-        h = self.transformer(tokens, full_mask, context, context_mask)[:, 1:]  # (B, T, d)
+        h = self.transform(tokens, full_mask, text, drop_text)[:, 1:]  # (B, T, d)
         return self.output_proj(h) * mask[..., None].to(h.dtype)  # (B, T, D)

@@ -41,8 +41,9 @@ from easytune.core.data.text import TextBatch, lengths_to_mask
 from easytune.core.infra import distributed
 from easytune.core.infra.atomic import atomic_torch_save
 from easytune.core.infra.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE
-from easytune.core.infra.resume import ResumeKey
+from easytune.core.infra.resume import ResumeKey, load_resume
 from easytune.core.infra.runtime import autocast_context
+from easytune.core.infra.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 RESUME_FORMAT = "easytune-train-resume-v1"
@@ -111,19 +112,6 @@ class TrainResult:
         }
 
 
-def warmup_cosine(config: TrainConfig) -> Callable[[int], float]:
-    """LR multiplier at step s: s/warmup during warm-up, then cosine from 1 to ``min_lr_ratio``."""
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / (config.warmup_steps + 1)
-        span = max(1, config.max_steps - config.warmup_steps)
-        progress = min(1.0, (step - config.warmup_steps) / span)
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 # ------------------------------------------------------------------------------------------------- RNG states
 def get_rng_states() -> dict[str, Any]:
     """All RNG states as tensors (loadable with ``weights_only=True``)."""
@@ -181,7 +169,8 @@ def train(
         raise ValueError("no trainable parameters")
     device = params[0].device
     optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+        warmup=config.warmup_steps, total=config.max_steps, min_ratio=config.min_lr_ratio, peak_at_warmup_end=False))
     model_config = getattr(model, "config", None)
     key = ResumeKey.of(train=config, model_config=model_config if dataclasses.is_dataclass(model_config) else None,
                        initial_weights=model, trained=[n for n, p in model.named_parameters() if p.requires_grad],
@@ -193,7 +182,8 @@ def train(
     resumed_from = 0
     dist_ctx = distributed.context()
     if resume_path is not None:
-        saved = _load_resume(resume_path, key) if dist_ctx.is_main and resume_path.exists() else None
+        saved = (load_resume(resume_path, key, log=log, file_format=RESUME_FORMAT) if dist_ctx.is_main
+                 else None)
         saved = distributed.broadcast_object(saved)  # rank 0 read it (the others may not see its disk)
         if saved is not None:
             model.load_state_dict(saved["model"])
@@ -290,22 +280,6 @@ def _save_resume(path: Path, key: ResumeKey, model, optimizer, scheduler, state:
                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": get_rng_states(),
                "state": copy.deepcopy(state)}
     atomic_torch_save(payload, path)
-
-
-def _load_resume(path: Path, key: ResumeKey) -> dict | None:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt or unsafe file: never unpickle, start fresh
-        log.warning("%s: unreadable resume checkpoint (%s); starting fresh", path, exc)
-        return None
-    if not isinstance(saved, dict) or saved.get("format") != RESUME_FORMAT:
-        log.warning("%s: not a resume checkpoint of this trainer; starting fresh", path)
-        return None
-    reason = key.mismatch(saved.get("resume_key"))
-    if reason is not None:
-        log.warning("%s: not resumed: %s; starting fresh", path, reason)
-        return None
-    return saved
 
 
 # ------------------------------------------------------------------------------------------------- motion batches

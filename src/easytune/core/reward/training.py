@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Annotated, Protocol
@@ -39,6 +38,7 @@ from easytune.core.data.text import TextBatch, lengths_to_mask
 from easytune.core.infra import distributed
 from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from easytune.core.infra.runtime import autocast_context
+from easytune.core.infra.schedule import warmup_cosine
 from easytune.core.reward.losses import (
     caption_groups,
     info_nce_loss,
@@ -104,15 +104,6 @@ def _crop(split: MotionSplit, idx: np.ndarray, max_frames: int, rng: np.random.G
     return torch.from_numpy(out).to(device), torch.from_numpy(lengths).to(device)
 
 
-def _lr_lambda(config: RetrievalTrainingConfig):
-    def fn(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return fn
-
-
 def retrieval_step_loss(model: RetrievalModel, x: torch.Tensor, lengths: torch.Tensor, x_clean: torch.Tensor,
                         t: torch.Tensor | None, text: TextBatch, groups: torch.Tensor,
                         config: RetrievalTrainingConfig, generator: torch.Generator,
@@ -163,7 +154,7 @@ def train_retrieval_model(
     groups_all = torch.as_tensor(caption_groups(text.captions))
     noiser = ForwardNoiser(model.config.train_timesteps) if model.config.noise_aware else None
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warmup=config.warmup_steps, total=config.steps))
     history: dict[str, list[dict[str, float]]] = {}
     eval_cfg = RetrievalEvalConfig(protocols=["batch32"], seeds=[0])
     best = (-1.0, None, -1)

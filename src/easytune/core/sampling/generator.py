@@ -5,10 +5,8 @@
 guidance scale as an input: one denoiser pass per step instead of two).
 
 - :meth:`MotionGenerator.sample_steps` yields one :class:`Step` per reverse step (x_t, x_{t-1}, x0_hat, model
-  output). Before step i it asks ``control(i)`` whether the step runs with autograd (``grad``) and whether x_t is
-  detached first (``detach_input``, EasyTune's sg(x_t)); between yields the caller may backpropagate a reward and
-  step an optimizer. This is what every fine-tuning method is built on (chain methods keep the graph, EasyTune
-  detaches the input at each step).
+  output), each run in the caller's grad mode. Fine-tuning methods do not use it: their per-step decisions
+  (gradient, detaching, updates) are policies of the one rollout loop (:mod:`easytune.core.finetune.rollout`).
 - :meth:`MotionGenerator.generate` is the no-grad fast path (``torch.inference_mode``).
 - :meth:`MotionGenerator.decode` maps x0 to normalised features (frozen VAE decoder for MLD, identity for MDM).
 - :meth:`MotionGenerator.training_loss` is the denoising objective used to pretrain the denoiser.
@@ -19,7 +17,7 @@ batched forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,15 +36,6 @@ DENOISER_KINDS = {"mld": "latent_denoiser", "mdm": "frame_denoiser", "mlcm": "la
 DEFAULT_GUIDANCE = {"mld": 7.5, "mdm": 2.5, "mlcm": 7.5}
 #: generators that sample VAE latents (and decode them with the frozen motion VAE)
 LATENT_KINDS = ("mld", "mlcm")
-
-
-@dataclass
-class StepControl:
-    """Per-step policy: ``grad`` runs the step with autograd (graph to the parameters and to x_t); ``detach_input``
-    cuts x_t from the previous steps first (EasyTune's stop-gradient)."""
-
-    grad: bool = False
-    detach_input: bool = False
 
 
 @dataclass
@@ -150,6 +139,10 @@ class MotionGenerator(nn.Module):
         cond, uncond = out[:b], out[b:]
         return uncond + scale * (cond - uncond)
 
+    def steps(self, num_steps: int | None = None) -> int:
+        """Sampling steps of a chain: ``num_steps``, or the sampler's default when None."""
+        return int(num_steps or self.diffusion.config.num_inference_steps)
+
     def denoiser_passes(self, guidance_scale: float | None = None) -> int:
         """Denoiser passes per sample and step: 2 with classifier-free guidance (scale != 1), else 1; MotionLCM 1."""
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -157,14 +150,13 @@ class MotionGenerator(nn.Module):
 
     def sample_steps(self, text: TextBatch, lengths: torch.Tensor, *, generator: torch.Generator | None = None,
                      num_steps: int | None = None, guidance_scale: float | None = None,
-                     control: Callable[[int], StepControl] | None = None,
                      x_T: torch.Tensor | None = None) -> Iterator[Step]:
         """Run the reverse chain, yielding a :class:`Step` per step (index 0 = noisiest).
 
-        ``control(i)`` decides, before step i, whether the step runs with autograd and whether x_t is detached;
-        default: no grad, no detach. The grad mode is restored before each yield, so the caller's code between
-        yields (reward, backward, optimizer step) runs in its own mode. ``x_T`` overrides the initial noise.
-        The mask of padded frames is applied to x_{t-1} and x0_hat for MDM (padded frames stay zero).
+        Each step runs in the caller's grad mode at the time it asks for it (``next``); what a fine-tuning method
+        does per step (gradient, detaching, updates) is decided by its policy in the one rollout loop
+        (:func:`easytune.core.finetune.rollout.run_rollout`), not here. ``x_T`` overrides the initial noise. The mask
+        of padded frames is applied to x_{t-1} and x0_hat for MDM (padded frames stay zero).
         """
         lengths = torch.as_tensor(lengths, dtype=torch.int64)
         if x_T is None:
@@ -172,17 +164,14 @@ class MotionGenerator(nn.Module):
         else:
             x, mask = x_T.to(self.device), lengths_to_mask(lengths.cpu()).to(self.device)
         text = text.to(self.device)
-        n = num_steps or self.diffusion.config.num_inference_steps
+        n = self.steps(num_steps)
         for i, t in enumerate(self.diffusion.timesteps(n).tolist()):
-            ctrl = control(i) if control is not None else StepControl()
-            x_in = x.detach() if ctrl.detach_input else x
-            with torch.set_grad_enabled(ctrl.grad):
-                out = self.denoise(x_in, t, text, mask, guidance_scale)
-                prev, x0_hat = self.diffusion.step(out, t, x_in, generator=generator, num_steps=n)
-                if self.kind == "mdm":
-                    frame_mask = mask[..., None].to(prev.dtype)  # (B, T, 1)
-                    prev, x0_hat = prev * frame_mask, x0_hat * frame_mask
-            yield Step(i, int(t), x_in, prev, x0_hat, out, mask)
+            out = self.denoise(x, t, text, mask, guidance_scale)
+            prev, x0_hat = self.diffusion.step(out, t, x, generator=generator, num_steps=n)
+            if self.kind == "mdm":
+                frame_mask = mask[..., None].to(prev.dtype)  # (B, T, 1)
+                prev, x0_hat = prev * frame_mask, x0_hat * frame_mask
+            yield Step(i, int(t), x, prev, x0_hat, out, mask)
             x = prev
 
     def decode(self, x0: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

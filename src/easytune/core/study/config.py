@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from easytune.core.finetune.config import FinetuneConfig, method_config
 from easytune.core.finetune.policies import make_policy
-from easytune.core.finetune.trainer import FinetuneConfig
 from easytune.core.infra.config import ConfigError, from_dict, parameter_group
 from easytune.core.study.signals import SignalConfig
 
@@ -74,18 +74,18 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     selection_seed: int = 100
     lr_grid: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
-    budget_gflops: float = 1000.0
+    budget_gflops: float = 1500.0
     snapshot_at: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     finetune: dict[str, Any] = field(default_factory=dict)
     signals: SignalConfig = field(default_factory=SignalConfig)
     reward_gains: list[float] = field(default_factory=lambda: [1.0, 2.0])
     protocol: dict[str, Any] = field(default_factory=lambda: {"generation_replications": 1, "mm_captions": 0})
     metrics: list[str] = field(default_factory=lambda: [
-        "R@1", "R@3", "FID", "MM-Dist", "Diversity", "content_accuracy", "foot_skating", "jitter"])
+        "R@1", "R@2", "R@3", "FID", "MM-Dist", "Diversity", "content_accuracy", "foot_skating", "jitter"])
     seconds_points: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     spl_ablation: list[str] = field(default_factory=list)
     run_cache: str | None = "data/06_models/study/runs"
-    workers: int = 1
+    workers: int = 2
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -145,11 +145,10 @@ class StudyConfig:
         the study's ``finetune``, the variant's ``finetune``, and the fields the study owns (GFLOPs budget,
         snapshots; no validation, early stopping or best-weight restore inside the run)."""
         spec = self.variants[variant]
-        merged = {**(common or {}), **self.finetune, **spec.finetune,
-                  "method": spec.method, "policy": spec.policy, "lr": lr, "max_cost_gflops": self.budget_gflops,
-                  "max_train_s": None, "snapshot_at": list(self.snapshot_at), "max_updates": 10**9,
-                  "val_every": 0, "patience": None, "restore_best": False, "resume_path": resume_path}
-        config = from_dict(FinetuneConfig, merged, where=f"finetune_study run {variant}")
+        owned = {"method": spec.method, "policy": spec.policy, "lr": lr, "max_cost_gflops": self.budget_gflops,
+                 "max_train_s": None, "snapshot_at": list(self.snapshot_at), "max_updates": 10**9,
+                 "val_every": 0, "patience": None, "restore_best": False, "resume_path": resume_path}
+        config = method_config(common, self.finetune, spec.finetune, owned, where=f"finetune_study run {variant}")
         if config.lora.enabled:
             raise ConfigError(f"finetune_study run {variant}: LoRA is not supported in the study (snapshots are full "
                               f"denoiser weights); set lora.enabled: false")

@@ -3,103 +3,33 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings  # noqa: E402
 from easytune.core.finetune import load_generator, load_reward  # noqa: E402
 from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
-from easytune.core.finetune.job import (  # noqa: E402
-    CURVES,
-    GENERATOR_CHECKPOINTS,
-    LATENT_GENERATORS,
-    FinetuneJob,
-    launch_finetune_job,
-    run_finetune_job,
-)
-from easytune.core.finetune.policies import POLICIES  # noqa: E402
-from easytune.core.finetune.trainer import FinetuneConfig, validation_batch  # noqa: E402
+from easytune.core.finetune.config import FinetuneSettings  # noqa: E402
+from easytune.core.finetune.job import CURVES, FinetuneJob, launch_finetune_job, run_finetune_job  # noqa: E402
+from easytune.core.finetune.trainer import validation_batch  # noqa: E402
 from easytune.core.infra import distributed  # noqa: E402
 from easytune.core.infra.config import (  # noqa: E402
-    AT_LEAST_1,
-    NON_NEGATIVE,
-    ConfigError,
     DistributedOptions,
     RuntimeConfig,
     from_dict,
-    parameter_group,
 )
 from easytune.core.infra.runtime import resolve_device  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class AnalysisConfig:
-    """Chain analyses (paper Fig. 3 and 4) on ``captions`` val captions of the pretrained generator."""
-
-    captions: Annotated[int, AT_LEAST_1] = 4
-    num_steps: Annotated[int | None, AT_LEAST_1] = None
-    seed: Annotated[int, NON_NEGATIVE] = 0
-
-
-@parameter_group("finetune")
-@dataclass
-class FinetuneSettings:
-    """``params:finetune``: which pretrained generator, where resume files go, the settings shared by every
-    method (``common``: :class:`FinetuneConfig` fields) and per-method overrides (``methods.<name>``).
-
-    Built (by Kedro, before any node runs) it checks ``common`` and every ``methods.<name>`` merged over it as a
-    :class:`FinetuneConfig`, and each method's ``policy`` options against its policy class; ``common`` and
-    ``methods`` stay plain dicts (each node merges the one it runs)."""
-
-    generator: Literal["mld", "mdm", "mlcm"] = "mld"
-    resume_dir: str | None = "data/06_models/resume/finetune"
-    common: dict[str, Any] = field(default_factory=dict)
-    methods: dict[str, Any] = field(default_factory=dict)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-
-    def __post_init__(self) -> None:
-        from_dict(FinetuneConfig, self.common, where="finetune.common")
-        for name, options in self.methods.items():
-            where = f"finetune.methods.{name}"
-            if not isinstance(options, dict):
-                raise ConfigError(f"{where} = {options!r}: expected a mapping of FinetuneConfig fields")
-            config = from_dict(FinetuneConfig, {**self.common, **options}, where=where)
-            if config.method not in POLICIES:
-                raise ConfigError(f"{where}.method = {config.method!r}: must be one of {sorted(POLICIES)}")
-            from_dict(POLICIES[config.method], config.policy, where=f"{where}.policy")
-
-
-def _chosen_checkpoint(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
-                       consistency: dict | None = None) -> tuple[str, dict, dict | None]:
-    """(catalog name, checkpoint, VAE checkpoint or None) of the chosen pretrained generator
-    (``finetune.generator``); the others' checkpoints may be missing (None)."""
-    name = GENERATOR_CHECKPOINTS[settings.generator]
-    ckpt = {"mld": latent, "mdm": frame, "mlcm": consistency}[settings.generator]
-    latent_space = settings.generator in LATENT_GENERATORS
-    needed = {name: ckpt, **({"motion_vae": vae} if latent_space else {})}
-    absent = [n for n, value in needed.items() if value is None]
-    if absent:
-        tags = "mld` then `--tags mlcm" if settings.generator == "mlcm" else settings.generator
-        raise ValueError(f"finetune.generator is {settings.generator!r} but {absent} (data/06_models/<name>.pt) do "
-                         f"not exist: run `kedro run --pipeline pretrain --tags {tags}` first, or "
-                         f"choose the generator that was trained")
-    return name, ckpt, vae if latent_space else None
-
-
-def _pick_generator(settings: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
-                    device: torch.device, consistency: dict | None = None):
-    """The chosen pretrained generator, rebuilt on ``device``: (checkpoint, generator)."""
-    name, ckpt, vae = _chosen_checkpoint(settings, latent, frame, vae, consistency)
-    return ckpt, load_generator(ckpt, vae, device, source=name)
+def _available(latent: dict | None, frame: dict | None, vae: dict | None, consistency: dict | None) -> dict:
+    """Catalog name -> pretrained checkpoint (None: never trained) for :meth:`FinetuneSettings.pretrained`."""
+    return {"pretrained_latent_denoiser": latent, "pretrained_frame_denoiser": frame,
+            "pretrained_consistency_model": consistency, "motion_vae": vae}
 
 
 def _splits(text_embeddings: dict, **named: dict) -> tuple[TextEmbeddings, dict[str, MotionSplit]]:
@@ -121,13 +51,11 @@ def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser:
     """-> (fine-tuned denoiser checkpoint, metric histories, summary) for one method; with
     ``runtime.distributed.nproc_per_node`` > 1 data-parallel in that many local workers (rank 0's result)."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
-    config = from_dict(FinetuneConfig, {**settings.common, **method_options}, where="params:finetune.methods")
+    config = settings.run_config(method_options, where="params:finetune.methods")
     options = from_dict(DistributedOptions, runtime.get("distributed") or {}, where="runtime.distributed")
     nproc = distributed.resolve_nproc(options.nproc_per_node, runtime["device"])
-    if settings.resume_dir:
-        config.resume_path = str(Path(settings.resume_dir) / f"{config.method}.pt")
-    name, ckpt, vae = _chosen_checkpoint(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
-                                         pretrained_consistency_model)
+    name, ckpt, vae = settings.pretrained(_available(pretrained_latent_denoiser, pretrained_frame_denoiser,
+                                                     motion_vae, pretrained_consistency_model))
     job = FinetuneJob(ckpt, vae, reward_model, train_motions, val_motions, text_embeddings, config, runtime["seed"],
                       settings.generator, name)
     if nproc > 1:
@@ -159,11 +87,12 @@ def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_de
                            ) -> tuple[dict, plt.Figure]:
     """-> (per-step chain Jacobian norms and noisy/clean similarities, their figure) of the pretrained sampler."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
-    common = from_dict(FinetuneConfig, settings.common, where="params:finetune.common")
+    common = settings.common_config()
     device = resolve_device(runtime["device"])
     text, splits = _splits(text_embeddings, val_motions=val_motions)
-    _, generator = _pick_generator(settings, pretrained_latent_denoiser, pretrained_frame_denoiser, motion_vae,
-                                   device, pretrained_consistency_model)
+    name, ckpt, vae = settings.pretrained(_available(pretrained_latent_denoiser, pretrained_frame_denoiser,
+                                                     motion_vae, pretrained_consistency_model))
+    generator = load_generator(ckpt, vae, device, source=name)
     reward = load_reward(reward_model, device)
     max_frames = min(common.max_frames or generator.max_length, generator.max_length)
     batch, lengths = validation_batch(splits["val_motions"], text, settings.analysis.captions, max_frames, device)

@@ -13,15 +13,14 @@ from typing import Any
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.protocol import EvaluationConfig, ProtocolConfig
+from easytune.core.finetune.config import FinetuneSettings
 from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.infra.runtime import resolve_device
 from easytune.core.motion.skeleton import get_skeleton
-from easytune.core.sampling.generator import LATENT_KINDS
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, select_points
 from easytune.core.study.runner import StudyInputs, base_signals, light_splits, select_learning_rates, train_study
 from easytune.core.study.scoring import SEED_OFFSET, ScoreTask, ScoringInputs, score_many
-from easytune.pipelines.finetune.nodes import FinetuneSettings, _pick_generator
 from easytune.pipelines.finetune_study import plots
 
 log = logging.getLogger(__name__)
@@ -32,11 +31,12 @@ def _study(finetune_study: StudyConfig) -> StudyConfig:
 
 
 def _generator_checkpoints(finetune: FinetuneSettings, latent: dict | None, frame: dict | None, vae: dict | None,
-                           device, consistency: dict | None = None) -> tuple[FinetuneSettings, dict, dict | None]:
+                           consistency: dict | None = None) -> tuple[FinetuneSettings, dict, dict | None]:
     """(settings, the chosen pretrained denoiser checkpoint, its VAE or None); a clear error when it is missing."""
     settings = from_dict(FinetuneSettings, finetune, where="params:finetune")
-    ckpt, _ = _pick_generator(settings, latent, frame, vae, device, consistency)
-    return settings, ckpt, vae if settings.generator in LATENT_KINDS else None
+    _, ckpt, vae = settings.pretrained({"pretrained_latent_denoiser": latent, "pretrained_frame_denoiser": frame,
+                                        "pretrained_consistency_model": consistency, "motion_vae": vae})
+    return settings, ckpt, vae
 
 
 def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
@@ -51,7 +51,7 @@ def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_co
                          f"reward_model_no_spl) or disable those variants")
     device = resolve_device(runtime["device"])
     settings, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
-                                                     motion_vae, device, pretrained_consistency_model)
+                                                     motion_vae, pretrained_consistency_model)
     text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
     train = MotionSplit.from_arrays(train_motions, source="train_motions")
     val = MotionSplit.from_arrays(val_motions, source="val_motions")
@@ -129,7 +129,7 @@ def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrain
     study = _study(finetune_study)
     device = resolve_device(runtime["device"])
     _, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
-                                              motion_vae, device, pretrained_consistency_model)
+                                              motion_vae, pretrained_consistency_model)
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     skeleton = get_skeleton(dataset["skeleton"])
     base_protocol = config.protocol_for(skeleton, dataset["fps"])

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from easytune.project_lock import LOCK_NAME, ProjectLock, ProjectLockedError
+from easytune.core.infra.project_lock import LOCK_NAME, ProjectLock, ProjectLockedError
 
 HOLD = """
 import sys, time
-from easytune.project_lock import ProjectLock
+from easytune.core.infra.project_lock import ProjectLock
 ProjectLock(sys.argv[1]).acquire("kedro run --pipeline data_processing")
 print("held", flush=True)
 time.sleep(600)
@@ -22,7 +22,7 @@ time.sleep(600)
 
 
 def test_a_second_process_is_refused_until_the_holder_dies(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3] / "src"))
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
