@@ -115,7 +115,7 @@ class _Target:
 
 
 def _targets(pipeline, catalog) -> list[_Target]:
-    from easytune.core.finetune.job import GENERATOR_CHECKPOINTS, LATENT_GENERATORS
+    from easytune.core.finetune.config import GENERATORS
     from easytune.datasets.checkpoint_dataset import CheckpointDataset
     from easytune.datasets.checkpoint_folder_dataset import CheckpointFolderDataset
 
@@ -124,8 +124,9 @@ def _targets(pipeline, catalog) -> list[_Target]:
     if "params:finetune" in inputs:  # fine-tuning reads only the chosen generator's checkpoints
         settings = _param(catalog, "finetune")
         generator = getattr(settings, "generator", None) or (settings or {}).get("generator", "mld")
-        chosen = {GENERATOR_CHECKPOINTS.get(generator), *(("motion_vae",) if generator in LATENT_GENERATORS else ())}
-        skip = {*GENERATOR_CHECKPOINTS.values(), "motion_vae"} - chosen
+        spec = GENERATORS.get(generator)
+        chosen = {spec.checkpoint, *(("motion_vae",) if spec.latent else ())} if spec is not None else set()
+        skip = {*(s.checkpoint for s in GENERATORS.values()), "motion_vae"} - chosen
     targets: list[_Target] = []
     for name in sorted(inputs - skip):
         dataset = _get(catalog, name)
