@@ -164,3 +164,17 @@ def test_npz_array_shape_reads_the_header_only(tmp_path):
     np.savez(path, sentence=np.zeros((5, 7), np.float32), o=np.array([{"a": 1}], dtype=object))
     assert npz_array_shape(path, "sentence") == (5, 7)
     assert npz_array_shape(path, "missing") is None and npz_array_shape(tmp_path / "none.npz", "x") is None
+
+
+def test_numbers_out_of_range_are_named_before_any_node():
+    """#27: runtime.seed=1e23 failed inside a node, generate.num_steps=1e8 in the node without the parameter's name,
+    int parameters of 1e26 were accepted."""
+    from easytune.checks import parameter_problems
+
+    problems = "\n".join(parameter_problems({"runtime": {"seed": 10**13}, "generate": {"num_steps": 100_000_000},
+                                             "evaluation": {"protocol": {"seed": 2**40}},
+                                             "pretrain": {"motion_vae": {"train": {"max_steps": 10**26}}}}))
+    assert "runtime.seed = 10000000000000: must be in [0, 4294967295]" in problems
+    assert "generate.num_steps = 100000000: must be in [1, 1000]" in problems
+    assert "evaluation.protocol.seed = 1099511627776: must be in [0, 4294967295]" in problems
+    assert "pretrain.motion_vae.train.max_steps = " in problems and "must be within 64-bit integers" in problems

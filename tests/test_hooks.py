@@ -80,3 +80,32 @@ def test_validated_configs_are_logged_as_the_dicts_kedro_mlflow_flattens():
     assert _plain(RuntimeConfig(seed=3)) == {"device": "auto", "seed": 3, "threads": "auto",
                                                  "distributed": {"nproc_per_node": 1}}
     assert _plain({"a": 1}) == {"a": 1} and _plain(RuntimeConfig) is RuntimeConfig
+
+
+def test_an_unknown_env_or_pipeline_is_refused_when_the_context_is_created(tmp_path, monkeypatch):
+    """#27: `--env nosuchenv` used to fail in MLflow's file store, `--pipeline nosuch` with a bare ImportError."""
+    from kedro.framework.project import pipelines
+
+    from easytune.hooks import RunTargetCheckHook, UnknownEnvironmentError
+    from easytune.pipeline_registry import UnknownPipelineError
+
+    for env in ("base", "tiny"):
+        (tmp_path / env).mkdir()
+
+    def context(env):
+        return SimpleNamespace(env=env, config_loader=SimpleNamespace(conf_source=str(tmp_path), base_env="base",
+                                                                      default_run_env="local"))
+
+    monkeypatch.setattr(pipelines, "_requested_pipelines", None)
+    hook = RunTargetCheckHook()
+    for env in ("tiny", "local", None):  # the default run environment may be absent (a fresh clone)
+        hook.after_context_created(context(env))
+    with pytest.raises(UnknownEnvironmentError, match=r"unknown environment --env 'nosuchenv': .* known "
+                                                      r"environments: tiny$"):
+        hook.after_context_created(context("nosuchenv"))
+    monkeypatch.setattr(pipelines, "_requested_pipelines", ["generate", "__default__"])
+    hook.after_context_created(context("tiny"))
+    monkeypatch.setattr(pipelines, "_requested_pipelines", ["generate", "nosuch"])
+    with pytest.raises(UnknownPipelineError, match=r"unknown pipeline\(s\) \['nosuch'\] .* known pipelines: "
+                                                   r"bvh_ingest, data_processing, .*generate"):
+        hook.after_context_created(context("tiny"))

@@ -3,6 +3,8 @@ MLflow tell the truth about every run.
 
 Before any node runs:
 
+- :class:`RunTargetCheckHook` (when the context is created, before MLflow's set-up): ``--env`` names a folder of
+  ``conf/`` and every ``--pipeline`` name is a pipeline (each refusal lists the known ones);
 - :class:`ParameterCheckHook` (when the catalog is built): unknown top-level parameter keys and every parameter
   group of every pipeline (Kedro itself builds the annotated config dataclasses of the pipelines being run);
 - :class:`ProjectLockHook`: one run at a time per project folder (``data/.kedro_run.lock``);
@@ -157,6 +159,42 @@ class RunSummaryHook:
 
 class StartOfRunError(RuntimeError):
     """Parameters or checkpoints that would fail the run later; raised before any node runs."""
+
+
+class UnknownEnvironmentError(ValueError):
+    """``--env X`` names no folder of the configuration source; the message lists the environments."""
+
+
+def unknown_environment_message(env: str | None, conf_source: str | Path, base_env: str = "base",
+                                default_run_env: str = "local") -> str | None:
+    """None when ``env`` is a folder of ``conf_source`` (or the default run environment, which may be absent, or
+    the source is not a folder), else one message naming it and listing the environments there."""
+    source = Path(conf_source)
+    if not env or env == default_run_env or not source.is_dir() or (source / env).is_dir():
+        return None
+    known = sorted(p.name for p in source.iterdir() if p.is_dir() and p.name != base_env and not p.name.startswith("."))
+    return f"unknown environment --env {env!r}: no folder {source / env}; known environments: {', '.join(known)}"
+
+
+class RunTargetCheckHook:
+    """When the context is created (before MLflow's set-up and any node): ``--env`` names an environment folder and
+    every ``--pipeline`` name is a pipeline of the project (:mod:`easytune.pipeline_registry`)."""
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context) -> None:
+        from kedro.framework.project import pipelines
+
+        from easytune.pipeline_registry import UnknownPipelineError, unknown_pipeline_message
+
+        loader = context.config_loader
+        problem = unknown_environment_message(context.env, getattr(loader, "conf_source", ""),
+                                              getattr(loader, "base_env", None) or "base",
+                                              getattr(loader, "default_run_env", None) or "local")
+        if problem:
+            raise UnknownEnvironmentError(problem)
+        problem = unknown_pipeline_message(getattr(pipelines, "_requested_pipelines", None))
+        if problem:
+            raise UnknownPipelineError(problem)
 
 
 class ParameterCheckHook:

@@ -58,6 +58,7 @@ from easytune.hooks import (  # noqa: E402
     ParameterCheckHook,
     ProjectLockHook,
     RunSummaryHook,
+    RunTargetCheckHook,
     ThreadsHook,
     UpstreamArtifactsHook,
 )
@@ -65,6 +66,6 @@ from easytune.hooks import (  # noqa: E402
 # Before any node runs: parameters (when the catalog is built), then the run lock (tryfirst), the upstream
 # artifacts, the checkpoints, then the MLflow run (trylast). EasyTuneMlflowHook is kedro-mlflow's hook with
 # truthful run states and flattened typed parameters, so the plugin's own instance is not registered.
-HOOKS = (EasyTuneMlflowHook(), ParameterCheckHook(), ProjectLockHook(), CheckpointCompatibilityHook(),
+HOOKS = (EasyTuneMlflowHook(), RunTargetCheckHook(), ParameterCheckHook(), ProjectLockHook(), CheckpointCompatibilityHook(),
          UpstreamArtifactsHook(), ThreadsHook(), RunSummaryHook())  # pluggy calls the later ones first: upstream, then checkpoints
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")

@@ -20,6 +20,7 @@ from easytune.core.export.prompts import (
     load_prompts,
     parse_length,
     parse_prompts,
+    prompt_lines,
     read_prompts_file,
 )
 from easytune.core.infra.config import ConfigError, from_dict
@@ -154,14 +155,69 @@ def test_exactly_one_prompt_source(tmp_path):
     ({"bvh": {"euler_order": "XYX"}}, ValueError, "generate.bvh.euler_order"),
     ({"video": {"format": "avi"}}, ValueError, "generate.video.format: 'avi'"),
     ({"video": {"width": 400}}, ValueError, "width and height must be in 16..320"),
-    ({"samples_per_prompt": 0}, ValueError, "samples_per_prompt must be >= 1"),
-    ({"num_steps": 0}, ValueError, "num_steps must be >= 1"),
+    ({"samples_per_prompt": 0}, ValueError, r"samples_per_prompt = 0: must be in \[1, 10000\]"),
+    ({"num_steps": 0}, ValueError, r"num_steps = 0: must be in \[1, 1000\]"),
     ({"model": ""}, ValueError, "generate.model: empty"),
     ({"sample_count": 2}, ConfigError, r"unknown key\(s\) \['sample_count'\]"),
 ])
 def test_bad_parameters_name_the_parameter(params, error, message):
     with pytest.raises(error, match=message):
         from_dict(GenerateConfig, params, where="params:generate")
+
+
+# ------------------------------------------------------------------------------------------------ limits (#27)
+def _file(tmp_path, content: bytes) -> str:
+    path = tmp_path / "p.txt"
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_prompt_file_over_the_byte_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = _file(tmp_path, b"a person walks\n" * 100)  # 1,500 bytes
+    assert GenerateConfig().max_prompt_file_bytes == 2**20
+    monkeypatch.setattr("pathlib.Path.read_bytes", lambda self: pytest.fail("the file was read"))
+    with pytest.raises(PromptError, match=rf"prompts_file={path}: 1500 bytes, more than "
+                                          r"generate.max_prompt_file_bytes \(1000\)"):
+        prompt_lines(GenerateConfig(prompts_file=path, max_prompt_file_bytes=1000))
+
+
+def test_prompt_count_characters_and_motions_are_bounded(tmp_path):
+    path = _file(tmp_path, b"walk\n" * 11)
+    with pytest.raises(PromptError, match=r"p.txt: 11 prompts, more than generate.max_prompts \(10\)"):
+        prompt_lines(GenerateConfig(prompts_file=path, max_prompts=10))
+    assert len(prompt_lines(GenerateConfig(prompts_file=path, max_prompts=11))[0]) == 11
+    path = _file(tmp_path, b"walk\n" + b"x" * 1001 + b"\n")
+    with pytest.raises(PromptError, match=r"p.txt line 2: 1001 characters, more than generate.max_prompt_chars "
+                                          r"\(1000\)"):
+        prompt_lines(GenerateConfig(prompts_file=path))
+    path = _file(tmp_path, b"walk\n" * 3)
+    with pytest.raises(PromptError, match=r"3 prompts x generate.samples_per_prompt \(4\) = 12 motions, more than "
+                                          r"generate.max_motions \(10\)"):
+        prompt_lines(GenerateConfig(prompts_file=path, samples_per_prompt=4, max_motions=10))
+    with pytest.raises(ConfigError, match=r"generate.samples_per_prompt = 1000000000: must be in \[1, 10000\]"):
+        from_dict(GenerateConfig, {"samples_per_prompt": 1_000_000_000})
+    with pytest.raises(ValueError, match="generate.prompts: 3 prompts, more than generate.max_prompts"):
+        from_dict(GenerateConfig, {"prompts": ["walk"] * 3, "max_prompts": 2})  # inline prompts: at validation
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"a person walks\na person \x00jumps\n", r"p.txt line 2: control character U\+0000 .* at column 10"),
+    (b"a person walks\x0ca person jumps\n\x00\n", r"p.txt line 1: control character U\+000C"),  # not split
+    (b"walk\r\nrun\rjump\n", r"p.txt line 2: control character U\+000D"),
+    ("walk\nrun\u2028jump\n".encode(), r"p.txt line 2: control character U\+2028"),
+])
+def test_control_characters_are_refused_naming_the_line(tmp_path, content, message):
+    with pytest.raises(PromptError, match=message):
+        prompt_lines(GenerateConfig(prompts_file=_file(tmp_path, content)))
+
+
+def test_tabs_and_crlf_are_fine_and_line_numbers_count_newlines_only(tmp_path):
+    path = _file(tmp_path, b"a person\twalks\r\n40#a person jumps\r\n\r\n")
+    prompts = load_prompts(GenerateConfig(prompts_file=path), fps=20.0, max_frames=196)
+    assert [(p.text, p.where) for p in prompts] == [("a person\twalks", f"{path} line 1"),
+                                                    ("a person jumps", f"{path} line 2")]
+    with pytest.raises(PromptError, match=r"generate.prompts line 2: control character U\+000A"):
+        prompt_lines(GenerateConfig(prompts=["walk", "run\njump"]))
 
 
 # ------------------------------------------------------------------------------------------------ generation

@@ -120,3 +120,25 @@ def test_runtime_and_dataset_groups():
     with pytest.raises(ConfigError, match=r"dataset.fps = 0.0: must be > 0"):
         DatasetConfig(fps=0)
 
+
+
+def test_int_fields_refuse_floats_and_values_beyond_64_bits_naming_the_parameter():
+    """#27: an int-typed field given 1e26 (a float) or 10**26 (an int no counter or seed can hold) is refused."""
+    import dataclasses
+
+    from easytune.core.infra.config import UPDATES, ConfigError, RuntimeConfig, from_dict
+
+    @dataclasses.dataclass
+    class Budget:
+        max_updates: int = 100
+        bounded: Annotated[int, UPDATES] = 100
+
+    with pytest.raises(ConfigError, match=r"budget.max_updates = 1e\+26: expected an integer \(a whole number"):
+        from_dict(Budget, {"max_updates": 1e26}, where="budget")
+    with pytest.raises(ConfigError, match=r"budget.max_updates = 10{26}: must be within 64-bit integers"):
+        from_dict(Budget, {"max_updates": 10**26}, where="budget")
+    with pytest.raises(ConfigError, match=r"budget.bounded = 1000000001: must be in \[1, 1000000000\]"):
+        from_dict(Budget, {"bounded": 10**9 + 1}, where="budget")
+    assert from_dict(Budget, {"max_updates": 2**63 - 1, "bounded": 10**9}).bounded == 10**9
+    with pytest.raises(ConfigError, match=r"runtime.seed = 4294967296: must be in \[0, 4294967295\]"):
+        from_dict(RuntimeConfig, {"seed": 2**32})

@@ -48,3 +48,17 @@ def test_missing_input_folder_names_the_variable():
         _run({"input_dir": "", "conversion": {}})
     with pytest.raises(Exception, match="unknown key"):
         _run({"input_dir": "/nonexistent", "conversion": {"mappin": "bandai"}})
+
+
+def test_same_named_files_become_separate_clips_and_bad_entries_are_counted(tmp_path):
+    from tests.core.motion.test_ingest import _clip_text
+
+    for folder, shift in (("a", 0.01), ("b", 0.05)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "walk.bvh").write_text(_clip_text(shift))
+    (tmp_path / "z.bvh").mkdir()
+    folder, report = _run({"input_dir": str(tmp_path), "conversion": {"mapping": "hml22", "write_captions": False}})
+    assert sorted(folder["joints"]) == ["a__walk", "b__walk"]
+    assert list(folder["index"]["src_path"]) == ["a/walk.bvh", "b/walk.bvh"]
+    assert report["files_found"] == 3 and report["clips_written"] == 2
+    assert report["name_collisions"] == 2 and report["skipped"] == {"not_a_file": 1}

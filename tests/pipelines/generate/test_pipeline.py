@@ -106,3 +106,15 @@ def test_bad_input_one_message_nothing_written(tmp_path, case, message):
     assert __import__("re").search(message, str(info.value)), str(info.value)
     assert sorted(p.name for p in out.rglob("*")) == ["easytune_step", "index.csv"]  # nothing new, nothing lost
     assert (out / "easytune_step" / "index.csv").read_text() == "from an earlier run\n"
+
+
+def test_bad_prompts_stop_the_node_before_any_model_loads(tmp_path, monkeypatch):
+    """A NUL in a prompt used to fail (a bare KeyError) only after the model had loaded."""
+    import easytune.pipelines.generate.nodes as nodes
+
+    monkeypatch.setattr(nodes, "generator_checkpoints", lambda *a, **k: pytest.fail("a model was loaded"))
+    for content, message in ((b"8#a person walks\n8#a person\x00 jumps\n", "bad_prompts.txt line 2: control character"),
+                             (b"walk\n" * 10_001, "10001 prompts, more than generate.max_prompts (10000)")):
+        with pytest.raises(Exception) as info:
+            run(tmp_path, params(prompts_file=_bad_file(tmp_path, content)))
+        assert message in str(info.value)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit
 from easytune.core.evaluation.evaluator import MotionEncoder, denormalise_padded, raw_batch, raw_statistics
-from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE
+from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, UPDATES
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,14 @@ class ContentClassifier(nn.Module):
 @dataclass
 class ClassifierTrainConfig:
     model: ClassifierConfig = field(default_factory=ClassifierConfig)
-    steps: Annotated[int, AT_LEAST_1] = 600
+    steps: Annotated[int, UPDATES] = 600
     batch_size: Annotated[int, AT_LEAST_1] = 64
     lr: Annotated[float, POSITIVE] = 1e-3
     min_count: Annotated[int, AT_LEAST_1] = 2
     # random training windows of at most this many frames (None: whole motions)
     max_frames: Annotated[int | None, AT_LEAST_1] = None
     std_floor: Annotated[float, POSITIVE] = 1e-3
-    seed: Annotated[int, NON_NEGATIVE] = 0
+    seed: Annotated[int, SEED] = 0
     log_every: Annotated[int, AT_LEAST_1] = 50
 
 

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from tqdm.auto import tqdm
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
-from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE
+from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, SEED, UPDATES
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class EvaluatorTrainConfig:
     """Training of the evaluator on the train split (real motions only)."""
 
     model: EvaluatorConfig = field(default_factory=EvaluatorConfig)
-    steps: Annotated[int, AT_LEAST_1] = 1500
+    steps: Annotated[int, UPDATES] = 1500
     batch_size: Annotated[int, AT_LEAST_2] = 64
     lr: Annotated[float, POSITIVE] = 1e-3
     weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
@@ -147,7 +147,7 @@ class EvaluatorTrainConfig:
     # random training windows of at most this many frames (None: whole motions)
     max_frames: Annotated[int | None, AT_LEAST_1] = None
     std_floor: Annotated[float, POSITIVE] = 1e-3
-    seed: Annotated[int, NON_NEGATIVE] = 0
+    seed: Annotated[int, SEED] = 0
     log_every: Annotated[int, AT_LEAST_1] = 50
 
 

@@ -31,7 +31,7 @@ from easytune.core.evaluation import metrics as M
 from easytune.core.evaluation.classifier import ClassifierTrainConfig, ContentClassifier, predict_labels
 from easytune.core.evaluation.evaluator import EvaluatorTrainConfig, MotionTextEvaluator, denormalise_padded
 from easytune.core.evaluation.plausibility import PLAUSIBILITY_METRICS, PlausibilityConfig, plausibility_summary
-from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, parameter_group
+from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, SAMPLING_STEPS, SEED, parameter_group
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ class ProtocolConfig:
     mm_samples: Annotated[int, AT_LEAST_1] = 30
     mm_pairs: Annotated[int, AT_LEAST_1] = 10
     batch_size: Annotated[int, AT_LEAST_1] = 64
-    seed: Annotated[int, NON_NEGATIVE] = 0
-    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    seed: Annotated[int, SEED] = 0
+    num_steps: Annotated[int | None, SAMPLING_STEPS] = None
     guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
     plausibility: PlausibilityConfig = field(default_factory=PlausibilityConfig)
 

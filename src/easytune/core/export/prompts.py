@@ -5,7 +5,11 @@ frames when it is an integer (``120#``, ``120f#``: the MLD / MotionLCM example f
 decimal point or an ``s`` (``6.0#``, ``6s#``, ``4.5s#``), converted with the dataset fps and rounded; without a
 prefix the configured default length applies. Every problem (an empty line, a length that is not a number, is not
 positive or exceeds the model's maximum, a file that is not UTF-8) raises :class:`PromptError` naming the line or
-the parameter, before anything is generated.
+the parameter, before anything is generated. Prompts are untrusted input: a prompts file larger than
+``max_prompt_file_bytes`` (checked before it is read), more than ``max_prompts`` lines, a line longer than
+``max_prompt_chars`` characters, more than ``max_motions`` motions (prompts x ``samples_per_prompt``) and any
+control character but tab are refused naming the file and line; lines are split on ``\n`` (and ``\r\n``) only, so
+the line numbers are an editor's. The ``generate`` node checks all of that before it loads any model.
 
 :func:`generate_from_prompts` encodes the prompt texts with the offline MiniLM encoder (the one the captions were
 encoded with), samples ``samples_per_prompt`` motions per prompt and recovers joints from the de-normalised 263-d
@@ -26,16 +30,18 @@ import json
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from easytune.core.data.dataset import FeatureStats, TextEmbeddings
 from easytune.core.data.text import TextBatch
-from easytune.core.infra.config import parameter_group
+from easytune.core.infra.config import SAMPLING_STEPS, SEED, Range, parameter_group
 from easytune.core.motion.bvh import (
     BVH_OFFSETS,
     BVH_UNITS,
@@ -115,6 +121,8 @@ class GenerateConfig:
     string); exactly one of the two. default_length: frames (an integer) or seconds (a decimal number or "6s");
     None = the model's maximum length.
     seed: motion k uses seed + k. num_steps, guidance_scale: None = the model's own.
+    Limits (untrusted input): ``max_prompt_file_bytes``, ``max_prompts`` lines, ``max_prompt_chars`` per line,
+    ``max_motions`` = prompts x ``samples_per_prompt``.
     """
 
     model: str = "easytune_step"
@@ -127,12 +135,16 @@ class GenerateConfig:
     prompts_file: str | None = None
     prompts: list[str] | str = field(default_factory=list)
     default_length: int | float | str | None = None
-    seed: int = 0
-    samples_per_prompt: int = 1
-    num_steps: int | None = None
+    seed: Annotated[int, SEED] = 0
+    samples_per_prompt: Annotated[int, Range(ge=1, le=10_000)] = 1
+    num_steps: Annotated[int | None, SAMPLING_STEPS] = None
     guidance_scale: float | None = None
     bvh: BvhExportConfig = field(default_factory=BvhExportConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    max_prompt_file_bytes: Annotated[int, Range(ge=1, le=2**30)] = 2**20
+    max_prompts: Annotated[int, Range(ge=1, le=10**6)] = 10_000
+    max_prompt_chars: Annotated[int, Range(ge=1, le=10**6)] = 1_000
+    max_motions: Annotated[int, Range(ge=1, le=10**6)] = 10_000
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -143,9 +155,41 @@ class GenerateConfig:
             raise PromptError(f"generate.num_steps must be >= 1 (or null), got {self.num_steps}")
         if self.guidance_scale is not None and not np.isfinite(self.guidance_scale):
             raise PromptError(f"generate.guidance_scale must be finite (or null), got {self.guidance_scale}")
+        if self.samples_per_prompt > self.max_motions:
+            raise PromptError(f"generate.samples_per_prompt = {self.samples_per_prompt}: more than "
+                              f"generate.max_motions ({self.max_motions}) motions")
+        given = self.prompts if isinstance(self.prompts, list) else [self.prompts] if self.prompts else []
+        check_prompt_counts(len(given), self, "generate.prompts")
 
 
 # ------------------------------------------------------------------------------------------------------ prompts
+def check_prompt_counts(count: int, config: GenerateConfig, source: str) -> None:
+    """``count`` prompts from ``source`` within ``max_prompts``, and x ``samples_per_prompt`` within ``max_motions``."""
+    if count > config.max_prompts:
+        raise PromptError(f"{source}: {count} prompts, more than generate.max_prompts ({config.max_prompts})")
+    if count * config.samples_per_prompt > config.max_motions:
+        raise PromptError(f"{source}: {count} prompts x generate.samples_per_prompt ({config.samples_per_prompt}) = "
+                          f"{count * config.samples_per_prompt} motions, more than generate.max_motions "
+                          f"({config.max_motions})")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of a text split on ``\n`` only (a ``\r`` before it is dropped): form feeds, ``\x1c``-``\x1e``,
+    ``\x85``, U+2028/U+2029 stay in their line (and are refused there), so line numbers are an editor's."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def check_prompt_line(line: str, where: str, max_chars: int | None = None) -> None:
+    """:class:`PromptError` naming ``where`` for a line over ``max_chars`` characters or with a control character
+    (Unicode category Cc, or a line/paragraph separator) other than tab."""
+    if max_chars is not None and len(line) > max_chars:
+        raise PromptError(f"{where}: {len(line)} characters, more than generate.max_prompt_chars ({max_chars})")
+    for column, char in enumerate(line, start=1):
+        if char != "\t" and unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise PromptError(f"{where}: control character U+{ord(char):04X} ({unicodedata.name(char, repr(char))}) "
+                              f"at column {column}; a prompt is one line of text (tabs are allowed)")
+
+
 def parse_length(value: int | float | str, fps: float, where: str) -> int:
     """Frames of a length: an int = frames; a float = seconds; a string ``120``/``120f`` = frames, ``6.0``/``6s``
     = seconds (x ``fps``, rounded). Raises :class:`PromptError` naming ``where`` unless it is >= 1 frame."""
@@ -196,47 +240,87 @@ def parse_prompt(line: str, where: str, *, fps: float, default_frames: int, max_
     return Prompt(text, frames, where)
 
 
-def parse_prompts(lines: Sequence[str], *, fps: float, default_length: int | float | str | None, max_frames: int,
-                  source: str = "prompts") -> list[Prompt]:
-    """Prompt lines -> prompts; blank lines at the end are ignored, any other blank line is an error.
-    ``default_length`` (None = ``max_frames``) applies to lines without a length prefix."""
-    default_frames = (max_frames if default_length is None
-                      else parse_length(default_length, fps, "generate.default_length"))
+def checked_lines(lines: Sequence[str], source: str, *, max_prompts: int | None = None,
+                  max_chars: int | None = None) -> list[str]:
+    """Prompt lines without the blank lines at the end, each checked by :func:`check_prompt_line`; at most
+    ``max_prompts`` of them (None: no limit). :class:`PromptError` naming ``source`` and the line."""
     lines = list(lines)
     while lines and not str(lines[-1]).strip():
         lines.pop()
     if not lines:
         raise PromptError(f"{source}: no prompts")
-    return [parse_prompt(str(line), f"{source} line {i + 1}", fps=fps, default_frames=default_frames,
+    if max_prompts is not None and len(lines) > max_prompts:
+        raise PromptError(f"{source}: {len(lines)} prompts, more than generate.max_prompts ({max_prompts})")
+    for i, line in enumerate(lines):
+        check_prompt_line(str(line), f"{source} line {i + 1}", max_chars)
+    return [str(line) for line in lines]
+
+
+def parse_prompts(lines: Sequence[str], *, fps: float, default_length: int | float | str | None, max_frames: int,
+                  source: str = "prompts", max_prompts: int | None = None, max_chars: int | None = None
+                  ) -> list[Prompt]:
+    """Prompt lines -> prompts; blank lines at the end are ignored, any other blank line is an error, and so is a
+    control character (:func:`check_prompt_line`). ``default_length`` (None = ``max_frames``) applies to lines
+    without a length prefix; ``max_prompts``, ``max_chars``: limits (None: none)."""
+    default_frames = (max_frames if default_length is None
+                      else parse_length(default_length, fps, "generate.default_length"))
+    lines = checked_lines(lines, source, max_prompts=max_prompts, max_chars=max_chars)
+    return [parse_prompt(line, f"{source} line {i + 1}", fps=fps, default_frames=default_frames,
                          max_frames=max_frames) for i, line in enumerate(lines)]
 
 
-def read_prompts_file(path: str | Path, **kwargs) -> list[Prompt]:
-    """Prompts of a UTF-8 text file (a byte-order mark is allowed); :func:`parse_prompts` keyword arguments."""
+def read_prompt_text(path: str | Path, max_bytes: int | None = None) -> str:
+    """The text of a UTF-8 prompts file (a byte-order mark is allowed); a file larger than ``max_bytes`` is refused
+    before it is read. :class:`PromptError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise PromptError(f"generate.prompts_file={path}: file not found")
-    data = path.read_bytes()
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise PromptError(f"generate.prompts_file={path}: {size} bytes, more than generate.max_prompt_file_bytes "
+                          f"({max_bytes})")
+    with open(path, "rb") as handle:
+        data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew after the stat
+        raise PromptError(f"generate.prompts_file={path}: more than generate.max_prompt_file_bytes ({max_bytes}) "
+                          f"bytes")
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise PromptError(f"generate.prompts_file={path}: not UTF-8 text (byte 0x{data[err.start]:02x} on line "
                           f"{line}); save the file as UTF-8") from None
-    return parse_prompts(text.splitlines(), source=str(path), **kwargs)
 
 
-def load_prompts(config: GenerateConfig, *, fps: float, max_frames: int) -> list[Prompt]:
-    """The prompts of ``config``: from ``prompts_file`` or ``prompts`` (exactly one of them)."""
+def read_prompts_file(path: str | Path, *, max_bytes: int | None = None, **kwargs) -> list[Prompt]:
+    """Prompts of a UTF-8 text file (:func:`read_prompt_text`), split on ``\n`` only (:func:`split_lines`);
+    :func:`parse_prompts` keyword arguments."""
+    return parse_prompts(split_lines(read_prompt_text(path, max_bytes)), source=str(path), **kwargs)
+
+
+def prompt_lines(config: GenerateConfig) -> tuple[list[str], str]:
+    """(prompt lines, source) of ``config`` -- from ``prompts_file`` or ``prompts``, exactly one of them -- with
+    every check that needs no model: file size, line count, characters per line, control characters, motions.
+    The ``generate`` node calls it before it loads a model."""
     given = config.prompts if isinstance(config.prompts, list) else [config.prompts] if config.prompts else []
     if bool(config.prompts_file) == bool(given):
         raise PromptError("generate: give exactly one of prompts_file (a text file, one prompt per line) and "
                           f"prompts (a list of prompt lines); got prompts_file={config.prompts_file!r} and "
                           f"{len(given)} prompt(s)")
-    kwargs = dict(fps=fps, default_length=config.default_length, max_frames=max_frames)
     if config.prompts_file:
-        return read_prompts_file(config.prompts_file, **kwargs)
-    return parse_prompts(given, source="generate.prompts", **kwargs)
+        source = str(config.prompts_file)
+        raw = split_lines(read_prompt_text(config.prompts_file, config.max_prompt_file_bytes))
+    else:
+        source, raw = "generate.prompts", [str(line) for line in given]
+    lines = checked_lines(raw, source, max_prompts=config.max_prompts, max_chars=config.max_prompt_chars)
+    check_prompt_counts(len(lines), config, source)
+    return lines, source
+
+
+def load_prompts(config: GenerateConfig, *, fps: float, max_frames: int) -> list[Prompt]:
+    """The prompts of ``config`` (:func:`prompt_lines`), lengths checked against ``max_frames``."""
+    lines, source = prompt_lines(config)
+    return parse_prompts(lines, source=source, fps=fps, default_length=config.default_length, max_frames=max_frames)
 
 
 # ------------------------------------------------------------------------------------------------------ generation

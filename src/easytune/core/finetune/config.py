@@ -22,6 +22,9 @@ from easytune.core.infra.config import (
     FRACTION,
     NON_NEGATIVE,
     POSITIVE,
+    SAMPLING_STEPS,
+    SEED,
+    UPDATES,
     ConfigError,
     from_dict,
     parameter_group,
@@ -72,12 +75,12 @@ class FinetuneConfig:
 
     method: str = "easytune_step"
     policy: dict[str, Any] = field(default_factory=dict)
-    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    num_steps: Annotated[int | None, SAMPLING_STEPS] = None
     guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
     reward_input: Literal["x0_hat", "noisy"] = "x0_hat"
     batch_size: Annotated[int, AT_LEAST_1] = 8
     max_frames: Annotated[int | None, AT_LEAST_1] = None
-    max_updates: Annotated[int, AT_LEAST_1] = 100
+    max_updates: Annotated[int, UPDATES] = 100
     max_trajectories: Annotated[int | None, AT_LEAST_1] = None
     max_train_s: Annotated[float | None, POSITIVE] = None
     max_cost_gflops: Annotated[float | None, POSITIVE] = None
@@ -173,8 +176,8 @@ class AnalysisConfig:
     """Chain analyses (paper Fig. 3 and 4) on ``captions`` val captions of the pretrained generator."""
 
     captions: Annotated[int, AT_LEAST_1] = 4
-    num_steps: Annotated[int | None, AT_LEAST_1] = None
-    seed: Annotated[int, NON_NEGATIVE] = 0
+    num_steps: Annotated[int | None, SAMPLING_STEPS] = None
+    seed: Annotated[int, SEED] = 0
 
 
 @parameter_group("finetune")

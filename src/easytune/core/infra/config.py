@@ -5,7 +5,8 @@ Every core component takes a dataclass config, declared once. Building one from 
 is how Kedro instantiates a node's annotated ``params:`` input before the run) -- checks, at every nesting level:
 
 - unknown keys (the message lists the valid ones);
-- types (ints are accepted for float fields; nested dataclasses come from nested dicts; ``Literal`` enums);
+- types (ints are accepted for float fields, floats such as ``1e26`` are refused for int fields, and every int is
+  within signed 64 bits; nested dataclasses come from nested dicts; ``Literal`` enums);
 - ranges declared next to the field with ``Annotated``: ``lr: Annotated[float, POSITIVE] = 1e-5``; a range of a
   list field applies to every item; ``None`` is never range-checked (``int | None`` means "off" or "default");
 - the class's own ``__post_init__`` checks (their message is prefixed with the parameter path).
@@ -69,6 +70,12 @@ AT_LEAST_1 = Range(ge=1)        #: >= 1 (steps, batch sizes, sizes)
 AT_LEAST_2 = Range(ge=2)        #: >= 2 (contrastive batches: a positive needs a negative)
 FRACTION = Range(ge=0, le=1)    #: in [0, 1] (probabilities, dropout, fractions)
 BETA = Range(ge=0, lt=1)        #: in [0, 1) (Adam betas)
+SEED = Range(ge=0, le=2**32 - 1)        #: a random seed (numpy's legacy seeding takes 0..2**32-1)
+SAMPLING_STEPS = Range(ge=1, le=1000)   #: sampling steps of a diffusion sampler (at most its 1,000 training steps)
+UPDATES = Range(ge=1, le=10**9)         #: optimizer updates / training steps of a run
+
+#: every int parameter is within signed 64 bits (torch, numpy and the checkpoints store int64)
+INT64_MAX = 2**63 - 1
 
 #: the parameter path of the dataclass being built (set by from_dict for nested levels)
 _WHERE: contextvars.ContextVar[str | None] = contextvars.ContextVar("easytune_config_where", default=None)
@@ -132,7 +139,10 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} = {value!r}: expected an integer")
+            hint = " (a whole number, without an exponent or a decimal point)" if isinstance(value, float) else ""
+            raise ConfigError(f"{where} = {value!r}: expected an integer{hint}")
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise ConfigError(f"{where} = {value!r}: must be within 64-bit integers (|value| < 2**63)")
         return value
     if annotation is bool:
         if not isinstance(value, bool):
@@ -283,7 +293,7 @@ class RuntimeConfig(_ReadByKey):
     torch's intra-op threads for the run (``auto`` = the cores this process may use)."""
 
     device: str = "auto"
-    seed: Annotated[int, NON_NEGATIVE] = 1234
+    seed: Annotated[int, SEED] = 1234
     threads: int | str = "auto"
     distributed: DistributedOptions = dataclasses.field(default_factory=DistributedOptions)
 

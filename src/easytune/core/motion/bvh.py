@@ -16,6 +16,7 @@ channel value replaces the OFFSET component (as the Bandai Namco, MotionBuilder 
 
 from __future__ import annotations
 
+import stat
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,8 +58,17 @@ BANDAI_TO_HML22: dict[str, tuple[str, ...]] = {
 }
 
 
+#: default bound on the joint nesting depth of a HIERARCHY (real skeletons, fingers included, stay under ~25)
+DEFAULT_MAX_DEPTH = 64
+
+
 class BvhError(ValueError):
-    """A malformed BVH file; the message names the file and, where known, the line."""
+    """A malformed BVH file; the message names the file and, where known, the line. ``reason`` is a short key a
+    folder ingest counts its skips by (``unreadable_bvh``, ``hierarchy_too_deep``, ``file_too_large``, ...)."""
+
+    def __init__(self, message: str, reason: str = "unreadable_bvh"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -139,9 +149,9 @@ class _Tokens:
         self.pos = 0
         self.source = source
 
-    def error(self, message: str) -> BvhError:
+    def error(self, message: str, reason: str = "unreadable_bvh") -> BvhError:
         line = self.items[min(self.pos, len(self.items) - 1)][1] if self.items else 0
-        return BvhError(f"{self.source}: line {line}: {message}")
+        return BvhError(f"{self.source}: line {line}: {message}", reason)
 
     def next(self, what: str) -> str:
         if self.pos >= len(self.items):
@@ -172,7 +182,8 @@ class _Tokens:
         return self.items[self.pos][0] if self.pos < len(self.items) else None
 
 
-def _parse_joint(tokens: _Tokens, name: str, parent: int, out: dict) -> None:
+def _open_joint(tokens: _Tokens, name: str, parent: int, out: dict) -> int:
+    """Read a joint's ``{``, OFFSET and CHANNELS (not its children); returns its index."""
     index = len(out["names"])
     out["names"].append(name)
     out["parents"].append(parent)
@@ -194,12 +205,25 @@ def _parse_joint(tokens: _Tokens, name: str, parent: int, out: dict) -> None:
         if len(set(channels)) != len(channels):
             raise tokens.error(f"repeated channel for joint {name!r}: {channels}")
     out["channels"].append(tuple(channels))
-    while True:
+    return index
+
+
+def _parse_hierarchy(tokens: _Tokens, out: dict, max_depth: int) -> None:
+    """The ROOT joint and everything nested in it, with an explicit stack (no recursion: a file of 10,000 nested
+    JOINTs is a :class:`BvhError`, not a ``RecursionError``); nesting deeper than ``max_depth`` joints is refused."""
+    root = tokens.next("the root name")
+    stack = [(_open_joint(tokens, root, -1, out), root)]  # the open joints, root first
+    while stack:
+        index, name = stack[-1]
         tok = tokens.next(f"JOINT, End Site or '}}' in {name}")
         if tok == "}":
-            return
-        if tok == "JOINT":
-            _parse_joint(tokens, tokens.next("a joint name"), index, out)
+            stack.pop()
+        elif tok == "JOINT":
+            if len(stack) >= max_depth:
+                raise tokens.error(f"joints nested deeper than {max_depth} levels (the nesting-depth limit)",
+                                   "hierarchy_too_deep")
+            child = tokens.next("a joint name")
+            stack.append((_open_joint(tokens, child, index, out), child))
         elif tok == "End":
             tokens.expect("Site")
             tokens.expect("{")
@@ -211,8 +235,11 @@ def _parse_joint(tokens: _Tokens, name: str, parent: int, out: dict) -> None:
             raise tokens.error(f"unexpected {tok!r} in joint {name!r}")
 
 
-def parse_bvh(text: str, source: str = "<string>") -> BvhMotion:
-    """Parse BVH text; ``source`` names the file in error messages. Raises ``BvhError`` on malformed input."""
+def parse_bvh(text: str, source: str = "<string>", *, max_depth: int = DEFAULT_MAX_DEPTH,
+              max_frames: int | None = None) -> BvhMotion:
+    """Parse BVH text; ``source`` names the file in error messages. Raises ``BvhError`` on malformed input, on
+    joints nested deeper than ``max_depth`` and on more than ``max_frames`` frames (None: no limit; checked on the
+    ``Frames:`` header, before the MOTION values are read)."""
     lines = text.splitlines()
     motion_line = next((n for n, line in enumerate(lines) if line.strip() == "MOTION"), None)
     if motion_line is None:
@@ -221,7 +248,7 @@ def parse_bvh(text: str, source: str = "<string>") -> BvhMotion:
     tokens.expect("HIERARCHY")
     tokens.expect("ROOT")
     out: dict = {"names": [], "parents": [], "offsets": [], "channels": [], "end_sites": []}
-    _parse_joint(tokens, tokens.next("the root name"), -1, out)
+    _parse_hierarchy(tokens, out, max_depth)
     if tokens.peek() is not None:
         raise tokens.error(f"unexpected {tokens.peek()!r} after the root joint (one ROOT per file is supported)")
     if len(set(out["names"])) != len(out["names"]):
@@ -245,6 +272,9 @@ def parse_bvh(text: str, source: str = "<string>") -> BvhMotion:
         raise BvhError(f"{source}: invalid frame count {frames}")
     if not (np.isfinite(frame_time) and frame_time > 0):
         raise BvhError(f"{source}: invalid frame time {frame_time}")
+    if max_frames is not None and frames > max_frames:
+        raise BvhError(f"{source}: {int(frames)} frames, more than the limit of {max_frames} (max_frames)",
+                       "too_many_frames")
     n_channels = sum(len(c) for c in out["channels"])
     try:
         values = np.array(" ".join(lines[body_start:]).split(), dtype=np.float64)
@@ -268,14 +298,36 @@ def parse_bvh(text: str, source: str = "<string>") -> BvhMotion:
     )
 
 
-def read_bvh(path: str | Path) -> BvhMotion:
-    """Parse the BVH file at ``path``. Raises ``BvhError`` naming the file on malformed content."""
+def read_bvh(path: str | Path, *, max_bytes: int | None = None, max_depth: int = DEFAULT_MAX_DEPTH,
+             max_frames: int | None = None) -> BvhMotion:
+    """Parse the BVH file at ``path``. Raises ``BvhError`` naming the file on malformed content, on a path that is
+    not a regular file (a folder named ``*.bvh``, a dangling link), on an unreadable file and on a file larger than
+    ``max_bytes`` (checked before reading; None: no limit); ``max_depth``, ``max_frames``: :func:`parse_bvh`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
+        info = path.stat()
+    except OSError as err:
+        dangling = path.is_symlink()
+        raise BvhError(f"{path}: {'a dangling symbolic link' if dangling else 'cannot be read'} ({err.strerror or err})",
+                       "dangling_link" if dangling else "unreadable_file") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BvhError(f"{path}: not a regular file ({'a folder' if stat.S_ISDIR(info.st_mode) else 'a special file'})",
+                       "not_a_file")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise BvhError(f"{path}: {info.st_size} bytes, larger than the limit of {max_bytes} (max_file_bytes)",
+                       "file_too_large")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except OSError as err:
+        raise BvhError(f"{path}: cannot be read ({err.strerror or err})", "unreadable_file") from None
+    if max_bytes is not None and len(data) > max_bytes:  # it grew after the stat
+        raise BvhError(f"{path}: larger than the limit of {max_bytes} bytes (max_file_bytes)", "file_too_large")
+    try:
+        text = data.decode("utf-8", errors="strict")
     except UnicodeDecodeError as err:
         raise BvhError(f"{path}: not a text file ({err})") from None
-    return parse_bvh(text, source=str(path))
+    return parse_bvh(text, source=str(path), max_depth=max_depth, max_frames=max_frames)
 
 
 def resample_linear(positions: np.ndarray, source_fps: float, target_fps: float) -> np.ndarray:
@@ -317,7 +369,7 @@ def bvh_to_hml22(
     unknown = sorted({src for name in skeleton.joint_names for src in mapping[name] if src not in index})
     if unknown:
         raise BvhError(f"{motion.source}: joints {unknown} required by the mapping are not in the file "
-                       f"(it has {list(motion.joint_names)})")
+                       f"(it has {list(motion.joint_names)})", "missing_joints")
     world = motion.global_positions()  # (F, J_bvh, 3)
     joints = np.stack(
         [world[:, [index[src] for src in mapping[name]]].mean(axis=1) for name in skeleton.joint_names], axis=1

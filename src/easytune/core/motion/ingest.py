@@ -9,6 +9,7 @@ line per content phrase, each combined with the style's adverb, in HumanML3D cap
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,8 +18,15 @@ from typing import Annotated, Literal
 
 import numpy as np
 
-from easytune.core.infra.config import POSITIVE, parameter_group
-from easytune.core.motion.bvh import BANDAI_TO_HML22, HML22_IDENTITY, BvhError, bvh_to_hml22, read_bvh
+from easytune.core.infra.config import AT_LEAST_1, POSITIVE, Range, parameter_group
+from easytune.core.motion.bvh import (
+    BANDAI_TO_HML22,
+    DEFAULT_MAX_DEPTH,
+    HML22_IDENTITY,
+    BvhError,
+    bvh_to_hml22,
+    read_bvh,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +78,8 @@ class BvhIngestConfig:
     ``"table"`` with ``mapping_table`` {HumanML3D joint: [BVH joints]}.
     id_pattern: regex with named groups ``content`` (and optionally ``style``) applied to the file stem when
     ``labels`` has no row for a file; ``content_phrases``/``style_adverbs`` extend or override the built-in tables.
+    Limits (a file beyond one is a counted, logged skip): ``max_file_bytes`` (checked before reading),
+    ``max_frames`` (source frames, from the ``Frames:`` header), ``max_depth`` (joint nesting of the HIERARCHY).
     """
 
     mapping: Literal["bandai", "hml22", "table"] = "bandai"
@@ -80,6 +90,9 @@ class BvhIngestConfig:
     content_phrases: dict = field(default_factory=dict)
     style_adverbs: dict = field(default_factory=dict)
     write_captions: bool = True
+    max_file_bytes: Annotated[int, AT_LEAST_1] = 32 * 2**20
+    max_frames: Annotated[int, AT_LEAST_1] = 36_000
+    max_depth: Annotated[int, Range(ge=1, le=10_000)] = DEFAULT_MAX_DEPTH
 
     def __post_init__(self) -> None:
         if self.mapping not in ("bandai", "hml22", "table"):
@@ -110,12 +123,43 @@ class BvhIngestParameters:
 
 @dataclass
 class IngestedFolder:
-    """What :func:`ingest_bvh_files` produces. joints: id -> (T, 22, 3) float32; texts: id -> caption lines."""
+    """What :func:`ingest_bvh_files` produces. joints: id -> (T, 22, 3) float32; texts: id -> caption lines;
+    skipped: reason -> files skipped; renamed: source path -> clip id of every file whose stem another file shares
+    (the id is then derived from its path relative to the root)."""
 
     joints: dict[str, np.ndarray]
     texts: dict[str, list[str]]
     index: list[dict]
     skipped: Counter
+    renamed: dict[str, str] = field(default_factory=dict)
+
+
+def clip_ids(paths: list[Path], root: Path | None = None) -> dict[Path, str]:
+    """A unique clip id per path: the file stem, or, for files whose stem another file shares (``a/walk.bvh`` and
+    ``b/walk.bvh``), the path relative to ``root`` without the suffix, folders joined with ``__`` (``a__walk``);
+    a numeric suffix settles whatever still collides. ``root`` defaults to the paths' common folder."""
+    paths = sorted(paths)
+    if root is None:
+        root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
+    stems = Counter(p.stem for p in paths)
+    ids: dict[Path, str] = {}
+    taken = {p.stem for p in paths if stems[p.stem] == 1}
+    for path in paths:
+        if stems[path.stem] == 1:
+            ids[path] = path.stem
+            continue
+        try:
+            relative = path.relative_to(root)
+        except ValueError:
+            relative = Path(path.name)
+        base = "__".join(relative.with_suffix("").parts)
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate)
+        ids[path] = candidate
+    return ids
 
 
 def captions_for(content: str, style: str | None, config: BvhIngestConfig) -> list[str]:
@@ -131,21 +175,33 @@ def captions_for(content: str, style: str | None, config: BvhIngestConfig) -> li
     return lines
 
 
-def ingest_bvh_files(paths: list[Path], config: BvhIngestConfig, labels: dict[str, dict] | None = None
-                     ) -> IngestedFolder:
-    """Convert BVH files; unreadable files are counted, logged skips (never a crash of the whole folder)."""
+def ingest_bvh_files(paths: list[Path], config: BvhIngestConfig, labels: dict[str, dict] | None = None,
+                     root: Path | None = None) -> IngestedFolder:
+    """Convert BVH files; a file that cannot be converted (malformed, too deep, too large, too long, not a regular
+    file, a dangling link, unreadable) is a logged skip naming it, counted by reason -- never a crash of the whole
+    folder. Clip ids: :func:`clip_ids` (unique per path; ``root``: the folder the paths were found in). Labels are
+    looked up by clip id, then by file stem (the label table and ``id_pattern`` see the stem)."""
     from tqdm.auto import tqdm
 
     labels = labels or {}
     pattern = re.compile(config.id_pattern)
     mapping = config.joint_mapping()
+    ids = clip_ids(list(paths), root)
     out = IngestedFolder({}, {}, [], Counter())
     for path in tqdm(sorted(paths), desc="bvh ingest", unit="file", disable=None):
-        clip_id = path.stem
+        clip_id, stem = ids[path], path.stem
+        if clip_id != stem:
+            out.renamed[str(path)] = clip_id
+            logger.warning("%s: another file has the same name %r: written as clip %r", path, path.name, clip_id)
         try:
-            motion = read_bvh(path)
+            motion = read_bvh(path, max_bytes=config.max_file_bytes, max_depth=config.max_depth,
+                              max_frames=config.max_frames)
             joints = bvh_to_hml22(motion, mapping, target_fps=config.target_fps, scale=config.scale)
-        except (BvhError, KeyError, ValueError) as exc:
+        except BvhError as exc:
+            logger.warning("skipping %s (%s): %s", path, exc.reason, exc)
+            out.skipped[exc.reason] += 1
+            continue
+        except (KeyError, ValueError) as exc:
             logger.warning("skipping %s: %s", path, exc)
             out.skipped["unreadable_bvh"] += 1
             continue
@@ -153,9 +209,9 @@ def ingest_bvh_files(paths: list[Path], config: BvhIngestConfig, labels: dict[st
             logger.warning("skipping %s: non-finite joint positions", path)
             out.skipped["non_finite"] += 1
             continue
-        label = labels.get(clip_id)
+        label = labels.get(clip_id) or labels.get(stem)
         if label is None:
-            match = pattern.match(clip_id)
+            match = pattern.match(stem)
             label = match.groupdict() if match else {}
         content, style = label.get("content"), label.get("style")
         out.joints[clip_id] = joints.astype(np.float32)
@@ -164,7 +220,11 @@ def ingest_bvh_files(paths: list[Path], config: BvhIngestConfig, labels: dict[st
         elif config.write_captions:
             logger.warning("%s: no content label (id pattern did not match, no label row): no captions", path)
             out.skipped["no_label"] += 1
+        try:
+            source = path.relative_to(root).as_posix() if root is not None else path.name
+        except ValueError:
+            source = path.name
         out.index.append({"id": clip_id, "content": content or "", "style": style or "",
                           "src_frames": motion.num_frames, "src_fps": motion.fps,
-                          f"frames_{config.target_fps:g}fps": len(joints), "src_path": path.name})
+                          f"frames_{config.target_fps:g}fps": len(joints), "src_path": source})
     return out

@@ -29,7 +29,7 @@ import numpy as np
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit
 from easytune.core.data.text_encoder import TextEncoderConfig
-from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, parameter_group
+from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, SEED, parameter_group
 from easytune.core.motion.captions import Caption, InputLimits, SkipLog, file_too_large, read_caption_file
 from easytune.core.motion.features import feature_group_std, fidelity_report, joints_to_features
 from easytune.core.motion.skeleton import SkeletonSpec
@@ -94,7 +94,7 @@ class SplitConfig:
     train: Annotated[float, FRACTION] = 0.8
     val: Annotated[float, FRACTION] = 0.1
     test: Annotated[float, FRACTION] = 0.1
-    seed: Annotated[int, NON_NEGATIVE] = 1234
+    seed: Annotated[int, SEED] = 1234
     use_split_files: bool = True
     allow_empty_eval_splits: bool = False
 

@@ -30,7 +30,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import gaussian_filter1d
 
-from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
+from easytune.core.infra.config import AT_LEAST_1, FRACTION, POSITIVE, SEED, Range
 from easytune.core.motion.captions import format_caption_line
 from easytune.core.motion.skeleton import HUMANML3D
 
@@ -97,7 +97,7 @@ class SyntheticConfig:
     """
 
     num_clips: Annotated[int, AT_LEAST_1] = 2000
-    seed: Annotated[int, NON_NEGATIVE] = 0
+    seed: Annotated[int, SEED] = 0
     min_frames: Annotated[int, Range(ge=2)] = 40
     max_frames: Annotated[int, Range(ge=2)] = 196
     short_fraction: Annotated[float, FRACTION] = 0.03

@@ -19,7 +19,7 @@ import torch
 from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.data.text import TextBatch
 from easytune.core.infra import distributed
-from easytune.core.infra.config import AT_LEAST_1, NON_NEGATIVE, from_dict, parameter_group, to_dict
+from easytune.core.infra.config import AT_LEAST_1, NON_NEGATIVE, SAMPLING_STEPS, from_dict, parameter_group, to_dict
 from easytune.core.infra.resume import fingerprint
 from easytune.core.infra.runtime import count_parameters
 from easytune.core.models.frame_denoiser import FrameDenoiser, FrameDenoiserConfig
@@ -82,8 +82,8 @@ class GenerateConfig:
     captions: list[str] = field(default_factory=list)
     lengths: Annotated[list[int], AT_LEAST_1] = field(default_factory=list)
     num_samples: Annotated[int, AT_LEAST_1] = 8
-    num_steps: Annotated[int | None, AT_LEAST_1] = None
-    consistency_num_steps: Annotated[int | None, AT_LEAST_1] = None
+    num_steps: Annotated[int | None, SAMPLING_STEPS] = None
+    consistency_num_steps: Annotated[int | None, SAMPLING_STEPS] = None
     seed: Annotated[int, NON_NEGATIVE] = 7
     num_gifs: Annotated[int, NON_NEGATIVE] = 2
     gif_stride: Annotated[int, AT_LEAST_1] = 2

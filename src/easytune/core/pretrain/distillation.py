@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from easytune.core.data.text import TextBatch
-from easytune.core.infra.config import AT_LEAST_1, BETA, POSITIVE, from_dict, to_dict
+from easytune.core.infra.config import AT_LEAST_1, BETA, POSITIVE, SAMPLING_STEPS, from_dict, to_dict
 from easytune.core.infra.distributed import Shard, draw_rows
 from easytune.core.models.consistency_denoiser import LatentConsistencyDenoiser, LatentConsistencyDenoiserConfig
 from easytune.core.pretrain.loop import TrainConfig
@@ -57,7 +57,7 @@ class DistillationConfig:
         timestep_scaling: r of the boundary scalings c_skip / c_out.
     """
 
-    origin_steps: Annotated[int, AT_LEAST_1] = 10
+    origin_steps: Annotated[int, SAMPLING_STEPS] = 10
     guidance_min: Annotated[float, POSITIVE] = 6.0
     guidance_max: Annotated[float, POSITIVE] = 16.0
     ema_decay: Annotated[float, BETA] = 0.95

@@ -40,7 +40,7 @@ from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.data.text import TextBatch, lengths_to_mask
 from easytune.core.infra import distributed
 from easytune.core.infra.atomic import atomic_torch_save
-from easytune.core.infra.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE
+from easytune.core.infra.config import AT_LEAST_1, BETA, FRACTION, NON_NEGATIVE, POSITIVE, UPDATES
 from easytune.core.infra.resume import ResumeKey, load_resume
 from easytune.core.infra.runtime import autocast_context
 from easytune.core.infra.schedule import warmup_cosine
@@ -66,7 +66,7 @@ class TrainConfig:
         bf16: bf16 autocast (CUDA only; a no-op on CPU).
     """
 
-    max_steps: Annotated[int, AT_LEAST_1] = 1000
+    max_steps: Annotated[int, UPDATES] = 1000
     lr: Annotated[float, POSITIVE] = 1e-4
     weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
     betas: Annotated[list[float], BETA] = field(default_factory=lambda: [0.9, 0.999])

@@ -8,7 +8,7 @@ from typing import Annotated
 import torch
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
-from easytune.core.infra.config import AT_LEAST_1, NON_NEGATIVE, parameter_group, with_overrides
+from easytune.core.infra.config import AT_LEAST_1, SEED, parameter_group, with_overrides
 from easytune.core.reward.metrics import RetrievalEvalConfig
 from easytune.core.reward.retrieval_model import RetrievalModel, RetrievalModelConfig
 from easytune.core.reward.spl import CalibrationConfig, MiningConfig
@@ -31,7 +31,7 @@ class RewardConfig:
     mining: MiningConfig = field(default_factory=MiningConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     evaluation: RetrievalEvalConfig = field(default_factory=RetrievalEvalConfig)
-    sanity_seed: Annotated[int, NON_NEGATIVE] = 0
+    sanity_seed: Annotated[int, SEED] = 0
     training_seeds: Annotated[int, AT_LEAST_1] = 3
 
     def __post_init__(self) -> None:

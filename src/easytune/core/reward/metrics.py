@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
-from easytune.core.infra.config import AT_LEAST_2, NON_NEGATIVE
+from easytune.core.infra.config import AT_LEAST_2, NON_NEGATIVE, SEED
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.noising import ForwardNoiser
 from easytune.core.reward.retrieval_model import RetrievalModel, embed_captions, embed_motions
@@ -32,7 +32,7 @@ PROTOCOLS = ("batch32", "full", "batch32_noised")
 class RetrievalEvalConfig:
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
     batch_size: Annotated[int, AT_LEAST_2] = 32
-    seeds: Annotated[list[int], NON_NEGATIVE] = field(default_factory=lambda: [0, 1, 2])
+    seeds: Annotated[list[int], SEED] = field(default_factory=lambda: [0, 1, 2])
     noise_t_max: Annotated[int, NON_NEGATIVE] = 500
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ import scipy.sparse
 import torch
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
-from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, Range
+from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, SEED, Range
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.retrieval_model import RetrievalModel, embed_captions, embed_motions
 
@@ -50,7 +50,7 @@ class MiningConfig:
     k: Annotated[int, AT_LEAST_1] = 10
     use_labels: bool = False
     duplicate_threshold: Annotated[float | None, Range(ge=-1, le=1)] = None
-    seed: Annotated[int, NON_NEGATIVE] = 0
+    seed: Annotated[int, SEED] = 0
 
     def __post_init__(self) -> None:
         if self.k < 1:

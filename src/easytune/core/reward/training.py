@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.data.text import TextBatch, lengths_to_mask
 from easytune.core.infra import distributed
-from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, Range
+from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, SEED, UPDATES, Range
 from easytune.core.infra.runtime import autocast_context
 from easytune.core.infra.schedule import warmup_cosine
 from easytune.core.reward.losses import (
@@ -64,7 +64,7 @@ class Miner(Protocol):
 
 @dataclass
 class RetrievalTrainingConfig:
-    steps: Annotated[int, AT_LEAST_1] = 1500
+    steps: Annotated[int, UPDATES] = 1500
     batch_size: Annotated[int, AT_LEAST_2] = 32
     lr: Annotated[float, POSITIVE] = 2e-4
     weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
@@ -82,7 +82,7 @@ class RetrievalTrainingConfig:
     eval_every: Annotated[int, AT_LEAST_1] = 250
     keep_best: bool = True
     log_every: Annotated[int, AT_LEAST_1] = 10
-    seed: Annotated[int, NON_NEGATIVE] = 1234
+    seed: Annotated[int, SEED] = 1234
     bf16: bool = False  # bf16 autocast of the forward passes on CUDA (no-op on CPU)
 
     def __post_init__(self) -> None:

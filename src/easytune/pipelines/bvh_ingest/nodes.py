@@ -37,11 +37,12 @@ def ingest_bvh_folder(params: BvhIngestParameters) -> tuple[dict, dict]:
     paths = sorted(folder.rglob("*.bvh"))
     if not paths:
         raise ValueError(f"{folder}: no .bvh files found")
-    result = ingest_bvh_files(paths, config, labels)
+    result = ingest_bvh_files(paths, config, labels, root=folder)
     if not result.joints:
         raise ValueError(f"{folder}: none of the {len(paths)} BVH files could be converted (skips: {dict(result.skipped)})")
     folder_data = {"joints": result.joints, "texts": result.texts, "index": pd.DataFrame(result.index)}
     report = {"source": str(folder), "files_found": len(paths), "clips_written": len(result.joints),
               "captioned": len(result.texts), "skipped": dict(result.skipped),
+              "name_collisions": len(result.renamed), "renamed": dict(result.renamed),
               "frames_total": int(sum(len(j) for j in result.joints.values()))}
     return folder_data, report

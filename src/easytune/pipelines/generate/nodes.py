@@ -5,7 +5,7 @@ from __future__ import annotations
 from easytune.core.data.dataset import FeatureStats
 from easytune.core.data.text_encoder import MiniLMEncoder, TextEncoderConfig
 from easytune.core.evaluation.protocol import generator_checkpoints
-from easytune.core.export.prompts import GenerateConfig, generate_and_export
+from easytune.core.export.prompts import GenerateConfig, generate_and_export, prompt_lines
 from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.infra.runtime import resolve_device
 from easytune.core.motion.skeleton import get_skeleton
@@ -19,9 +19,11 @@ def generate_node(base_model_checkpoints: dict, finetuned_denoisers: dict, featu
 
     The model is resolved by name as the evaluation resolves it (``generate.base_models``, fine-tuned
     ``data/06_models/finetuned/<method>.pt``); prompts are encoded like the captions
-    (``params:data_processing.text_encoder``). Every prompt is checked before anything is generated.
+    (``params:data_processing.text_encoder``). The prompts' size and characters are checked before any model
+    loads, every prompt's length before anything is generated.
     """
     config = from_dict(GenerateConfig, generate, where="params:generate")
+    prompt_lines(config)  # file size, lines, characters, control characters, motions: before any model loads
     encoder_config = from_dict(TextEncoderConfig, text_encoder, where="params:data_processing.text_encoder")
     device = resolve_device(runtime["device"])
     denoiser, vae = generator_checkpoints(config.model, config.base_models, base_model_checkpoints,
