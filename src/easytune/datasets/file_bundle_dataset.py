@@ -24,6 +24,8 @@ def _check_name(name: str, where: PurePosixPath) -> None:
 
 
 class FileBundleDataset(AbstractDataset[dict, dict]):
+    ATOMIC_SAVE = True
+
     def __init__(self, path: str, artifact_path: str | None = None, subfolders: bool = False,
                  metadata: dict[str, Any] | None = None):
         self._path = PurePosixPath(path)

@@ -18,6 +18,8 @@ _BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 
 
 class MlflowChildRunsDataset(AbstractDataset[dict, None]):
+    SAVES_NO_FILE = True  # MLflow runs only
+
     def __init__(self, prefix: str = "", metadata: dict[str, Any] | None = None):
         self._prefix = prefix
         self.metadata = metadata

@@ -28,6 +28,8 @@ def _chunks(items: Iterable, size: int):
 class MlflowMetricsBatchDataset(MlflowMetricsHistoryDataset):
     """Drop-in for ``kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset`` (same arguments) that saves in batches."""
 
+    SAVES_NO_FILE = True  # MLflow metrics only
+
     def _save(self, data: dict) -> None:
         if not self._logging_activated:
             return
