@@ -23,6 +23,7 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 from kedro_datasets.text import TextDataset
 
+from easytune import tracking
 from easytune.core.infra.atomic import atomic_replace_folder, atomic_write
 
 _LOCAL = ("file", "local", None, "")
@@ -33,6 +34,34 @@ class AtomicSaveMixin:
 
     ATOMIC_SAVE = True
     _atomic_tmp: PurePosixPath | None = None
+    _atomic_published = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # a subclass that adds work after the save (kedro-mlflow's MlflowArtifactDataset logs the file): once the
+        # file is published, a failure of that work during a run goes to easytune.tracking (the node's other
+        # outputs are still saved, the run ends with an error naming it)
+        own = cls.__dict__.get("_save")
+        if own is not None and not getattr(own, "_easytune_guarded", False):
+            def _save(self, data: Any, _own=own) -> None:
+                self._atomic_published = False
+                logging_on = getattr(self, "_logging_activated", None)
+                if logging_on and tracking.armed() and tracking.failures():  # MLflow is gone: only the file
+                    self._logging_activated = False
+                    tracking.skip(f"artifact {getattr(self, 'artifact_path', None) or ''}")
+                try:
+                    _own(self, data)
+                except Exception as exc:
+                    if not (self._atomic_published and tracking.armed()):
+                        raise
+                    tracking.record(f"artifact {getattr(self, 'artifact_path', None) or ''} "
+                                    f"({self._atomic_target})", exc)
+                finally:
+                    if logging_on and not self._logging_activated:
+                        self._logging_activated = True
+
+            _save._easytune_guarded = True
+            cls._save = _save
+        super().__init_subclass__(**kwargs)
 
     def _get_save_path(self) -> PurePosixPath:
         return self._atomic_tmp if self._atomic_tmp is not None else super()._get_save_path()
@@ -46,6 +75,7 @@ class AtomicSaveMixin:
             parent_save(self, data)
             return
         target = Path(get_filepath_str(super()._get_save_path(), "file"))
+        self._atomic_target = target
 
         def write(tmp: Path) -> None:
             self._atomic_tmp = PurePosixPath(tmp.as_posix())
@@ -58,6 +88,7 @@ class AtomicSaveMixin:
             atomic_replace_folder(target, write)
         else:
             atomic_write(target, write, suffix=".tmp" + target.suffix)  # keep the extension (pandas, matplotlib)
+        self._atomic_published = True
 
 
 class AtomicJSONDataset(AtomicSaveMixin, JSONDataset):

@@ -25,6 +25,11 @@ class MlflowChildRunsDataset(AbstractDataset[dict, None]):
         self.metadata = metadata
 
     def save(self, data: dict) -> None:
+        from easytune.tracking import guarded
+
+        guarded(f"child runs {self._prefix}*", self._log, data)  # a dead server costs no file (easytune.tracking)
+
+    def _log(self, data: dict) -> None:
         import mlflow
         from mlflow.entities import Metric, Param, RunTag
 
