@@ -16,7 +16,8 @@ Before any node runs:
 :class:`EasyTuneMlflowHook` replaces kedro-mlflow's hook (``settings.DISABLE_HOOKS_FOR_PLUGINS``): the same
 tracking, plus validated config dataclasses logged as flattened parameters, an interrupted run (SIGTERM, SIGINT)
 ended as KILLED, a run left RUNNING by a killed process (SIGKILL) marked KILLED by the next run, and a
-``resumed`` tag when a training loop resumed from its resumable checkpoint.
+``resumed`` tag when a training loop resumed from its resumable checkpoint. MLflow outages fail fast and never
+cost the run's files, and a copied project keeps its artifacts in its own folder (:mod:`easytune.tracking`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 
+from easytune import tracking
 from easytune.checks import all_pipelines, checkpoint_problems, parameter_problems
 from easytune.core.infra.atomic import pid_alive
 from easytune.core.infra.project_lock import ProjectLock, setup_lock
@@ -153,7 +155,7 @@ class RunSummaryHook:
         if run is not None:
             lines.append(f"MLflow run: {run.info.run_id} (experiment {run.info.experiment_id}); "
                          f"browse with `kedro mlflow ui`")
-        if lines:
+        if lines and not tracking.failures():  # MLflow logging failed: the run ends with that error instead
             print("\n".join(["", "EasyTune run finished.", *lines]), flush=True)
 
 
@@ -271,6 +273,14 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
+def _configured_tracking_uri(context) -> str | None:
+    """The tracking URI ``mlflow.yml`` resolves to (MLFLOW_TRACKING_URI wins there), before kedro-mlflow reads it."""
+    try:
+        return str(context.config_loader["mlflow"]["server"]["mlflow_tracking_uri"] or "") or None
+    except Exception:  # noqa: BLE001 - no mlflow.yml: kedro-mlflow's default local store, nothing to probe
+        return None
+
+
 def _in_tracking_store(frame) -> bool:
     """The interrupted code is inside the MLflow store or its database layer (a write may be half done)."""
     markers = ("sqlalchemy", os.path.join("mlflow", "store"), os.path.join("mlflow", "tracking"), "sqlite3")
@@ -294,14 +304,23 @@ class EasyTuneMlflowHook(MlflowHook):
     # -- set-up: two runs starting together must not create the sqlite store at the same time
     @hook_impl
     def after_context_created(self, context) -> None:
+        tracking.bound_http_retries()  # a dead server: seconds of retries per call, not minutes
+        uri = _configured_tracking_uri(context)
+        if uri:
+            tracking.check_reachable(uri)  # before kedro-mlflow's first request (7 retries: 254 s)
         with setup_lock(Path(context.project_path)):
             super().after_context_created(context)
+            config = getattr(self, "mlflow_config", None)
+            if config is not None and not self._already_active_mlflow:
+                tracking.own_artifact_location(config.server.mlflow_tracking_uri, config.tracking.experiment.name,
+                                               context.project_path)
 
     # -- parameters: log validated dataclasses as flattened dicts, as kedro-mlflow does for dicts
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool) -> None:
         self._raise_deferred()
-        super().before_node_run(node, catalog, {k: _plain(v) for k, v in inputs.items()}, is_async)
+        tracking.guarded(f"parameters of node {node.name}", super().before_node_run, node, catalog,
+                         {k: _plain(v) for k, v in inputs.items()}, is_async)
 
     # -- run states
     @hook_impl(trylast=True)
@@ -320,6 +339,7 @@ class EasyTuneMlflowHook(MlflowHook):
         self._install_signal_handlers()
         atexit.unregister(self._end_if_interrupted)  # the same hook object serves every session of a process
         atexit.register(self._end_if_interrupted)
+        tracking.arm()  # from the first node on, a logging failure costs no file (easytune.tracking)
 
     def _mark_stale_runs_killed(self) -> None:
         """RUNNING runs of this host whose process no longer runs (killed by SIGKILL, or the machine stopped)
@@ -402,6 +422,10 @@ class EasyTuneMlflowHook(MlflowHook):
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if tracking.failures():
+            self._end_lost_run()
+            return
+        tracking.disarm()
         super().after_pipeline_run(run_params, pipeline, catalog)
         if self._is_mlflow_enabled and not self._already_active_mlflow:
             import mlflow
@@ -414,13 +438,38 @@ class EasyTuneMlflowHook(MlflowHook):
         self._restore_signal_handlers()
         self._raise_deferred()  # a signal during the last MLflow write: the run did finish, now exit as asked
 
+    def _end_lost_run(self) -> None:
+        """MLflow logging failed during the run (every node ran, the files are written): one bounded attempt to end
+        the MLflow run FAILED, then :class:`easytune.tracking.TrackingLostError` names what was not logged."""
+        failures = tracking.disarm()
+        message = tracking.lost_message(self.run_id, failures)
+        self._ended = True
+        self._restore_signal_handlers()
+        try:
+            import mlflow
+
+            client = self.mlflow_config.server._mlflow_client
+            client.set_tag(self.run_id, "easytune.end_reason", message[:5000])
+            client.set_terminated(self.run_id, "FAILED")
+            while mlflow.active_run() is not None:
+                mlflow.end_run("FAILED")
+        except Exception as exc:  # noqa: BLE001 - the store is still unreachable: the next run marks it KILLED
+            logger.warning("could not end MLflow run %s as FAILED (%s: %s)", self.run_id, type(exc).__name__, exc)
+        raise tracking.TrackingLostError(message)
+
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
-        if self._is_mlflow_enabled and self.run_id:
+        lost = tracking.disarm()
+        if self._is_mlflow_enabled and self.run_id and not lost:
             import mlflow
 
             mlflow.set_tag("easytune.end_reason", f"{type(error).__name__}: {error}"[:5000])
-        super().on_pipeline_error(error, run_params, pipeline, catalog)
+            super().on_pipeline_error(error, run_params, pipeline, catalog)
+        elif self._is_mlflow_enabled and self.run_id:  # MLflow failed earlier too: one bounded attempt, no retries
+            try:
+                super().on_pipeline_error(error, run_params, pipeline, catalog)
+            except Exception as exc:  # noqa: BLE001 - the node's error is the one to report
+                logger.warning("could not end MLflow run %s as FAILED: %s", self.run_id, exc)
         self._ended = True
         self._restore_signal_handlers()
 
@@ -436,7 +485,7 @@ class EasyTuneMlflowHook(MlflowHook):
         if resumed:
             import mlflow
 
-            mlflow.set_tags({"easytune.resumed": "true",
+            tracking.guarded(f"tags of node {node.name}", mlflow.set_tags, {"easytune.resumed": "true",
                              **{f"easytune.resumed.{node.name}": str(step) for step in resumed.values()}})
             logger.info("node %s resumed from its resumable checkpoint (step/update %s): tagged in MLflow",
                         node.name, ", ".join(map(str, resumed.values())))

@@ -54,6 +54,8 @@ class CheckpointDataset(AbstractDataset[dict, dict]):
     upstream check then reports it only when every optional input of the pipeline is missing).
     ``kinds``: the model kind(s) this entry may hold (None: any)."""
 
+    ATOMIC_SAVE = True
+
     def __init__(self, filepath: str, optional: bool = False, kinds: str | list[str] | None = None,
                  metadata: dict[str, Any] | None = None):
         self._filepath = PurePosixPath(filepath)

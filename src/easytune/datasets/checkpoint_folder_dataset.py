@@ -19,6 +19,8 @@ from easytune.datasets.checkpoint_dataset import CheckpointDataset
 
 
 class CheckpointFolderDataset(AbstractDataset[None, dict[str, Callable[[], dict]]]):
+    SAVES_NO_FILE = True  # read-only
+
     def __init__(self, path: str, suffix: str = ".pt", kinds: str | list[str] | None = None,
                  metadata: dict[str, Any] | None = None):
         self._path = PurePosixPath(path)

@@ -24,6 +24,8 @@ def _check_name(name: str, where: PurePosixPath) -> None:
 
 
 class FileBundleDataset(AbstractDataset[dict, dict]):
+    ATOMIC_SAVE = True
+
     def __init__(self, path: str, artifact_path: str | None = None, subfolders: bool = False,
                  metadata: dict[str, Any] | None = None):
         self._path = PurePosixPath(path)
@@ -82,8 +84,10 @@ class FileBundleDataset(AbstractDataset[dict, dict]):
             return
         import mlflow  # the adapter layer may use mlflow; the core never does
 
-        if mlflow.active_run() is not None:
-            mlflow.log_artifacts(str(folder), artifact_path)
+        from easytune.tracking import guarded
+
+        if mlflow.active_run() is not None:  # a dead server costs no file (easytune.tracking)
+            guarded(f"artifacts {artifact_path}", mlflow.log_artifacts, str(folder), artifact_path)
 
     def _exists(self) -> bool:
         return Path(self._path).is_dir()

@@ -18,6 +18,8 @@ from easytune.core.infra.atomic import atomic_replace_folder
 
 
 class JointsFolderDataset(AbstractDataset[dict, dict]):
+    ATOMIC_SAVE = True
+
     def __init__(self, path: str, metadata: dict[str, Any] | None = None):
         self._path = PurePosixPath(path)
         self.metadata = metadata

@@ -18,6 +18,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH
 
+from easytune.tracking import guarded
+
 
 def _chunks(items: Iterable, size: int):
     iterator = iter(items)
@@ -28,9 +30,14 @@ def _chunks(items: Iterable, size: int):
 class MlflowMetricsBatchDataset(MlflowMetricsHistoryDataset):
     """Drop-in for ``kedro_mlflow.io.metrics.MlflowMetricsHistoryDataset`` (same arguments) that saves in batches."""
 
+    SAVES_NO_FILE = True  # MLflow metrics only
+
     def _save(self, data: dict) -> None:
         if not self._logging_activated:
             return
+        guarded(f"metrics {self._prefix}", self._log, data)  # a dead server costs no file (easytune.tracking)
+
+    def _log(self, data: dict) -> None:
         run_id = self.run_id  # the active run (kedro-mlflow opens one per `kedro run`), else DatasetError
         timestamp = int(time.time() * 1000)
         points = chain.from_iterable(self._build_args_list_from_metric_item(k, v) for k, v in data.items())

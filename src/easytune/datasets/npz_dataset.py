@@ -17,6 +17,8 @@ class NpzDataset(AbstractDataset[Any, dict[str, np.ndarray]]):
     Object arrays are refused on save and on load, so a file from an untrusted source can never execute code.
     """
 
+    ATOMIC_SAVE = True
+
     def __init__(self, filepath: str, compress: bool = False, metadata: dict[str, Any] | None = None):
         self._filepath = PurePosixPath(filepath)
         self._compress = compress

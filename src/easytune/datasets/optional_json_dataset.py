@@ -17,6 +17,8 @@ from easytune.core.infra.atomic import atomic_write
 
 
 class OptionalJSONDataset(AbstractDataset[Any, Any]):
+    ATOMIC_SAVE = True
+
     def __init__(self, filepath: str, save_args: dict[str, Any] | None = None,
                  metadata: dict[str, Any] | None = None):
         self._filepath = PurePosixPath(filepath)

@@ -28,6 +28,8 @@ def _check(data: Any, where: str) -> dict:
 
 
 class StateDictsDataset(AbstractDataset[dict, dict]):
+    ATOMIC_SAVE = True
+
     def __init__(self, filepath: str, optional: bool = False, metadata: dict[str, Any] | None = None):
         self._filepath = PurePosixPath(filepath)
         self.optional = bool(optional)

@@ -1,5 +1,5 @@
 """Atomic writes (catalog datasets, resume files, checkpoints): a temporary name unique to this process and call,
-then ``os.replace``.
+``fsync``, then ``os.replace``.
 
 A reader never sees a half-written file, and two processes writing the same path never share a temporary file
 (fixed names like ``<file>.tmp`` made two ``kedro run`` in one folder crash each other). Temporaries of the same
@@ -52,15 +52,34 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = 
     tmp = temporary_name(path, suffix)
     try:
         write(tmp)
+        fsync(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
-            tmp.unlink()
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
 
 
-def atomic_replace_folder(path: str | Path, fill: Callable[[Path], None]) -> None:
-    """``fill(tmp_folder)``, then swap it in for the folder ``path``: the old folder is renamed aside and removed,
-    so ``path`` is always either the old or the new complete folder (for a brief moment: absent)."""
+def fsync(path: Path) -> None:
+    """Flush a written file (every file of a written folder) to disk, so that the rename that publishes it never
+    publishes an empty or partial file after a crash of the machine."""
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_replace_folder(path: str | Path, fill: Callable[[Path], None], attempts: int = 10) -> None:
+    """``fill(tmp_folder)``, then swap it in for the folder ``path``: the old folder is renamed aside and removed
+    once the new one is in place, so ``path`` is always either the old or the new complete folder (for a brief
+    moment: absent).
+
+    When the new folder cannot be renamed in (``attempts`` times; another writer may swap its own folder in between),
+    the old folder is put back and ``OSError`` names ``path``: the old content is never deleted unless a complete
+    folder replaced it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
@@ -68,7 +87,9 @@ def atomic_replace_folder(path: str | Path, fill: Callable[[Path], None]) -> Non
     tmp.mkdir()
     try:
         fill(tmp)
-        for _ in range(10):  # another writer may swap its folder in between: set it aside too
+        fsync(tmp)
+        error: OSError | None = None
+        for _ in range(attempts):
             old = temporary_name(path, ".tmpold")
             try:
                 os.replace(path, old)
@@ -76,15 +97,32 @@ def atomic_replace_folder(path: str | Path, fill: Callable[[Path], None]) -> Non
                 old = None
             try:
                 os.replace(tmp, path)
-            except OSError:  # a non-empty folder appeared at path
-                continue
-            finally:
+            except OSError as exc:  # e.g. another writer's non-empty folder appeared at path
+                error = exc
                 if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-            break
+                    _put_back(old, path)
+                continue
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            return
+        raise OSError(f"could not replace the folder {path} ({attempts} attempts; last error: {error}); "
+                      f"its previous content is kept") from error
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _put_back(old: Path, path: Path) -> None:
+    """Return the folder set aside at ``old`` to ``path``; when another writer's complete folder already stands at
+    ``path``, ours was superseded and is removed; otherwise raise, naming where the old content is kept."""
+    try:
+        os.replace(old, path)
+    except OSError as exc:
+        if path.exists():  # a complete folder of another writer replaced it
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        raise OSError(f"could not replace the folder {path}, nor put its previous content back: it is kept at "
+                      f"{old} ({exc})") from exc
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
