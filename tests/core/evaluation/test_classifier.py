@@ -1,6 +1,7 @@
 """Content classifier: learns separable labels, keeps its vocabulary in the checkpoint, handles unlabelled data."""
 
 import numpy as np
+import pytest
 import torch
 
 from easytune.core.evaluation.classifier import (
@@ -42,3 +43,17 @@ def test_without_labels_content_accuracy_is_null():
     raw = denormalise_padded(train.features, train.lengths, stats)
     assert content_accuracy(model, raw, train.lengths, train.labels) is None
     assert content_accuracy(None, raw, train.lengths, train.labels) is None
+
+
+def test_early_stopping_on_val_accuracy_keeps_the_best_weights():
+    """#22 (a stronger judge): the classifier stops when its val accuracy stops improving and keeps the best."""
+    import dataclasses
+
+    torch.set_num_threads(1)
+    train, val, stats = make_split(48, seed=0), make_split(24, seed=1), make_stats()
+    config = dataclasses.replace(TINY, steps=600, val_every=10, patience=2)
+    model, history = train_content_classifier(train, stats, config, val=val)
+    values = [h["value"] for h in history["val_accuracy"]]
+    assert history["steps_run"] < 600 and history["best_val_accuracy"] == max(values)
+    raw = denormalise_padded(val.features, val.lengths, stats)
+    assert content_accuracy(model, raw, val.lengths, val.labels) == pytest.approx(history["best_val_accuracy"])

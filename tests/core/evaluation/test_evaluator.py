@@ -95,3 +95,24 @@ def test_training_windows_come_from_the_right_sample():
     for b in range(3):  # each window is a contiguous run of that sample's valid frames
         starts = [s for s in range(int(full_len[b]) - 4) if torch.allclose(full[b, s:s + 5], crop[b])]
         assert starts, f"window {b} not found in its sample"
+
+
+def test_early_stopping_on_val_retrieval_keeps_the_best_weights():
+    """#22 (a stronger judge): with val_every, training stops when the val R@1 stops improving and the returned
+    weights are the best-validated ones (their val R@1 is the best recorded); without it, training runs every step."""
+    from easytune.core.evaluation.evaluator import retrieval_r1, validation_index
+
+    torch.set_num_threads(1)
+    train, val, text, stats = make_split(48, seed=0), make_split(32, seed=1), make_text(), make_stats()
+    config = EvaluatorTrainConfig(model=TINY, steps=400, batch_size=16, lr=3e-3, margin=3.0, log_every=10,
+                                  val_every=10, patience=2, val_samples=32, val_group=8)
+    model, history = train_evaluator(train, text, stats, config, val=val)
+    values = [h["value"] for h in history["val_r1"]]
+    assert history["steps_run"] < 400 and len(values) >= 3
+    assert history["best_val_r1"] == max(values) and values[-1] <= max(values)
+    assert sum(v <= history["best_val_r1"] for v in values[values.index(max(values)) + 1:]) == 2  # patience
+    got = retrieval_r1(model, val, text, stats, validation_index(val, 32, 0), 8)
+    assert got == pytest.approx(history["best_val_r1"])
+    assert history["best_val_r1"] > 1 / 8 + 0.2  # well above chance in groups of 8
+    plain = train_evaluator(train, text, stats, EvaluatorTrainConfig(model=TINY, steps=20, batch_size=16))[1]
+    assert "val_r1" not in plain and plain["loss"][-1]["step"] == 20

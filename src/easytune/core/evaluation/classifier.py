@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit
+from easytune.core.evaluation.early_stopping import BestOnValidation
 from easytune.core.evaluation.evaluator import MotionEncoder, denormalise_padded, raw_batch, raw_statistics
 from easytune.core.infra.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, SEED, UPDATES
 
@@ -80,14 +81,26 @@ class ClassifierTrainConfig:
     std_floor: Annotated[float, POSITIVE] = 1e-3
     seed: Annotated[int, SEED] = 0
     log_every: Annotated[int, AT_LEAST_1] = 50
+    # early stopping on the val split's accuracy (0: train ``steps`` steps, no validation)
+    val_every: Annotated[int, NON_NEGATIVE] = 0
+    patience: Annotated[int, AT_LEAST_1] = 5
+
+
+def _accuracy(model: ContentClassifier, split: MotionSplit, stats: FeatureStats, device) -> float:
+    raw = denormalise_padded(split.features, split.lengths, stats)  # (N, T, D)
+    return float(np.mean(predict_labels(model, raw, split.lengths, device=device) == split.labels))
 
 
 def train_content_classifier(train: MotionSplit, stats: FeatureStats, config: ClassifierTrainConfig,
-                             device: torch.device | str = "cpu") -> tuple[ContentClassifier, dict]:
+                             device: torch.device | str = "cpu", val: MotionSplit | None = None
+                             ) -> tuple[ContentClassifier, dict]:
     """Train on train samples whose label occurs at least ``min_count`` times; returns (model in eval mode,
     history ``{"loss": [...], "train_accuracy": float|None, "labels": [...], "wall_s": float}``).
 
     Without labelled samples the model has an empty vocabulary and is returned untrained (accuracy then is null).
+    With ``config.val_every`` > 0 and a ``val`` split with labels of the vocabulary, training stops when the val
+    accuracy has not improved for ``patience`` validations (or at ``steps``) and the best-validated weights are
+    kept; the history then has ``val_accuracy``, ``best_step``, ``best_val_accuracy`` and ``steps_run``.
     """
     names, counts = np.unique(train.labels[train.labels != ""], return_counts=True)
     labels = sorted(names[counts >= config.min_count].tolist())
@@ -107,8 +120,14 @@ def train_content_classifier(train: MotionSplit, stats: FeatureStats, config: Cl
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
     batch = min(config.batch_size, len(keep))
+    stopper = val_split = None
+    if config.val_every > 0 and val is not None:
+        val_keep = np.flatnonzero(np.isin(val.labels, labels))
+        if len(val_keep):
+            stopper, val_split = BestOnValidation(config.patience), val.subset(val_keep)
     start = time.perf_counter()
     running = 0.0
+    steps_run = 0
     for step in tqdm(range(config.steps), desc="content classifier", disable=None):
         index = rng.choice(keep, size=batch, replace=False)
         raw, lengths = raw_batch(train, stats, index, config.max_frames, rng)
@@ -118,9 +137,20 @@ def train_content_classifier(train: MotionSplit, stats: FeatureStats, config: Cl
         loss.backward()
         opt.step()
         running += float(loss.detach())
+        steps_run = step + 1
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             history["loss"].append({"value": running / ((step % config.log_every) + 1), "step": step + 1})
             running = 0.0
+        if stopper is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.steps):
+            model.eval()
+            stop = stopper.observe(step + 1, _accuracy(model, val_split, stats, device), model)
+            model.train()
+            if stop:
+                break
+    if stopper is not None:
+        stopper.restore(model)
+        history.update(val_accuracy=stopper.history, best_step=stopper.best_step,
+                       best_val_accuracy=stopper.best, steps_run=steps_run)
     model.eval()
     history["wall_s"] = time.perf_counter() - start
     sub = train.subset(keep)

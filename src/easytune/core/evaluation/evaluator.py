@@ -24,6 +24,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from tqdm.auto import tqdm
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.evaluation.early_stopping import BestOnValidation
+from easytune.core.evaluation.metrics import group_hits
 from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, FRACTION, NON_NEGATIVE, POSITIVE, SEED, UPDATES
 
 logger = logging.getLogger(__name__)
@@ -149,6 +151,11 @@ class EvaluatorTrainConfig:
     std_floor: Annotated[float, POSITIVE] = 1e-3
     seed: Annotated[int, SEED] = 0
     log_every: Annotated[int, AT_LEAST_1] = 50
+    # early stopping on the val split's retrieval (0: train ``steps`` steps, no validation)
+    val_every: Annotated[int, NON_NEGATIVE] = 0
+    patience: Annotated[int, AT_LEAST_1] = 5
+    val_samples: Annotated[int, AT_LEAST_2] = 256
+    val_group: Annotated[int, AT_LEAST_2] = 32
 
 
 def contrastive_hinge_loss(text_emb: torch.Tensor, motion_emb: torch.Tensor, same: torch.Tensor,
@@ -210,10 +217,46 @@ def raw_batch(split: MotionSplit, stats: FeatureStats, index: np.ndarray, max_fr
     return torch.as_tensor(raw), torch.as_tensor(lengths, dtype=torch.int64)
 
 
+@torch.no_grad()
+def retrieval_r1(model: MotionTextEvaluator, split: MotionSplit, text: TextEmbeddings, stats: FeatureStats,
+                 index: np.ndarray, group_size: int, device: torch.device | str = "cpu", batch_size: int = 64) -> float:
+    """Text-to-motion R@1 of ``model`` on real samples ``index`` of ``split`` (their first captions, whole motions),
+    in consecutive groups of ``group_size`` ranked by Euclidean distance (the protocol's R-precision, unshuffled)."""
+    was_training = model.training
+    model.eval()
+    rows = split.first_caption_ids()[index]
+    motion, caption = [], []
+    for start in range(0, len(index), batch_size):
+        sub = index[start:start + batch_size]
+        raw, lengths = raw_batch(split, stats, sub)
+        tokens = torch.as_tensor(text.tokens[rows[start:start + batch_size]].astype(np.float32), device=device)
+        tok_len = torch.as_tensor(text.token_lengths[rows[start:start + batch_size]], device=device)
+        m, c = model(raw.to(device), lengths.to(device), tokens, tok_len)
+        motion.append(m.cpu().numpy())
+        caption.append(c.cpu().numpy())
+    model.train(was_training)
+    motion_emb, text_emb = np.concatenate(motion), np.concatenate(caption)
+    hits = [group_hits(text_emb[s:s + group_size], motion_emb[s:s + group_size], top_k=1)
+            for s in range(0, len(index) - group_size + 1, group_size)]
+    return float(np.concatenate(hits).mean()) if hits else float("nan")
+
+
+def validation_index(split: MotionSplit, count: int, seed: int) -> np.ndarray:
+    """A seeded random subset of ``count`` samples of ``split`` (all of them when it is smaller), sorted."""
+    rng = np.random.default_rng((seed, 7))
+    return np.sort(rng.permutation(len(split))[: min(count, len(split))])
+
+
 def train_evaluator(train: MotionSplit, text: TextEmbeddings, stats: FeatureStats, config: EvaluatorTrainConfig,
-                    device: torch.device | str = "cpu") -> tuple[MotionTextEvaluator, dict]:
+                    device: torch.device | str = "cpu", val: MotionSplit | None = None
+                    ) -> tuple[MotionTextEvaluator, dict]:
     """Train a :class:`MotionTextEvaluator` on real train motions; returns the frozen model (eval mode) and a
     history ``{"loss": [{"value", "step"}...], "wall_s": float}``. One caption drawn at random per sample per batch.
+
+    With ``config.val_every`` > 0 and a ``val`` split, training stops when the val retrieval R@1
+    (:func:`retrieval_r1` on ``val_samples`` real val motions) has not improved for ``patience`` validations, or at
+    ``steps``; the best-validated weights are returned. The history then also has ``val_r1``, ``best_step``,
+    ``best_val_r1`` and ``steps_run``.
     """
     if len(train) < 2:
         raise ValueError(f"the evaluator needs at least 2 training samples, got {len(train)}")
@@ -229,8 +272,13 @@ def train_evaluator(train: MotionSplit, text: TextEmbeddings, stats: FeatureStat
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch = min(config.batch_size, len(train))
     history: list[dict] = []
+    stopper = None
+    if config.val_every > 0 and val is not None and len(val) >= config.val_group:
+        stopper = BestOnValidation(config.patience)
+        val_index = validation_index(val, config.val_samples, config.seed)
     start = time.perf_counter()
     running = 0.0
+    steps_run = 0
     for step in tqdm(range(config.steps), desc="evaluator", disable=None):
         index = rng.choice(len(train), size=batch, replace=False)
         rows = train.sample_caption_ids(rng)[index]
@@ -245,14 +293,27 @@ def train_evaluator(train: MotionSplit, text: TextEmbeddings, stats: FeatureStat
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         running += float(loss.detach())
+        steps_run = step + 1
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             n = (step % config.log_every) + 1
             history.append({"value": running / n, "step": step + 1})
             running = 0.0
+        if stopper is not None and ((step + 1) % config.val_every == 0 or step + 1 == config.steps):
+            r1 = retrieval_r1(model, val, text, stats, val_index, config.val_group, device)
+            if stopper.observe(step + 1, r1, model):
+                break
     wall = time.perf_counter() - start
-    logger.info("evaluator: %d steps in %.1f s, final loss %.4f", config.steps, wall,
-                history[-1]["value"] if history else float("nan"))
+    out = {"loss": history, "wall_s": wall}
+    if stopper is not None:
+        stopper.restore(model)
+        out.update(val_r1=stopper.history, best_step=stopper.best_step, best_val_r1=stopper.best,
+                   steps_run=steps_run)
+        logger.info("evaluator: %d steps in %.1f s, best val R@1 %.3f at step %d", steps_run, wall, stopper.best,
+                    stopper.best_step)
+    else:
+        logger.info("evaluator: %d steps in %.1f s, final loss %.4f", config.steps, wall,
+                    history[-1]["value"] if history else float("nan"))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model, {"loss": history, "wall_s": wall}
+    return model, out

@@ -37,28 +37,38 @@ def _inputs(motions: dict, text: dict, stats: dict, source: str):
             FeatureStats.from_arrays(stats))
 
 
-def train_evaluator_node(train_motions: dict, text_embeddings: dict, feature_stats: dict, evaluation: EvaluationConfig,
-                         runtime: RuntimeConfig) -> tuple[dict, dict]:
-    """Train the evaluator on real train motions -> (``evaluator`` checkpoint, MLflow loss history)."""
+def train_evaluator_node(train_motions: dict, val_motions: dict, text_embeddings: dict, feature_stats: dict,
+                         evaluation: EvaluationConfig, runtime: RuntimeConfig) -> tuple[dict, dict]:
+    """Train the evaluator on real train motions, early-stopped on real val retrieval when
+    ``evaluation.evaluator.val_every`` > 0 -> (``evaluator`` checkpoint, MLflow loss and val R@1 histories)."""
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     seed_everything(runtime["seed"])
     train, text, stats = _inputs(train_motions, text_embeddings, feature_stats, "train_motions")
-    model, history = train_evaluator(train, text, stats, config.evaluator, resolve_device(runtime["device"]))
+    val = MotionSplit.from_arrays(val_motions, source="val_motions")
+    val.check_against(text, "val_motions")
+    model, history = train_evaluator(train, text, stats, config.evaluator, resolve_device(runtime["device"]), val=val)
     meta = {"trained_on": "train_motions", "samples": len(train), "wall_s": history["wall_s"],
-            "final_loss": history["loss"][-1]["value"] if history["loss"] else None}
-    return make_checkpoint("evaluator", model, meta), {"loss": history["loss"]}
+            "final_loss": history["loss"][-1]["value"] if history["loss"] else None,
+            **{k: history[k] for k in ("best_step", "best_val_r1", "steps_run") if k in history}}
+    curves = {"loss": history["loss"], **({"val_r1": history["val_r1"]} if "val_r1" in history else {})}
+    return make_checkpoint("evaluator", model, meta), curves
 
 
-def train_content_classifier_node(train_motions: dict, feature_stats: dict, evaluation: EvaluationConfig,
-                                  runtime: RuntimeConfig) -> tuple[dict, dict]:
-    """Train the content classifier on labelled real train motions -> (checkpoint, MLflow loss history)."""
+def train_content_classifier_node(train_motions: dict, val_motions: dict, feature_stats: dict,
+                                  evaluation: EvaluationConfig, runtime: RuntimeConfig) -> tuple[dict, dict]:
+    """Train the content classifier on labelled real train motions, early-stopped on val accuracy when
+    ``evaluation.content_classifier.val_every`` > 0 -> (checkpoint, MLflow loss and val accuracy histories)."""
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
     seed_everything(runtime["seed"])
     train = MotionSplit.from_arrays(train_motions, source="train_motions")
+    val = MotionSplit.from_arrays(val_motions, source="val_motions")
     model, history = train_content_classifier(train, FeatureStats.from_arrays(feature_stats),
-                                              config.content_classifier, resolve_device(runtime["device"]))
-    meta = {k: history[k] for k in ("labels", "train_accuracy", "wall_s")}
-    return make_checkpoint("content_classifier", model, meta), {"loss": history["loss"]}
+                                              config.content_classifier, resolve_device(runtime["device"]), val=val)
+    meta = {k: history[k] for k in ("labels", "train_accuracy", "wall_s", "best_step", "best_val_accuracy",
+                                    "steps_run") if k in history}
+    curves = {"loss": history["loss"],
+              **({"val_accuracy": history["val_accuracy"]} if "val_accuracy" in history else {})}
+    return make_checkpoint("content_classifier", model, meta), curves
 
 
 def collect_models_node(finetune_report: dict, base_model_checkpoints: dict, finetuned_denoisers: dict,

@@ -9,10 +9,11 @@ from easytune.pipelines.evaluation import nodes
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(nodes.train_evaluator_node,
-             ["train_motions", "text_embeddings", "feature_stats", "params:evaluation", "params:runtime"],
+             ["train_motions", "val_motions", "text_embeddings", "feature_stats", "params:evaluation",
+              "params:runtime"],
              ["evaluator", "evaluator_training_history"], name="train_evaluator"),
         Node(nodes.train_content_classifier_node,
-             ["train_motions", "feature_stats", "params:evaluation", "params:runtime"],
+             ["train_motions", "val_motions", "feature_stats", "params:evaluation", "params:runtime"],
              ["content_classifier", "content_classifier_training_history"], name="train_content_classifier"),
         Node(nodes.collect_models_node,
              ["finetune_report", "base_model_checkpoints", "finetuned_denoisers", "params:evaluation"],
