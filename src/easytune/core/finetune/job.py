@@ -317,13 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(project)  # relative paths (resume files) mean what they mean under `kedro run`
     job, outputs, runtime = job_from_project(project, args.env, args.method, args.params)
     ctx, device = distributed.init_from_env(args.device or runtime.get("device", "auto"))
-    try:
+    with distributed.fail_fast():  # a failure on any rank stops every rank within a second, its cause printed
         result = run_finetune_job(device, job)
         if ctx.is_main:
             write_outputs(result, outputs)
             log.info("wrote %s and %s", outputs["checkpoint"], outputs["summary"])
-    finally:
-        distributed.shutdown()
     return 0
 
 
