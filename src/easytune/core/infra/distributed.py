@@ -148,7 +148,8 @@ def _report_failure(exc: BaseException) -> None:
     if store is None:
         return
     try:
-        store.set(FAILURE_KEY, f"rank {dist.get_rank()}: {type(exc).__name__}: {exc}")
+        if store.add(f"{FAILURE_KEY}/count", 1) == 1:  # the first failure is the cause; later ones follow from it
+            store.set(FAILURE_KEY, f"rank {dist.get_rank()}: {type(exc).__name__}: {exc}")
     except Exception as err:  # noqa: BLE001
         log.warning("could not tell the other ranks about the failure: %s", err)
 
