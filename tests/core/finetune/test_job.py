@@ -140,3 +140,41 @@ def test_project_job_names_the_missing_artifact_and_the_unknown_method(tmp_path,
         job_from_project(tmp_path, "tiny", "draft_k", "finetune.generator=mlcm")
     with pytest.raises(ValueError, match=r"params:finetune.generator = 'mlx': must be one of \['mld', 'mdm', 'mlcm'\]"):
         job_from_project(tmp_path, "tiny", "draft_k", "finetune.generator=mlx")
+
+
+def test_a_failure_on_rank_zero_alone_stops_the_local_workers_with_its_cause(tmp_path):
+    """Rank 0 alone writes the resume file; under a path that cannot be a folder it fails while rank 1 waits in the
+    next update's all-reduce. Before issue #27's fix both ranks waited until the group's 1,800 s timeout, printing
+    nothing; now the launcher raises rank 0's error within seconds (bounded here by a 120 s process-group kill)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    code = ("import time\n"
+            "from easytune.core.finetune.job import launch_finetune_job\n"
+            "from tests.core.finetune.test_job import _job\n"
+            f"job = _job(resume_path={str(blocker / 'easytune_step.pt')!r}, save_every_updates=1)\n"
+            "try:\n"
+            "    launch_finetune_job(job, nproc=2, device='cpu')\n"
+            "except Exception as exc:\n"
+            "    print('RAISED', type(exc).__name__)\n"
+            "    print(exc)\n")
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}", "OMP_NUM_THREADS": "1"}
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the workers still ran after 120 s (a hang):\n{out[-4000:]}")
+    assert time.monotonic() - started < 120
+    message = out.split("RAISED WorkerFailed", 1)[-1]
+    assert "RAISED WorkerFailed" in out and "rank 0 failed" in message and "not_a_folder" in message, out[-4000:]

@@ -313,13 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         lock.acquire(f"torchrun finetune {args.method}")
     try:
         ctx, device = distributed.init_from_env(args.device or runtime.device)
-        try:
+        with distributed.fail_fast():  # a failure on any rank stops every rank within a second, its cause printed
             result = run_finetune_job(device, job)
             if ctx.is_main:
                 write_outputs(result, outputs)
                 log.info("wrote %s and %s", outputs["checkpoint"], outputs["summary"])
-        finally:
-            distributed.shutdown()
     finally:
         if lock is not None:
             lock.release()

@@ -20,6 +20,13 @@ Launch: ``torchrun`` (or :func:`launch_local`, which runs ``fn`` in ``nproc`` lo
 launcher and returns rank 0's result) sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``;
 :func:`init_from_env` joins the process group (``nccl`` on CUDA with one GPU per local rank, ``gloo`` on CPU).
 Without a process group every helper is a no-op, so the loops run unchanged in one process.
+
+Failures (issue #27): a rank whose work raises must not leave the others waiting in a collective until the process
+group's timeout (30 minutes by default). :func:`fail_fast` wraps a rank's work: on an exception the rank writes its
+cause under a key of the rendezvous store, leaves the process group without a barrier (:func:`abort`) and raises;
+every rank runs a watchdog thread that polls that key and ends its process within a second, printing the failing
+rank's cause. :func:`launch_local` then raises the failing rank's error (the launcher stops the other workers), and
+its workers die with the process that started them (:func:`easytune.core.infra.lifeline.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -36,6 +46,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from easytune.core.infra.lifeline import die_with_parent
 from easytune.core.infra.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -105,6 +116,81 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def abort() -> None:
+    """Leave the process group at once, without the barrier of :func:`shutdown` (after a failure on this rank: the
+    other ranks are not at a barrier and would never reach it)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "nccl" and hasattr(dist.distributed_c10d, "_abort_process_group"):
+            dist.distributed_c10d._abort_process_group()  # pending NCCL work is cancelled, not awaited
+        else:
+            dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - already failing: the original error is the one to raise
+        log.warning("leaving the process group after a failure: %s", exc)
+
+
+#: rendezvous-store key under which a failing rank writes its cause (every rank's watchdog polls it)
+FAILURE_KEY = "easytune/failed"
+
+
+def _store():
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # noqa: BLE001 - no group, or a torch without it: no failure broadcast
+        return None
+
+
+def _report_failure(exc: BaseException) -> None:
+    store = _store()
+    if store is None:
+        return
+    try:
+        if store.add(f"{FAILURE_KEY}/count", 1) == 1:  # the first failure is the cause; later ones follow from it
+            store.set(FAILURE_KEY, f"rank {dist.get_rank()}: {type(exc).__name__}: {exc}")
+    except Exception as err:  # noqa: BLE001
+        log.warning("could not tell the other ranks about the failure: %s", err)
+
+
+def _watch_failures(store, stop: threading.Event, interval_s: float) -> None:
+    rank = os.environ.get("RANK", "?")
+    while not stop.wait(interval_s):
+        try:
+            if not store.check([FAILURE_KEY]):
+                continue
+            cause = store.get(FAILURE_KEY).decode(errors="replace")
+        except Exception:  # noqa: BLE001 - the store is gone (the launcher ended): nothing left to watch
+            return
+        if stop.is_set():
+            return
+        print(f"[rank {rank}] stopping: {cause}", file=sys.stderr, flush=True)
+        os._exit(1)  # this rank may be blocked in a collective that will never complete
+
+
+@contextmanager
+def fail_fast(interval_s: float = 0.5) -> Iterator[None]:
+    """Run a rank's work so that a failure on any rank ends every rank within about ``interval_s``: an exception
+    here is written to the rendezvous store, the group is left without a barrier (:func:`abort`) and the exception
+    raised; a watchdog thread ends this process when another rank reports a failure. Leaves the group with
+    :func:`shutdown` on success. Without a process group: just runs the block."""
+    store = _store() if dist.is_available() and dist.is_initialized() else None
+    stop = threading.Event()
+    if store is not None:
+        threading.Thread(target=_watch_failures, args=(store, stop, interval_s), name="easytune-failure-watch",
+                         daemon=True).start()
+    try:
+        yield
+    except BaseException as exc:
+        stop.set()
+        log.error("rank %s failed (%s: %s): stopping every rank", os.environ.get("RANK", "0"), type(exc).__name__,
+                  exc)
+        _report_failure(exc)
+        abort()
+        raise
+    stop.set()
+    shutdown()
 
 
 def _collective_device() -> torch.device:
@@ -294,35 +380,44 @@ def _threads_per_worker(nproc: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, nproc))
 
 
-def _worker(fn: Callable[..., Any], args: tuple, device: str, threads: int, log_level: int) -> Any:
+def _worker(fn: Callable[..., Any], args: tuple, device: str, threads: int, log_level: int, parent_pid: int,
+            timeout_s: float) -> Any:
     """One worker of :func:`launch_local` (errors recorded for the launcher's report)."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    return record(_run_worker)(fn, args, device, threads, log_level)
+    die_with_parent(parent_pid)
+    return record(_run_worker)(fn, args, device, threads, log_level, timeout_s)
 
 
-def _run_worker(fn: Callable[..., Any], args: tuple, device: str, threads: int, log_level: int) -> Any:
-    """Join the group, run ``fn(device, *args)``, leave the group; rank 0's result (None on the others)."""
+def _run_worker(fn: Callable[..., Any], args: tuple, device: str, threads: int, log_level: int,
+                timeout_s: float = 1800.0) -> Any:
+    """Join the group, run ``fn(device, *args)`` under :func:`fail_fast`, leave the group; rank 0's result (None on
+    the others)."""
     logging.basicConfig(level=log_level, format=f"[rank {os.environ.get('RANK', '?')}] %(asctime)s %(name)s "
                                                 "%(levelname)s: %(message)s")
     torch.set_num_threads(threads)
-    ctx, dev = init_from_env(device)
-    try:
+    ctx, dev = init_from_env(device, timeout_s=timeout_s)
+    with fail_fast():
         out = fn(dev, *args)
-    finally:
-        shutdown()
     return out if ctx.is_main else None
 
 
+class WorkerFailed(RuntimeError):
+    """A worker of :func:`launch_local` failed: the message names the rank(s) and their error (with traceback)."""
+
+
 def launch_local(fn: Callable[..., Any], args: tuple = (), *, nproc: int, device: str = "auto",
-                 max_restarts: int = 0) -> Any:
+                 max_restarts: int = 0, timeout_s: float = 1800.0) -> Any:
     """Run ``fn(device, *args)`` in ``nproc`` worker processes on this machine through torch's elastic launcher
     (``torch.distributed.launcher.api.elastic_launch``, what ``torchrun`` uses) and return rank 0's result.
 
     ``fn`` must be a module-level function (workers are spawned and import it); ``args`` travel pickled. Each worker
     joins the group (:func:`init_from_env`: one GPU per worker on CUDA, gloo on CPU) with a c10d rendezvous on a
-    free local port. A failing worker stops the others and raises ``ChildFailedError`` with its traceback.
+    free local port and the collective timeout ``timeout_s``. A failing worker stops the others within about a second
+    (:func:`fail_fast`) and :class:`WorkerFailed` is raised with its error and traceback (from torch's
+    ``ChildFailedError``); the workers die with this process.
     """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1:
@@ -333,8 +428,25 @@ def launch_local(fn: Callable[..., Any], args: tuple = (), *, nproc: int, device
                           rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=max_restarts,
                           monitor_interval=0.1, start_method="spawn")
     level = logging.getLogger().getEffectiveLevel()
-    results = elastic_launch(config, _worker)(fn, args, device, _threads_per_worker(nproc), level)
+    try:
+        results = elastic_launch(config, _worker)(fn, args, device, _threads_per_worker(nproc), level, os.getpid(),
+                                                  timeout_s)
+    except ChildFailedError as exc:
+        raise WorkerFailed(_failure_message(exc)) from exc
     return results[0]
+
+
+def _failure_message(exc) -> str:
+    """The failing ranks of a ``ChildFailedError``: those that raised (with an error file) first, their messages."""
+    failures = sorted(exc.failures.items(), key=lambda kv: (not kv[1].error_file_data, kv[1].timestamp, kv[0]))
+    raised = [(rank, f) for rank, f in failures if f.error_file_data] or failures[:1]
+    parts = []
+    for rank, failure in raised:
+        data = failure.error_file_data.get("message", {}) if failure.error_file_data else {}
+        trace = data.get("extraInfo", {}).get("py_callstack", "") if isinstance(data, dict) else ""
+        parts.append(f"rank {rank} failed (exit code {failure.exitcode}): {failure.message}"
+                     + (f"\n{trace}" if trace and trace not in str(failure.message) else ""))
+    return f"{exc.name}: " + "\n".join(parts)
 
 
 def resolve_nproc(value: int | str, device: str = "auto") -> int:

@@ -6,12 +6,14 @@ side (two single-threaded processes on two cores against one two-threaded proces
 that receive ``shared`` once (pool initializer) and each task by itself. Every task runs with ``threads`` torch
 intra-op threads in both modes, so a result does not depend on ``workers``. ``fn`` must be a module-level function
 (spawned workers import it by name); ``shared`` and the tasks must be picklable (tensors travel through shared
-memory).
+memory). The workers die with the process that started them (:func:`easytune.core.infra.lifeline.die_with_parent`):
+killing a study run leaves no worker behind.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from typing import Any, TypeVar
 
 import torch
 import torch.multiprocessing as mp
+
+from easytune.core.infra.lifeline import die_with_parent
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,7 +41,8 @@ def torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
-def _init_worker(shared: Any, threads: int, level: int) -> None:
+def _init_worker(shared: Any, threads: int, level: int, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     torch.set_num_threads(max(1, int(threads)))
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(name)s: %(message)s")
     _SHARED["value"] = shared
@@ -57,5 +62,5 @@ def map_tasks(fn: Callable[[Any, T], R], tasks: Iterable[T], shared: Any, *, wor
     context = mp.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
-                             initargs=(shared, threads, level)) as pool:
+                             initargs=(shared, threads, level, os.getpid())) as pool:
         return list(pool.map(_call, [fn] * len(tasks), tasks))

@@ -7,7 +7,10 @@ signals (:mod:`.signals`). Nothing here reads the test split or the evaluator. R
 
 Finished runs are cached under ``run_cache/<variant>/`` with a resume key covering the run's configuration, seed,
 device, starting weights, reward, data and signal settings (a changed setting never reuses a cached run); an
-interrupted run resumes from its fine-tuning resume file.
+interrupted run resumes from its fine-tuning resume file. A finished run's file ``<tag>.pt`` gets a sha256 manifest
+``<tag>.sha256`` (:mod:`easytune.core.infra.integrity`) written after it; a cached run is loaded only when its file
+hashes to the manifest's digest: a changed byte (a flipped bit in a tensor, an edited record) or a missing manifest
+is logged, naming the file, and the run is computed again.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from easytune.core.finetune import load_generator, load_reward
 from easytune.core.finetune.trainer import finetune, finetune_resume_key
 from easytune.core.infra.atomic import atomic_torch_save
 from easytune.core.infra.config import to_dict
+from easytune.core.infra.integrity import verify_manifest, write_manifest
 from easytune.core.infra.parallel import map_tasks, torch_threads
 from easytune.core.infra.resume import ResumeKey
 from easytune.core.study.config import StudyConfig
@@ -216,16 +220,27 @@ def train_study(inputs: StudyInputs, lrs: dict[str, dict]) -> tuple[dict[str, di
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# run cache (weights_only-safe: tensors, strings)
+# run cache (weights_only-safe: tensors, strings; content hashes beside each file)
+
+
+def _manifest(path: Path) -> Path:
+    """The sha256 manifest of the cached run ``path`` (``<tag>.pt`` -> ``<tag>.sha256``)."""
+    return path.with_suffix(".sha256")
 
 
 def _save_run(path: Path, key: ResumeKey, output: RunOutput) -> None:
+    _manifest(path).unlink(missing_ok=True)  # never a manifest of an older file beside a newer one
     atomic_torch_save({"resume_key": key.to_record(), "record": json.dumps(output.record),
                        "weights": output.weights}, path)
+    write_manifest(_manifest(path), [path])
 
 
 def _load_run(path: Path, key: ResumeKey) -> RunOutput | None:
     if not path.exists():
+        return None
+    problem = verify_manifest(_manifest(path), [path])
+    if problem is not None:
+        logger.warning("%s: cached run not trusted: %s; running it again", path, problem)
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
