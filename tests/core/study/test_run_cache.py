@@ -88,3 +88,44 @@ def test_an_intact_cache_is_loaded_without_recomputation(tmp_path, caplog, monke
         again = run_task(inputs, TASK)
     assert f"loaded from {path}" in caplog.text and "not trusted" not in caplog.text
     assert again.record == out.record
+
+
+WALL_CLOCK = {"wall_s", "signals_s", "train_s", "val_s", "s_per_update", "samples_per_s"}
+
+
+def _without_clock(value):
+    if isinstance(value, dict):
+        return {k: _without_clock(v) for k, v in value.items() if k not in WALL_CLOCK | {"resumed_from", "interrupted"}}
+    if isinstance(value, list):
+        return [_without_clock(v) for v in value]
+    return value
+
+
+def test_a_study_run_killed_and_rerun_equals_the_uninterrupted_run(tmp_path, monkeypatch, one_torch_thread):
+    """Reliability (#27): a study run interrupted after some updates (and some snapshots) and rerun resumes from its
+    resumable state and records exactly what the uninterrupted run records, wall-clock fields aside, and says that
+    it resumed; it used to over-count its cost after the resume (other snapshot points, other signals) and lose the
+    snapshots taken before the interruption."""
+    import easytune.core.study.runner as runner
+
+    whole = run_task(tiny_inputs(tmp_path / "whole", run_cache=None), TASK).record
+    real_finetune = runner.finetune
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_a_while(*args, **kwargs):
+        real_finetune(*args, stop_after_updates=5, **kwargs)
+        raise Killed
+
+    inputs = tiny_inputs(tmp_path / "resumed")
+    monkeypatch.setattr(runner, "finetune", killed_after_a_while)
+    try:
+        run_task(inputs, TASK)
+    except Killed:
+        pass
+    monkeypatch.setattr(runner, "finetune", real_finetune)
+    resumed = run_task(inputs, TASK).record
+    assert resumed["resumed_from"] >= 5 and whole["resumed_from"] == 0
+    assert len(resumed["snapshots"]) == len(whole["snapshots"]) == 3  # base + 2 budget points
+    assert _without_clock(resumed) == _without_clock(whole)

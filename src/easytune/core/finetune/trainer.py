@@ -222,6 +222,8 @@ class _FinetuneRun:
         self.best_state: dict | None = None
         self.meter = CostMeter()
         self.resume_path = Path(config.resume_path) if config.resume_path else None
+        # snapshots handed out so far, kept in the resumable state so that a resumed run hands out the same ones
+        self.snapshots: list[tuple[dict, dict]] = []
         self._resume()
         self.accountant = UpdateAccountant(device=device, history=self.history)
         self.accountant.update_seconds = self.state.train_s
@@ -285,6 +287,10 @@ class _FinetuneRun:
         self.history = json.loads(blob["history"])
         self.best_state = blob["best_state"]
         self.meter.load_flops_cache(json.loads(blob["flops_cache"]))
+        self.snapshots = [(json.loads(s["record"]), s["weights"]) for s in blob["snapshots"]]
+        if self.on_snapshot is not None and self.ctx.is_main:
+            for record, weights in self.snapshots:  # what the interrupted run handed out, handed out again
+                self.on_snapshot(record, {k: v.clone() for k, v in weights.items()})
         if self.trajectory_gen is not self.generator:
             self.trajectory_gen.denoiser.load_state_dict(self.denoiser.state_dict())
         logger.info("%s: resumed at update %d", self.resume_path, self.state.updates)
@@ -307,6 +313,7 @@ class _FinetuneRun:
             "history": json.dumps(self.history),
             "best_state": self.best_state,
             "flops_cache": json.dumps(self.meter.flops_cache()),
+            "snapshots": [{"record": json.dumps(record), "weights": weights} for record, weights in self.snapshots],
         }
         self.resume_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(blob, self.resume_path)
@@ -357,7 +364,11 @@ class _FinetuneRun:
                and self.spent()[self.budget_name] >= points[state.snapshots_taken] * self.budget_size - 1e-9):
             record = self.snapshot_record(points[state.snapshots_taken])
             if self.on_snapshot is not None and self.ctx.is_main:
-                self.on_snapshot(record, {k: v.detach().cpu().clone() for k, v in self.denoiser.state_dict().items()})
+                weights = {k: v.detach().cpu().clone() for k, v in self.denoiser.state_dict().items()}
+                if self.resume_path is not None:  # kept for the resumable state; the callback gets its own copy
+                    self.snapshots.append((record, weights))
+                    weights = {k: v.clone() for k, v in weights.items()}
+                self.on_snapshot(record, weights)
             self.history.setdefault("snapshots", []).append({"value": float(state.snapshots_taken),
                                                              "step": state.updates})
             state.snapshots_taken += 1

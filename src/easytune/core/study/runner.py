@@ -32,7 +32,7 @@ from easytune.core.infra.atomic import atomic_torch_save
 from easytune.core.infra.config import to_dict
 from easytune.core.infra.integrity import verify_manifest, write_manifest
 from easytune.core.infra.parallel import map_tasks, torch_threads
-from easytune.core.infra.resume import ResumeKey
+from easytune.core.infra.resume import ResumeKey, load_resume
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.signals import real_embeddings, validation_signals
 from easytune.core.study.views import admissible_index
@@ -148,7 +148,8 @@ def run_task(inputs: StudyInputs, task: RunTask) -> RunOutput:
         snapshots.append({"index": j, **record, **signals})
     summary = {k: v for k, v in result.summary.items() if k != "policy"}
     record = {"variant": task.variant, "seed": task.seed, "lr": task.lr, "summary": summary, "snapshots": snapshots,
-              "wall_s": time.perf_counter() - started, "signals_s": time.perf_counter() - signal_start}
+              "wall_s": time.perf_counter() - started, "signals_s": time.perf_counter() - signal_start,
+              "resumed_from": summary["resumed_from"]}  # > 0: this run continued an interrupted one
     logger.info("study %s %s: %d updates, %.1f GFLOPs, %.1f s training; val reward %s", task.variant, task.tag,
                 summary["updates"], summary.get("cost_gflops", 0.0), summary["train_s"],
                 [round(s["val_reward"], 3) for s in snapshots])
@@ -242,13 +243,7 @@ def _load_run(path: Path, key: ResumeKey) -> RunOutput | None:
     if problem is not None:
         logger.warning("%s: cached run not trusted: %s; running it again", path, problem)
         return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unreadable or unsafe: run again, say why
-        logger.warning("%s: unreadable cached run (%s); running it again", path, exc)
-        return None
-    reason = key.mismatch(blob.get("resume_key") if isinstance(blob, dict) else None)
-    if reason is not None:
-        logger.warning("%s: not reused: %s; running it again", path, reason)
+    blob = load_resume(path, key, log=logger)  # unreadable, unsafe or another run's: logged, run again
+    if blob is None:
         return None
     return RunOutput(json.loads(blob["record"]), list(blob["weights"]))
