@@ -152,19 +152,26 @@ def sanity_check(reward_model: dict, test_motions: dict, text_embeddings: dict, 
 
 
 def seed_replicates(spl_calibration: dict, train_motions: dict, val_motions: dict, test_motions: dict,
-                    text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig) -> list[dict]:
+                    text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig
+                    ) -> tuple[list[dict], dict[str, dict]]:
     """The three arms for training seeds 1 .. training_seeds - 1 (pool and k from the primary calibration), each
-    final model scored once on test -> [{seed_index, model_seed, arms, best_steps, mined_pairs}]."""
+    final model scored once on test -> ([{seed_index, model_seed, arms, best_steps, mined_pairs}], each seed's
+    reward model as ``{"reward_model_seed<i>": checkpoint}``: the members a fine-tuning ``reward_ensemble`` names)."""
     config = _config(reward)
     device = resolve_device(runtime["device"])
     text, (train, val, test) = _splits(text_embeddings, ("train_motions", train_motions),
                                        ("val_motions", val_motions), ("test_motions", test_motions))
-    out = []
+    out, models = [], {}
     for index in range(1, config.training_seeds):
         seed_everything(runtime["seed"] + index)
-        out.append(replicate(config, spl_calibration, runtime["seed"], index, train, val, test, text, device))
+        record, model = replicate(config, spl_calibration, runtime["seed"], index, train, val, test, text, device)
+        out.append(record)
+        meta = {"stage": "spl" if spl_calibration["applicable"] else "retrieval",
+                "spl_applied": bool(spl_calibration["applicable"]), "model_seed": runtime["seed"] + index,
+                "seed_index": index}
+        models[f"reward_model_seed{index}"] = make_checkpoint("retrieval_model", model, meta)
         log.info("training seed %d/%d done", index + 1, config.training_seeds)
-    return out
+    return out, models
 
 
 def build_report(before: dict, control: dict, after: dict, calibration: dict, mining: dict, spl_run: dict,

@@ -33,7 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(nodes.sanity_check, ["reward_model", "test_motions", *_DATA], "reward_sanity",
              name="reward_sanity_check"),
         Node(nodes.seed_replicates, ["spl_calibration", "train_motions", "val_motions", "test_motions", *_DATA],
-             "reward_seed_replicates", name="train_seed_replicates"),
+             ["reward_seed_replicates", "reward_model_seeds"], name="train_seed_replicates"),
         Node(nodes.build_report, ["retrieval_metrics_before", "retrieval_metrics_control", "retrieval_metrics_after",
                                   "spl_calibration", "preference_mining_summary", "spl_run_summary",
                                   "no_spl_run_summary", "reward_sanity", "reward_seed_replicates", "params:reward",
