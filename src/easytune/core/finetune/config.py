@@ -29,6 +29,7 @@ from easytune.core.infra.config import (
     from_dict,
     parameter_group,
 )
+from easytune.core.reward.critic import CriticTrainingConfig
 
 
 @dataclass
@@ -222,7 +223,8 @@ class AnalysisConfig:
 @dataclass
 class FinetuneSettings:
     """``params:finetune``: which pretrained generator, where resume files go, the settings shared by every
-    method (``common``: :class:`FinetuneConfig` fields) and per-method overrides (``methods.<name>``).
+    method (``common``: :class:`FinetuneConfig` fields), per-method overrides (``methods.<name>``), the chain
+    analyses and the training of the realism critic (``realism_critic``, ``kedro run --pipeline realism_critic``).
 
     Built (by Kedro, before any node runs) it checks ``common`` and every method merged over it
     (:func:`method_config`); ``common`` and ``methods`` stay plain dicts (each run merges the one it runs)."""
@@ -232,6 +234,7 @@ class FinetuneSettings:
     common: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, Any] = field(default_factory=dict)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    realism_critic: CriticTrainingConfig = field(default_factory=CriticTrainingConfig)
 
     def __post_init__(self) -> None:
         method_config(self.common, where="finetune.common")
