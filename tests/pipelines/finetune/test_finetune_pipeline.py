@@ -27,6 +27,11 @@ class KeptDataset(MemoryDataset):
         pass
 
 
+class AbsentCheckpoint(MemoryDataset):
+    def load(self):
+        return None
+
+
 def _catalog(params: dict, pipeline) -> DataCatalog:
     mld, mdm, mlcm = make_mld(steps=4), make_mdm(steps=4), make_mlcm(steps=4)
     train, val, text = make_splits(10)
@@ -44,6 +49,9 @@ def _catalog(params: dict, pipeline) -> DataCatalog:
         if name.startswith("params:finetune.methods."):
             data[name] = params["methods"][name.rsplit(".", 1)[1]]
     datasets = {name: MemoryDataset(value, copy_mode="assign") for name, value in data.items()}
+    # optional checkpoints never trained here (the catalog's `optional: true` loads them as None)
+    datasets.update({name: AbsentCheckpoint() for name in ("reward_model_seed1", "reward_model_seed2",
+                                                           "reward_model_no_spl", "realism_critic")})
     datasets.update({name: KeptDataset(copy_mode="assign") for name in pipeline.all_outputs()})
     return DataCatalog(datasets)
 

@@ -30,9 +30,16 @@ class KeptDataset(MemoryDataset):
         pass
 
 
+class AbsentCheckpoint(MemoryDataset):
+    """An optional checkpoint that was never trained (the catalog's ``optional: true`` loads it as None)."""
+
+    def load(self):
+        return None
+
+
 OUTPUTS = ("retrieval_model", "reward_model", "reward_model_no_spl", "preference_pairs", "reward_report",
            "reward_metrics", "spl_training_history", "spl_calibration", "spl_calibration_grid", "spl_mined_pairs",
-           "reward_seed_replicates")
+           "reward_seed_replicates", "reward_model_seeds")
 
 
 def _catalog(params: dict, test: dict | None = None) -> DataCatalog:
@@ -45,6 +52,8 @@ def _catalog(params: dict, test: dict | None = None) -> DataCatalog:
         "params:runtime": {"device": "cpu", "seed": 7},
     }
     datasets = {name: MemoryDataset(value, copy_mode="assign") for name, value in data.items()}
+    datasets.update({name: AbsentCheckpoint() for name in ("pretrained_latent_denoiser", "pretrained_frame_denoiser",
+                                                           "pretrained_consistency_model", "motion_vae")})
     datasets.update({name: KeptDataset(copy_mode="assign") for name in OUTPUTS})
     return DataCatalog(datasets)
 
@@ -158,3 +167,11 @@ def test_report_flattens_and_skips_non_finite():
     assert report["k"] == 3 and report["after"] is None and not report["spl_applied"]
     assert metrics["before.full.t2m.R_at_1.mean"] == [{"value": 0.5, "step": 0}]
     assert "calibration.failure_ratio" not in metrics and metrics["calibration.k"][0]["value"] == 3
+
+
+def test_the_other_training_seeds_write_their_reward_models(tiny_run):
+    seeds = tiny_run.load("reward_model_seeds")
+    assert sorted(seeds) == ["reward_model_seed1"]  # tiny: training_seeds = 2
+    ckpt = seeds["reward_model_seed1"]
+    assert ckpt["kind"] == "retrieval_model" and ckpt["metadata"]["seed_index"] == 1
+    Reward.from_checkpoint(ckpt)  # loads as a reward (an ensemble member)

@@ -17,7 +17,12 @@ import torch
 from easytune.core.infra.checkpoint import CheckpointError, build_from_checkpoint
 
 ALLOWED_CHECKPOINT_KINDS = ("latent_denoiser", "latent_consistency_denoiser", "frame_denoiser", "motion_vae",
-                            "retrieval_model")
+                            "retrieval_model", "realism_critic")
+
+#: the reward checkpoints (catalog names) a ``reward_ensemble`` may name, besides ``reward_model``
+ENSEMBLE_INPUTS = ("reward_model_seed1", "reward_model_seed2", "reward_model_no_spl")
+#: the realism critic's catalog name (read when ``realism_weight > 0``)
+CRITIC_INPUT = "realism_critic"
 
 
 def load_checkpoint_model(ckpt: dict, device: torch.device | str, *, source: str,
@@ -54,4 +59,42 @@ def load_reward(reward_ckpt: dict, device: torch.device | str):
     return Reward(model)
 
 
-__all__ = ["ALLOWED_CHECKPOINT_KINDS", "load_checkpoint_model", "load_generator", "load_reward"]
+def reward_inputs_needed(config) -> list[str]:
+    """Catalog names of the checkpoints besides ``reward_model`` that the reward of ``config`` (a
+    :class:`~easytune.core.finetune.config.FinetuneConfig`) reads: ensemble members, the realism critic."""
+    names = [m for m in (config.reward_ensemble.members if config.reward_ensemble else []) if m != "reward_model"]
+    return names + ([CRITIC_INPUT] if config.realism_weight > 0 else [])
+
+
+def load_finetune_reward(reward_ckpt: dict, device: torch.device | str, config, extra: dict[str, dict | None]):
+    """The reward fine-tuning optimises under ``config``: the frozen ``reward_model``
+    (:class:`~easytune.core.reward.reward.Reward`), or with ``config.reward_ensemble`` an
+    :class:`~easytune.core.reward.ensemble.EnsembleReward` of the named checkpoints; with ``realism_weight > 0``
+    plus that weight times the realism critic's logit (:class:`~easytune.core.reward.ensemble.RealismReward`).
+    ``extra``: catalog name -> checkpoint (None: never trained) of the other checkpoints it names."""
+    from easytune.core.reward.ensemble import EnsembleReward, RealismReward
+
+    def checkpoint(name: str, what: str, run: str) -> dict:
+        ckpt = reward_ckpt if name == "reward_model" else extra.get(name)
+        if name != "reward_model" and name not in (*ENSEMBLE_INPUTS, CRITIC_INPUT):
+            raise ValueError(f"{what} names {name!r}; known: {['reward_model', *ENSEMBLE_INPUTS]}")
+        if ckpt is None:
+            raise ValueError(f"{what} needs {name} (data/06_models/{name}.pt), which does not exist: run {run} first")
+        return ckpt
+
+    if config.reward_ensemble is None:
+        reward = load_reward(reward_ckpt, device)
+    else:
+        run = "`kedro run --pipeline reward` (it trains reward.training_seeds seeds)"
+        members = [load_reward(checkpoint(name, "reward_ensemble.members", run), device)
+                   for name in config.reward_ensemble.members]
+        reward = EnsembleReward(members, config.reward_ensemble.mode, config.reward_ensemble.std_weight)
+    if config.realism_weight > 0:
+        ckpt = checkpoint(CRITIC_INPUT, "realism_weight > 0", "`kedro run --pipeline realism_critic`")
+        critic = load_checkpoint_model(ckpt, device, source=CRITIC_INPUT, expected_kind="realism_critic")
+        reward = RealismReward(reward, critic, config.realism_weight)
+    return reward
+
+
+__all__ = ["ALLOWED_CHECKPOINT_KINDS", "CRITIC_INPUT", "ENSEMBLE_INPUTS", "load_checkpoint_model",
+           "load_finetune_reward", "load_generator", "load_reward", "reward_inputs_needed"]

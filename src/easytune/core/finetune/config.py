@@ -29,6 +29,7 @@ from easytune.core.infra.config import (
     from_dict,
     parameter_group,
 )
+from easytune.core.reward.critic import CriticTrainingConfig
 
 
 @dataclass
@@ -40,6 +41,23 @@ class LoraOptions:
     alpha: Annotated[float, POSITIVE] = 16.0
     dropout: Annotated[float, FRACTION] = 0.0
     target_modules: list[str] | None = None  # None: every nn.Linear of the denoiser
+
+
+@dataclass
+class RewardEnsembleOptions:
+    """An ensemble of frozen reward models (:class:`~easytune.core.reward.ensemble.EnsembleReward`): ``members`` are
+    catalog names of ``retrieval_model`` checkpoints (the ``finetune`` node's reward inputs: ``reward_model``,
+    ``reward_model_seed1``, ``reward_model_seed2``, ``reward_model_no_spl``, ``retrieval_model``); ``mode`` ``mean``
+    or ``conservative`` (mean - ``std_weight`` * standard deviation over the members)."""
+
+    members: list[str] = field(default_factory=lambda: ["reward_model", "reward_model_seed1", "reward_model_seed2"])
+    mode: Literal["mean", "conservative"] = "mean"
+    std_weight: Annotated[float, NON_NEGATIVE] = 1.0
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2 or len(set(self.members)) != len(self.members):
+            raise ValueError(f"reward_ensemble.members must name at least two different checkpoints, got "
+                             f"{self.members}")
 
 
 @dataclass
@@ -60,8 +78,26 @@ class FinetuneConfig:
         snapshot_at: fractions of the primary budget (cost if set, else seconds, else updates) at which
             :func:`finetune` hands a copy of the weights to ``on_snapshot`` (the first update at or past each point).
         lr, betas, weight_decay, warmup_updates, min_lr_ratio: AdamW with linear warm-up then cosine decay to
-            ``min_lr_ratio * lr`` over ``max_updates``; grad_clip: max grad norm (None: off).
-        reward_weight: multiplies the reward term; kl_weight: weight of the Eq. S1 term (0: off).
+            ``min_lr_ratio * lr`` over ``max_updates``; grad_clip: max grad norm (None: off). Every update logs its
+            pre-clip gradient norm (``grad_norm_preclip``), whether clipping acted (``clipped``, 0/1) and its step
+            index; the summary's ``clipping_by_step`` tabulates both per step index.
+        reward_weight: multiplies the reward term (the paper's Table S1: 0.1 with grad_clip 1.0, the method
+            ``easytune_paper`` of conf/base); kl_weight: weight of the Eq. S1 term (0: off), a guard against
+            over-optimisation (the fine-tuned denoiser's output is held near the frozen pretrained one's).
+        step_weight_mode: where a policy's per-step weight w_t (paper Table S4 reweighting) acts. ``loss`` (the
+            paper's Algorithm 1, default): w_t multiplies the step's reward term, so whenever the gradient norm
+            exceeds ``grad_clip`` clipping rescales the gradient to the same norm and w_t is erased (with every step
+            clipped, any weighting gives the same updates). ``lr``: the step's gradient is computed and clipped
+            without w_t, then the update is scaled by w_t (the learning rate of that update times w_t), so the
+            weights survive clipping; the whole update is scaled, the KL term's share included. A policy that takes
+            several rewards with different weights into one update is refused under ``lr``.
+        reward_ensemble: optional ensemble of reward models (catalog names of ``retrieval_model`` checkpoints,
+            ``members``) that replaces the single reward: the members' mean, or with ``mode: conservative`` the
+            mean minus ``std_weight`` times their standard deviation (a guard: where the members disagree the
+            reward is lowered). None: the one ``reward_model``.
+        realism_weight: weight of the realism critic's term added to the reward (R + realism_weight * logit of
+            "real" of :class:`~easytune.core.reward.critic.RealismCritic`, trained to tell real motions from the
+            pretrained generator's samples); 0: off (no critic is read).
         reward_checkpointing: gradient checkpointing of the reward path (VAE decode + reward model): its
             activations are recomputed in backward, not kept (less memory per gradient-carrying step, one more
             forward of the reward path per update).
@@ -93,6 +129,9 @@ class FinetuneConfig:
     grad_clip: Annotated[float | None, NON_NEGATIVE] = 1.0
     reward_weight: float = 1.0  # any sign (negative: minimise the reward, e.g. to test early stopping)
     kl_weight: Annotated[float, NON_NEGATIVE] = 0.0
+    step_weight_mode: Literal["loss", "lr"] = "loss"
+    reward_ensemble: RewardEnsembleOptions | None = None
+    realism_weight: Annotated[float, NON_NEGATIVE] = 0.0
     reward_checkpointing: bool = False
     lora: LoraOptions = field(default_factory=LoraOptions)
     val_every: Annotated[int, NON_NEGATIVE] = 0
@@ -184,7 +223,8 @@ class AnalysisConfig:
 @dataclass
 class FinetuneSettings:
     """``params:finetune``: which pretrained generator, where resume files go, the settings shared by every
-    method (``common``: :class:`FinetuneConfig` fields) and per-method overrides (``methods.<name>``).
+    method (``common``: :class:`FinetuneConfig` fields), per-method overrides (``methods.<name>``), the chain
+    analyses and the training of the realism critic (``realism_critic``, ``kedro run --pipeline realism_critic``).
 
     Built (by Kedro, before any node runs) it checks ``common`` and every method merged over it
     (:func:`method_config`); ``common`` and ``methods`` stay plain dicts (each run merges the one it runs)."""
@@ -194,6 +234,7 @@ class FinetuneSettings:
     common: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, Any] = field(default_factory=dict)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    realism_critic: CriticTrainingConfig = field(default_factory=CriticTrainingConfig)
 
     def __post_init__(self) -> None:
         method_config(self.common, where="finetune.common")

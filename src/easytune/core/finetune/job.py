@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
-from easytune.core.finetune import load_generator, load_reward
+from easytune.core.finetune import load_finetune_reward, load_generator, reward_inputs_needed
 from easytune.core.finetune.config import FinetuneConfig, FinetuneSettings
 from easytune.core.finetune.trainer import finetune
 from easytune.core.infra import distributed
@@ -78,6 +78,7 @@ class FinetuneJob:
     seed: int
     generator: str = "mld"
     source: str = "pretrained denoiser"
+    extra: dict[str, dict | None] = field(default_factory=dict)  # reward_ensemble members, realism critic
 
 
 def without_features(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -99,7 +100,7 @@ def run_finetune_job(device: torch.device, job: FinetuneJob) -> tuple[dict, dict
         splits[name] = MotionSplit.from_arrays(arrays, source=name)
         splits[name].check_against(text, name)
     generator = load_generator(job.denoiser, job.vae, device, source=job.source)
-    reward = load_reward(job.reward, device)
+    reward = load_finetune_reward(job.reward, device, job.config, job.extra)
     result = finetune(generator, reward, splits["train_motions"], splits["val_motions"], text, job.config,
                       seed=job.seed, device=device)
     summary = {**result.summary, "generator": job.generator, "device": str(device)}
@@ -115,7 +116,8 @@ def save_job(job: FinetuneJob, folder: Path) -> None:
     """Write ``job`` to ``folder``: ``job.pt`` (checkpoints, config, seed) and one ``<split>.<key>.npy`` per array."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"denoiser": job.denoiser, "vae": job.vae, "reward": job.reward, "config": to_dict(job.config),
-                "seed": int(job.seed), "generator": job.generator, "source": job.source}, folder / "job.pt")
+                "seed": int(job.seed), "generator": job.generator, "source": job.source, "extra": job.extra},
+               folder / "job.pt")
     for split in SPLITS:
         for key, array in getattr(job, split).items():
             np.save(folder / f"{split}.{key}.npy", np.asarray(array), allow_pickle=False)
@@ -130,7 +132,7 @@ def load_job(folder: Path) -> FinetuneJob:
         arrays[split][key] = np.load(path, mmap_mode="r", allow_pickle=False)
     return FinetuneJob(head["denoiser"], head["vae"], head["reward"], arrays["train"], arrays["val"], arrays["text"],
                        from_dict(FinetuneConfig, head["config"], where="job.config"), int(head["seed"]),
-                       head["generator"], head["source"])
+                       head["generator"], head["source"], head.get("extra") or {})
 
 
 def _job_worker(device: torch.device, folder: str) -> tuple[dict, dict, dict]:
@@ -142,7 +144,8 @@ def launch_finetune_job(job: FinetuneJob, nproc: int, device: str = "auto") -> t
     folder = Path(tempfile.mkdtemp(prefix="easytune-job-"))
     try:
         save_job(FinetuneJob(job.denoiser, job.vae, job.reward, without_features(job.train),
-                             without_features(job.val), job.text, job.config, job.seed, job.generator, job.source),
+                             without_features(job.val), job.text, job.config, job.seed, job.generator, job.source,
+                             job.extra),
                  folder)
         log.info("fine-tuning %s in %d local workers", job.config.method, nproc)
         return distributed.launch_local(_job_worker, (str(folder),), nproc=nproc, device=device)
@@ -195,10 +198,11 @@ def _no_interpolation(value: Any, where: str) -> Any:
     return value
 
 
-def catalog_paths(conf: Path, env: str, method: str) -> dict[str, str]:
-    """Filepaths of the entries the job reads and writes, as the project's catalog declares them."""
+def catalog_paths(conf: Path, env: str, method: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Filepaths of the entries the job reads and writes, as the project's catalog declares them (``extra``: other
+    inputs it reads, e.g. ensemble members)."""
     catalog = _read_yaml_group(conf, env, "catalog*.yml")
-    wanted = [*INPUTS, f"{method}.finetuned_denoiser", f"{method}.finetune_summary", "finetune_report"]
+    wanted = [*INPUTS, *extra, f"{method}.finetuned_denoiser", f"{method}.finetune_summary", "finetune_report"]
     out = {}
     for name in wanted:
         entry = catalog.get(name) or catalog.get(name.replace(method, "{method}", 1))
@@ -260,7 +264,8 @@ def job_from_project(project: Path, env: str, method: str, params_override: str 
                         where="params:runtime")
     config = settings.method(method)
     spec = settings.spec
-    paths = {name: project / p for name, p in catalog_paths(conf, env, method).items()}
+    extra = reward_inputs_needed(config)
+    paths = {name: project / p for name, p in catalog_paths(conf, env, method, tuple(extra)).items()}
     job = FinetuneJob(
         denoiser=_load_checkpoint(paths[spec.checkpoint], spec.checkpoint, True),
         vae=_load_checkpoint(paths["motion_vae"], "motion_vae", True) if spec.latent else None,
@@ -268,7 +273,8 @@ def job_from_project(project: Path, env: str, method: str, params_override: str 
         train=load_npz(paths["train_motions"], skip_features=True),
         val=load_npz(paths["val_motions"], skip_features=True),
         text=load_npz(paths["text_embeddings"]),
-        config=config, seed=int(runtime.seed), generator=settings.generator, source=spec.checkpoint)
+        config=config, seed=int(runtime.seed), generator=settings.generator, source=spec.checkpoint,
+        extra={name: _load_checkpoint(paths[name], name, True) for name in extra})
     outputs = {"checkpoint": paths[f"{method}.finetuned_denoiser"], "summary": paths[f"{method}.finetune_summary"],
                "report": paths["finetune_report"]}
     return job, outputs, runtime

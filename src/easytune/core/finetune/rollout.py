@@ -9,6 +9,8 @@ to a frozen reference denoiser (paper Eq. S1: MSE between the two denoisers' out
 ``on_update(loss)`` where the plan updates (the caller runs backward and the optimizer there).
 
 Per-step loss (Algorithm 1): loss_t = - reward_weight * w_t * mean_b R_b + kl_weight * ||eps_theta - eps_ref||^2.
+With ``step_weight_mode="lr"`` w_t is left out of the loss and handed to ``on_update`` in ``trace.weight`` (the
+caller scales that update's learning rate by it, after clipping).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from easytune.core.finetune.cost import CostMeter
 from easytune.core.finetune.policies import RolloutPlan
 
 RewardInput = Literal["x0_hat", "noisy"]
+StepWeightMode = Literal["loss", "lr"]
 
 
 @dataclass
@@ -37,6 +40,7 @@ class StepTrace:
     reward: float | None = None
     kl: float | None = None
     updated: bool = False
+    weight: float = 1.0  # w_t of the reward term(s) this update carries (``step_weight_mode="lr"``: the lr factor)
 
 
 @dataclass
@@ -81,6 +85,7 @@ def run_rollout(
     guidance_scale: float | None = None,
     reward_input: RewardInput = "x0_hat",
     reward_weight: float = 1.0,
+    step_weight_mode: StepWeightMode = "loss",
     reference=None,
     kl_weight: float = 0.0,
     reward_checkpointing: bool = False,
@@ -101,6 +106,9 @@ def run_rollout(
             (``trace.reward`` holds this step's batch-mean reward); returning True ends the trajectory there.
         reward_input: ``x0_hat`` (one-step prediction, decoded) or ``noisy`` (noise-aware R(x_{t-1}, t-1, c);
             feature-space generators only).
+        step_weight_mode: ``loss``: w_t multiplies the reward term; ``lr``: the reward term is unweighted and w_t
+            goes to ``on_update`` as ``trace.weight`` (one weight per update: different weights accumulated into one
+            update are an error).
         reference: frozen reference generator for the KL term (used when ``kl_weight > 0``).
         reward_checkpointing: run the reward path (VAE decode + reward model) under gradient checkpointing: its
             activations are recomputed in backward instead of kept, which removes the fixed per-step memory of the
@@ -114,6 +122,8 @@ def run_rollout(
     n = generator.steps(num_steps)
     if plan.num_steps != n:
         raise ValueError(f"plan is for {plan.num_steps} steps but the sampler runs {n}")
+    if step_weight_mode not in ("loss", "lr"):
+        raise ValueError(f"step_weight_mode must be 'loss' or 'lr', got {step_weight_mode!r}")
     if reward_input == "noisy" and generator.vae is not None:
         raise ValueError("the noise-aware reward scores features: use reward_input='x0_hat' for latent (MLD) models")
     plan.validate()
@@ -128,6 +138,7 @@ def run_rollout(
     frame_mask = mask[..., None].to(x_t.dtype) if generator.vae is None else None  # (B, T, 1) for MDM
     result = RolloutResult(mask=mask)
     pending: torch.Tensor | None = None
+    pending_weights: set[float] = set()  # w_t of the reward terms in ``pending``
     with torch.enable_grad():
         for i, decision in enumerate(plan.decisions):
             t = int(timesteps[i])
@@ -193,14 +204,21 @@ def run_rollout(
                             samples=scored.shape[0], grad=scored.requires_grad, trained=False, recomputed=recompute)
                 r_mean = r.mean()  # explicit batch mean of the per-sample reward
                 trace.reward = float(r_mean.detach())
-                term = -reward_weight * decision.weight * r_mean
+                weight_in_loss = decision.weight if step_weight_mode == "loss" else 1.0
+                term = -reward_weight * weight_in_loss * r_mean
                 pending = term if pending is None else pending + term
+                pending_weights.add(float(decision.weight))
             if decision.update:
                 if pending is None or not pending.requires_grad:
                     raise RuntimeError(f"step {i}: the loss has no gradient path to the parameters")
                 trace.updated = True
+                if step_weight_mode == "lr" and len(pending_weights) > 1:
+                    raise ValueError(f"step {i}: step_weight_mode 'lr' needs one weight per update, this update "
+                                     f"carries rewards of weights {sorted(pending_weights)}")
+                trace.weight = pending_weights.pop() if len(pending_weights) == 1 else 1.0
                 stop = on_update(pending, trace)
                 pending = None
+                pending_weights.clear()
                 x_prev = x_prev.detach()  # the graph was freed by backward
             result.trace.append(trace)
             x_t = x_prev

@@ -425,13 +425,23 @@ class _FinetuneRun:
                                                                                else []))
         grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip) if config.grad_clip
                      else torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in self.params if p.grad is not None)))
+        grad_norm = float(grad_norm)  # the pre-clip norm (clip_grad_norm_ returns the norm before clipping)
+        clipped = bool(config.grad_clip) and grad_norm > config.grad_clip
         lr = self.optimizer.param_groups[0]["lr"]
+        factor = trace.weight if config.step_weight_mode == "lr" else 1.0
+        scheduled = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:  # w_t as this update's learning-rate factor, after clipping
+            group["lr"] = group["lr"] * factor
         self.optimizer.step()
+        for group, value in zip(self.optimizer.param_groups, scheduled, strict=True):  # the schedule is unchanged
+            group["lr"] = value
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         state.updates += 1
-        metrics = {"train_reward": extras[0], "loss": extras[1], "lr": lr, "grad_norm": float(grad_norm),
-                   "step_index": trace.index}
+        metrics = {"train_reward": extras[0], "loss": extras[1], "lr": lr, "grad_norm": grad_norm,
+                   "grad_norm_preclip": grad_norm, "clipped": float(clipped), "step_index": trace.index}
+        if config.step_weight_mode == "lr":
+            metrics["lr_applied"] = lr * factor
         if trace.kl is not None:
             metrics["kl"] = extras[2]
         self.accountant.end_update(state.updates, metrics)
@@ -464,7 +474,7 @@ class _FinetuneRun:
             run_rollout(gen, self.reward, plan, batch_text, lengths, noise_generator=step_noise,
                         on_update=self.on_update, num_steps=self.n_steps, guidance_scale=config.guidance_scale,
                         reward_input=config.reward_input, reward_weight=config.reward_weight,
-                        reference=self.reference, kl_weight=config.kl_weight, meter=self.meter,
+                        step_weight_mode=config.step_weight_mode, reference=self.reference, kl_weight=config.kl_weight, meter=self.meter,
                         reward_checkpointing=config.reward_checkpointing, x_T=x_T)
         self.meter.discard_pending()
         state.trajectories += 1
@@ -564,6 +574,24 @@ def finetune(
     return run.run(stop_after_updates)
 
 
+def clipping_by_step(history: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Per step index of the sampler (0 = noisiest), over every update taken there: ``updates``, ``clipped`` (how
+    many were clipped), ``clipped_fraction`` and ``mean_grad_norm_preclip`` -> ``{str(step_index): row}`` (str keys:
+    the summary is JSON), from the per-update metrics ``step_index``, ``grad_norm_preclip`` and ``clipped``."""
+    by_update = {}
+    for name in ("step_index", "grad_norm_preclip", "clipped"):
+        for record in history.get(name, []):
+            by_update.setdefault(int(record["step"]), {})[name] = float(record["value"])
+    rows: dict[int, list[tuple[float, float]]] = {}
+    for values in by_update.values():
+        if len(values) == 3:
+            rows.setdefault(int(values["step_index"]), []).append((values["grad_norm_preclip"], values["clipped"]))
+    return {str(index): {"updates": len(pairs), "clipped": int(sum(c for _, c in pairs)),
+                         "clipped_fraction": float(np.mean([c for _, c in pairs])),
+                         "mean_grad_norm_preclip": float(np.mean([n for n, _ in pairs]))}
+            for index, pairs in sorted(rows.items())}
+
+
 def _result(generator, denoiser, config, policy, state: _State, history, accountant, *, interrupted: bool):
     """Summary of a run. ``final_reward`` is the mean reward R(x_0, c) of final samples of the no-grad sampler with
     the final weights on the held-out val captions (the last validation; None without validation), the same
@@ -584,6 +612,7 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
             accountant.log(state.updates, {f"peak_saved_bytes_rank{r}": rank_saved,
                                            **({} if rank_cuda is None else {f"peak_cuda_bytes_rank{r}": rank_cuda})})
     samples = state.trajectories * config.batch_size
+    clipping = clipping_by_step(history)
     if config.lora.enabled and not interrupted:
         merge_lora(denoiser)
     summary = {
@@ -607,6 +636,9 @@ def _result(generator, denoiser, config, policy, state: _State, history, account
         "best_update": state.best_update if state.best_val is not None else None,
         "stopped_early": state.stopped_early,
         "budget_spent": state.budget_spent,
+        "clipped_fraction": (sum(row["clipped"] for row in clipping.values()) / max(state.updates, 1)
+                             if clipping else None),
+        "clipping_by_step": clipping,
         "peak_saved_bytes": int(max(saved)) if saved else 0,
         "peak_cuda_bytes": int(max(cuda)) if cuda else None,
         "peak_saved_bytes_per_rank": [int(v) for v, _ in per_rank],

@@ -26,6 +26,7 @@ MODEL_KINDS: dict[str, str] = {
     "latent_consistency_denoiser": "easytune.core.models.consistency_denoiser:LatentConsistencyDenoiser",
     "frame_denoiser": "easytune.core.models.frame_denoiser:FrameDenoiser",
     "retrieval_model": "easytune.core.reward.retrieval_model:RetrievalModel",
+    "realism_critic": "easytune.core.reward.critic:RealismCritic",
     "evaluator": "easytune.core.evaluation.evaluator:MotionTextEvaluator",
     "content_classifier": "easytune.core.evaluation.classifier:ContentClassifier",
 }

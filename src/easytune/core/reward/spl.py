@@ -17,6 +17,13 @@ Where: :class:`OnlineMiner` mines each SPL iteration's batch with the CURRENT we
 Pools: the queries are cut into groups of ``pool_size``; each group is padded with random other samples of the
 split (candidates only) to ``pool_size`` motions; ``pool_size`` None = the whole split.
 
+Generated negatives (issue #23, option ``reward.generated_negatives``, off by default): :class:`GeneratedNegativeMiner`
+wraps a miner; for every query the wrapped miner found no preference for, the motions a generator produced for the
+query's caption (:class:`~easytune.core.reward.generated.GeneratedMotions`) are scored with the current weights, and
+the top one that the reward ranks ABOVE the caption's ground-truth motion (R(g, c) > R(x_gt, c): what a generator
+can exploit) becomes the loser, the ground truth the winner. Such pairs are counted (``mined_generated_pairs`` per
+iteration) and logged in the same table (``loser_id`` = ``generated:<g>``).
+
 Calibration (App. A.6.2: choose k and the pool so that failures : successes is about 1:20): :func:`failure_grid`
 measures the failure ratio of the pre-SPL model on the train split for every (pool size, k) of a grid and
 :func:`choose_setting` picks the point nearest the target (in log ratio), with a verdict "inapplicable" when even
@@ -28,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import scipy.sparse
@@ -36,6 +43,7 @@ import torch
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, SEED, Range
+from easytune.core.reward.generated import GeneratedMotions
 from easytune.core.reward.losses import caption_groups
 from easytune.core.reward.retrieval_model import RetrievalModel, embed_captions, embed_motions
 
@@ -57,6 +65,20 @@ class MiningConfig:
             raise ValueError(f"mining.k must be >= 1, got {self.k}")
         if self.pool_size is not None and self.pool_size < 2:
             raise ValueError(f"mining.pool_size must be >= 2 or null (whole split), got {self.pool_size}")
+
+
+@dataclass
+class GeneratedNegativesConfig:
+    """SPL with generated negatives (off by default): ``samples`` motions of the pretrained ``generator``
+    (``mld``, ``mdm``, ``mlcm``; the project's checkpoint of that kind) for random train captions, drawn once with
+    ``seed`` and ``num_steps`` sampling steps (None: the sampler's default); during SPL a generated motion that the
+    current reward ranks above its caption's ground truth becomes that query's loser."""
+
+    enabled: bool = False
+    generator: Literal["mld", "mdm", "mlcm"] = "mld"
+    samples: Annotated[int, AT_LEAST_1] = 256
+    num_steps: Annotated[int | None, AT_LEAST_1] = None
+    seed: Annotated[int, SEED] = 0
 
 
 @dataclass
@@ -257,8 +279,9 @@ class BatchMining:
     """What a miner returns for one SPL iteration's batch of B queries (arrays (B,))."""
 
     has_preference: np.ndarray  # bool
-    loser: np.ndarray           # int64 sample index (= the query's own sample without a preference)
-    caption_rows: np.ndarray    # int64 the caption the pair is scored with
+    loser: np.ndarray           # int64 sample index (= the query's own sample without a preference); >= N: a
+    caption_rows: np.ndarray    # int64 the caption the pair is scored with           generated motion (see below)
+    generated: np.ndarray | None = None  # bool: the loser is a generated motion (GeneratedNegativeMiner)
 
 
 class OnlineMiner:
@@ -322,6 +345,81 @@ class OfflineMiner:
     @property
     def log(self) -> MinedPairs:
         return MinedPairs.concatenate(self.parts)
+
+
+def with_generated(split: MotionSplit, generated: GeneratedMotions) -> MotionSplit:
+    """``split`` followed by the generated motions as extra samples (indices N .. N+G-1; ids ``generated:<g>``,
+    their caption the one they were generated for): where the SPL loss reads a generated loser's features."""
+    n, g = len(split), len(generated)
+    width = max(split.max_length, generated.features.shape[1])
+    features = np.zeros((n + g, width, split.feature_dim), np.float32)
+    features[:n, :split.max_length] = split.features
+    features[n:, :generated.features.shape[1]] = generated.features
+    return MotionSplit(ids=np.concatenate([split.ids.astype(str), [f"generated:{i}" for i in range(g)]]),
+                       features=features, lengths=np.concatenate([split.lengths, generated.lengths]).astype(np.int64),
+                       caption_offsets=np.concatenate([split.caption_offsets,
+                                                       split.caption_offsets[-1] + np.arange(1, g + 1)]),
+                       caption_ids=np.concatenate([split.caption_ids, generated.caption_row]).astype(np.int64),
+                       labels=np.concatenate([split.labels.astype(str), [""] * g]))
+
+
+class GeneratedNegativeMiner:
+    """Wraps a miner (:class:`OnlineMiner` or :class:`OfflineMiner`): a query without a preference whose caption has
+    generated motions gets the pair (winner = its ground truth, loser = the highest-scoring generated motion) when
+    that motion's reward R(g, c) exceeds R(x_gt, c) under the current weights (eval mode, no gradient, whole
+    motions). Losers are indices into :attr:`pairs_split` (the split followed by the generated motions); the wrapped
+    miner's log rows of those queries are rewritten to the generated pair."""
+
+    def __init__(self, base, split: MotionSplit, text: TextEmbeddings, generated: GeneratedMotions,
+                 device: torch.device | str):
+        self.base, self.split, self.text, self.generated, self.device = base, split, text, generated, device
+        self.pairs_split = with_generated(split, generated)
+        self.by_caption: dict[int, np.ndarray] = {}
+        for g, row in enumerate(generated.caption_row.tolist()):
+            self.by_caption.setdefault(int(row), []).append(g)
+        self.by_caption = {k: np.asarray(v, np.int64) for k, v in self.by_caption.items()}
+
+    @property
+    def parts(self) -> list[MinedPairs]:
+        return self.base.parts
+
+    @property
+    def log(self) -> MinedPairs:
+        return self.base.log
+
+    @torch.no_grad()
+    def __call__(self, model: RetrievalModel, batch: np.ndarray, caption_rows: np.ndarray, step: int) -> BatchMining:
+        mined = self.base(model, batch, caption_rows, step)
+        batch, rows = np.asarray(batch, np.int64), np.asarray(mined.caption_rows, np.int64)
+        generated = np.zeros(len(batch), bool)
+        open_queries = [b for b in range(len(batch))
+                        if not mined.has_preference[b] and int(rows[b]) in self.by_caption]
+        if open_queries:
+            was_training = model.training
+            cands = np.unique(np.concatenate([self.by_caption[int(rows[b])] for b in open_queries]))
+            gen_emb = embed_motions(model, self.generated.features[cands], self.generated.lengths[cands], self.device)
+            gt = batch[open_queries]
+            gt_emb = embed_motions(model, self.split.features[gt], self.split.lengths[gt], self.device)
+            cap_emb = embed_captions(model, self.text, rows[open_queries], self.device)
+            model.train(was_training)
+            gen_emb, gt_emb, cap_emb = (torch.nn.functional.normalize(e, dim=-1) for e in (gen_emb, gt_emb, cap_emb))
+            scale = float(model.reward_scale)
+            where = {int(g): j for j, g in enumerate(cands)}
+            log = self.base.parts[-1] if self.base.parts else None
+            for q, b in enumerate(open_queries):
+                mine = self.by_caption[int(rows[b])]
+                scores = scale * (gen_emb[[where[int(g)] for g in mine]] @ cap_emb[q]).numpy()  # (G_c,)
+                gt_score = scale * float(gt_emb[q] @ cap_emb[q])
+                best = int(np.argmax(scores))
+                if scores[best] > gt_score:  # an exploit: the reward prefers the generated motion
+                    g = int(mine[best])
+                    mined.has_preference[b], mined.loser[b], generated[b] = True, len(self.split) + g, True
+                    if log is not None and len(log) == len(batch):
+                        log.has_preference[b], log.loser_index[b] = True, len(self.split) + g
+                        log.loser_id = log.loser_id.astype(object)
+                        log.loser_id[b] = f"generated:{g}"
+                        log.loser_score[b] = scores[best]
+        return BatchMining(mined.has_preference, mined.loser, mined.caption_rows, generated)
 
 
 # ----------------------------------------------------------------------------------------------------------------

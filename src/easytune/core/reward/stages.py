@@ -18,9 +18,11 @@ import torch
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.infra.config import to_dict, with_overrides
 from easytune.core.reward.config import RewardConfig, build_model, seeded
+from easytune.core.reward.generated import GeneratedMotions
 from easytune.core.reward.metrics import evaluate_retrieval, mean_ci
 from easytune.core.reward.retrieval_model import RetrievalModel
 from easytune.core.reward.spl import (
+    GeneratedNegativeMiner,
     MinedPairs,
     MiningConfig,
     OfflineMiner,
@@ -83,11 +85,13 @@ def calibrated_mining(config: RewardConfig, calibration: dict, index: int = 0) -
 
 def run_spl(before: RetrievalModel, config: RewardConfig, calibration: dict, train: MotionSplit, val: MotionSplit,
             text: TextEmbeddings, device: torch.device, index: int = 0,
-            offline_pairs: MinedPairs | None = None) -> tuple[RetrievalModel, dict, MinedPairs]:
+            offline_pairs: MinedPairs | None = None,
+            generated: GeneratedMotions | None = None) -> tuple[RetrievalModel, dict, MinedPairs]:
     """SPL fine-tuning of a copy of ``before`` (Alg. 2) -> (model, history, mined pairs of every iteration).
 
     Online mining (default) mines each batch with the current weights; offline mining uses ``offline_pairs``
-    (mined once with ``before``; mined here when not given)."""
+    (mined once with ``before``; mined here when not given). ``generated`` (optional, non-empty): generated
+    negatives (:class:`~easytune.core.reward.spl.GeneratedNegativeMiner`) on top of either."""
     cfg = seeded(config, index)
     mining = calibrated_mining(config, calibration, index)
     model = copy.deepcopy(before).to(device).train()
@@ -96,6 +100,8 @@ def run_spl(before: RetrievalModel, config: RewardConfig, calibration: dict, tra
     else:
         pairs = offline_pairs if offline_pairs is not None else mine_preferences(before, train, text, mining, device)
         miner = OfflineMiner(pairs, len(train))
+    if generated is not None and len(generated):
+        miner = GeneratedNegativeMiner(miner, train, text, generated, device)
     model, history = train_retrieval_model(model, train, text, cfg.spl, device, val=val, miner=miner)
     return model, history, miner.log
 
@@ -115,6 +121,10 @@ def mined_summary(history: dict, pairs: MinedPairs | None = None) -> dict:
     out = {"per_iteration": counts, "iterations": len(counts), "total": int(sum(counts)),
            "mean": float(np.mean(counts)) if counts else 0.0, "min": int(min(counts)) if counts else 0,
            "max": int(max(counts)) if counts else 0, "iterations_with_pairs": int(sum(c > 0 for c in counts))}
+    generated = [int(h["value"]) for h in history.get("mined_generated_pairs", [])]
+    if generated:  # SPL with generated negatives: the pairs whose loser is a generated motion (in the counts above)
+        out["generated_per_iteration"] = generated
+        out["generated_total"] = int(sum(generated))
     if pairs is not None and len(pairs):
         out["queries"] = len(pairs)
         out["failure_ratio"] = pairs.failure_ratio
@@ -127,9 +137,11 @@ def _best_step(history: dict) -> int | None:
 
 
 def replicate(config: RewardConfig, calibration: dict, runtime_seed: int, index: int, train: MotionSplit,
-              val: MotionSplit, test: MotionSplit, text: TextEmbeddings, device: torch.device) -> dict:
-    """All arms of one non-primary training seed, each evaluated once on test -> {seed, arms: {arm: test metrics},
-    best_steps, mined_pairs}."""
+              val: MotionSplit, test: MotionSplit, text: TextEmbeddings, device: torch.device,
+              generated: GeneratedMotions | None = None) -> tuple[dict, RetrievalModel]:
+    """All arms of one non-primary training seed, each evaluated once on test -> ({seed, arms: {arm: test metrics},
+    best_steps, mined_pairs}, that seed's reward model: after SPL when SPL applies, else before, as the primary
+    seed's ``reward_model``). ``generated``: the generated negatives of SPL (:func:`run_spl`)."""
     before, hist_before = train_before(config, train, val, text, runtime_seed, index, device)
     out = {"seed_index": index, "model_seed": runtime_seed + index, "arms": {}, "best_steps": {}}
     out["arms"]["before"] = evaluate_retrieval(before, test, text, config.evaluation, device)
@@ -137,12 +149,15 @@ def replicate(config: RewardConfig, calibration: dict, runtime_seed: int, index:
     control, hist = run_control(before, config, train, val, text, device, index)
     out["arms"]["control"] = evaluate_retrieval(control, test, text, config.evaluation, device)
     out["best_steps"]["control"] = _best_step(hist)
+    reward_model = before
     if calibration["applicable"]:
-        after, hist, pairs = run_spl(before, config, calibration, train, val, text, device, index)
+        after, hist, pairs = run_spl(before, config, calibration, train, val, text, device, index,
+                                     generated=generated)
         out["arms"]["after"] = evaluate_retrieval(after, test, text, config.evaluation, device)
         out["best_steps"]["after"] = _best_step(hist)
         out["mined_pairs"] = mined_summary(hist, pairs)
-    return out
+        reward_model = after
+    return out, reward_model
 
 
 def _point(metrics: dict) -> dict:

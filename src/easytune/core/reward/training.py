@@ -185,9 +185,12 @@ def train_retrieval_model(
             mined = miner(model, idx, rows, step)  # current weights, no gradient; the whole batch on every rank
             fails = np.flatnonzero(mined.has_preference)
             record("mined_pairs", step, len(fails))
+            if mined.generated is not None:  # SPL with generated negatives: how many losers are generated motions
+                record("mined_generated_pairs", step, int(mined.generated.sum()))
             if len(fails) and config.spl_weight > 0:
                 with autocast_context(device, config.bf16):
-                    spl_term = spl_pairs_loss(model, train, text, idx[fails], mined.loser[fails],
+                    spl_term = spl_pairs_loss(model, getattr(miner, "pairs_split", train), text, idx[fails],
+                                              mined.loser[fails],
                                               mined.caption_rows[fails], device).sum() / len(idx)
                 if not config.retrieval_on_failures:
                     weights = torch.as_tensor(~mined.has_preference, dtype=torch.float32, device=device)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings  # noqa: E402
-from easytune.core.finetune import load_generator, load_reward  # noqa: E402
+from easytune.core.finetune import load_generator, load_reward, reward_inputs_needed  # noqa: E402
 from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
 from easytune.core.finetune.config import FinetuneSettings  # noqa: E402
 from easytune.core.finetune.job import CURVES, FinetuneJob, launch_finetune_job, run_finetune_job  # noqa: E402
@@ -46,18 +46,25 @@ __all__ = ["CURVES", "DistributedOptions", "FinetuneSettings", "analyse_sampling
 
 def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
                     pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
-                    val_motions: dict, text_embeddings: dict, finetune_params: FinetuneSettings,
-                    method_options: dict, runtime: RuntimeConfig) -> tuple[dict, dict, dict]:
+                    val_motions: dict, text_embeddings: dict, reward_model_seed1: dict | None,
+                    reward_model_seed2: dict | None, reward_model_no_spl: dict | None, realism_critic: dict | None,
+                    finetune_params: FinetuneSettings, method_options: dict, runtime: RuntimeConfig
+                    ) -> tuple[dict, dict, dict]:
     """-> (fine-tuned denoiser checkpoint, metric histories, summary) for one method; with
-    ``runtime.distributed.nproc_per_node`` > 1 data-parallel in that many local workers (rank 0's result)."""
+    ``runtime.distributed.nproc_per_node`` > 1 data-parallel in that many local workers (rank 0's result).
+    The optional reward checkpoints (other training seeds, the no-SPL control, the realism critic; None when never
+    trained) are read only when ``reward_ensemble`` / ``realism_weight`` name them."""
     settings = from_dict(FinetuneSettings, finetune_params, where="params:finetune")
     config = settings.run_config(method_options, where="params:finetune.methods")
+    available = {"reward_model_seed1": reward_model_seed1, "reward_model_seed2": reward_model_seed2,
+                 "reward_model_no_spl": reward_model_no_spl, "realism_critic": realism_critic}
+    extra = {name: available.get(name) for name in reward_inputs_needed(config)}
     options = from_dict(DistributedOptions, runtime.get("distributed") or {}, where="runtime.distributed")
     nproc = distributed.resolve_nproc(options.nproc_per_node, runtime["device"])
     name, ckpt, vae = settings.pretrained(_available(pretrained_latent_denoiser, pretrained_frame_denoiser,
                                                      motion_vae, pretrained_consistency_model))
     job = FinetuneJob(ckpt, vae, reward_model, train_motions, val_motions, text_embeddings, config, runtime["seed"],
-                      settings.generator, name)
+                      settings.generator, name, extra)
     if nproc > 1:
         _splits(text_embeddings, train_motions=train_motions, val_motions=val_motions)  # bad input: fail here
         distributed.shard_of(config.batch_size, distributed.DistContext(world_size=nproc),

@@ -14,7 +14,9 @@ ALL_METHODS = ("easytune_step", "easytune_chain", "draft_k", "refl", "alignprop"
 DEFAULT_METHODS = ("easytune_step",)
 
 SHARED_INPUTS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "pretrained_consistency_model",
-                 "motion_vae", "reward_model", "train_motions", "val_motions", "text_embeddings")
+                 "motion_vae", "reward_model", "train_motions", "val_motions", "text_embeddings",
+                 # optional (None when never trained): reward_ensemble members and the realism critic
+                 "reward_model_seed1", "reward_model_seed2", "reward_model_no_spl", "realism_critic")
 
 
 def _template() -> Pipeline:

@@ -17,6 +17,7 @@ from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoin
 from easytune.core.infra.config import RuntimeConfig, from_dict, to_dict
 from easytune.core.infra.runtime import resolve_device, seed_everything
 from easytune.core.reward.config import RewardConfig
+from easytune.core.reward.generated import GeneratedMotions, generate_for_captions
 from easytune.core.reward.metrics import evaluate_retrieval
 from easytune.core.reward.reward import Reward, reward_sanity
 from easytune.core.reward.spl import MinedPairs, mine_preferences
@@ -61,6 +62,41 @@ def train_retrieval(train_motions: dict, val_motions: dict, text_embeddings: dic
     return make_checkpoint("retrieval_model", model, meta), history
 
 
+def generate_spl_negatives(pretrained_latent_denoiser: dict | None, pretrained_frame_denoiser: dict | None,
+                           pretrained_consistency_model: dict | None, motion_vae: dict | None, train_motions: dict,
+                           text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig) -> dict:
+    """-> ``spl_generated_negatives``: with ``reward.generated_negatives.enabled`` the arrays of
+    :class:`GeneratedMotions` (the chosen pretrained generator's motions for random train captions), else ``{}``
+    (off: no checkpoint is read, SPL mines real motions only)."""
+    from easytune.core.finetune import load_generator
+    from easytune.core.finetune.config import generator_spec
+
+    options = _config(reward).generated_negatives
+    if not options.enabled:
+        return {}
+    spec = generator_spec(options.generator, where="reward.generated_negatives.generator")
+    available = {"pretrained_latent_denoiser": pretrained_latent_denoiser, "motion_vae": motion_vae,
+                 "pretrained_frame_denoiser": pretrained_frame_denoiser,
+                 "pretrained_consistency_model": pretrained_consistency_model}
+    needed = [spec.checkpoint, *(["motion_vae"] if spec.latent else [])]
+    absent = [name for name in needed if available[name] is None]
+    if absent:
+        raise ValueError(f"reward.generated_negatives needs {absent} (data/06_models/<name>.pt): run `kedro run "
+                         f"--pipeline pretrain --tags {spec.pretrain_tags}` first")
+    device = resolve_device(runtime["device"])
+    text, (train,) = _splits(text_embeddings, ("train_motions", train_motions))
+    generator = load_generator(available[spec.checkpoint], available["motion_vae"] if spec.latent else None, device,
+                               source=spec.checkpoint)
+    generated = generate_for_captions(generator, train, text, options.samples, seed=options.seed, device=device,
+                                      num_steps=options.num_steps)
+    log.info("SPL generated negatives: %d motions of %s for train captions", len(generated), spec.checkpoint)
+    return generated.to_arrays()
+
+
+def _generated(arrays: dict) -> GeneratedMotions | None:
+    return GeneratedMotions.from_arrays(arrays) if arrays else None
+
+
 def calibrate_spl(retrieval_model: dict, train_motions: dict, text_embeddings: dict, reward: RewardConfig,
                   runtime: RuntimeConfig) -> tuple[dict, pd.DataFrame]:
     """-> (``spl_calibration``: choice, verdict and the calibrated mining setting; the grid as a table)."""
@@ -90,8 +126,8 @@ def mine_preference_pairs(retrieval_model: dict, spl_calibration: dict, train_mo
 
 
 def spl_finetune_reward(retrieval_model: dict, spl_calibration: dict, preference_pairs: pd.DataFrame,
-                        train_motions: dict, val_motions: dict, text_embeddings: dict, reward: RewardConfig,
-                        runtime: RuntimeConfig) -> tuple[dict, dict, pd.DataFrame, dict]:
+                        spl_generated_negatives: dict, train_motions: dict, val_motions: dict, text_embeddings: dict,
+                        reward: RewardConfig, runtime: RuntimeConfig) -> tuple[dict, dict, pd.DataFrame, dict]:
     """-> (``reward_model`` checkpoint, SPL curves (``mined_pairs`` per iteration), the pairs mined in every
     iteration, run summary). When the calibration says SPL is inapplicable nothing is trained: ``reward_model`` is
     the pre-SPL model, marked ``spl_applied: false``."""
@@ -108,7 +144,8 @@ def spl_finetune_reward(retrieval_model: dict, spl_calibration: dict, preference
         return make_checkpoint("retrieval_model", before, meta), {}, pd.DataFrame(MinedPairs.concatenate([])
                                                                                    .to_columns()), summary
     offline = None if mining.online else MinedPairs.from_columns(preference_pairs)
-    model, history, pairs = run_spl(before, config, spl_calibration, train, val, text, device, 0, offline)
+    model, history, pairs = run_spl(before, config, spl_calibration, train, val, text, device, 0, offline,
+                                    generated=_generated(spl_generated_negatives))
     summary = {"run": True, **mined_summary(history, pairs), "best_step": int(history["best_step"][-1]["value"]),
                "wall_s": history["wall_s"][-1]["value"], "reward_scale": float(model.reward_scale.detach())}
     log.info("SPL: %d pairs mined over %d iterations (mean %.2f per iteration, %d iterations with pairs)",
@@ -151,20 +188,28 @@ def sanity_check(reward_model: dict, test_motions: dict, text_embeddings: dict, 
     return reward_sanity(Reward.from_checkpoint(reward_model, device), test, text, device, config.sanity_seed)
 
 
-def seed_replicates(spl_calibration: dict, train_motions: dict, val_motions: dict, test_motions: dict,
-                    text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig) -> list[dict]:
+def seed_replicates(spl_calibration: dict, spl_generated_negatives: dict, train_motions: dict, val_motions: dict,
+                    test_motions: dict, text_embeddings: dict, reward: RewardConfig, runtime: RuntimeConfig
+                    ) -> tuple[list[dict], dict[str, dict]]:
     """The three arms for training seeds 1 .. training_seeds - 1 (pool and k from the primary calibration), each
-    final model scored once on test -> [{seed_index, model_seed, arms, best_steps, mined_pairs}]."""
+    final model scored once on test -> ([{seed_index, model_seed, arms, best_steps, mined_pairs}], each seed's
+    reward model as ``{"reward_model_seed<i>": checkpoint}``: the members a fine-tuning ``reward_ensemble`` names)."""
     config = _config(reward)
     device = resolve_device(runtime["device"])
     text, (train, val, test) = _splits(text_embeddings, ("train_motions", train_motions),
                                        ("val_motions", val_motions), ("test_motions", test_motions))
-    out = []
+    out, models = [], {}
     for index in range(1, config.training_seeds):
         seed_everything(runtime["seed"] + index)
-        out.append(replicate(config, spl_calibration, runtime["seed"], index, train, val, test, text, device))
+        record, model = replicate(config, spl_calibration, runtime["seed"], index, train, val, test, text, device,
+                                  generated=_generated(spl_generated_negatives))
+        out.append(record)
+        meta = {"stage": "spl" if spl_calibration["applicable"] else "retrieval",
+                "spl_applied": bool(spl_calibration["applicable"]), "model_seed": runtime["seed"] + index,
+                "seed_index": index}
+        models[f"reward_model_seed{index}"] = make_checkpoint("retrieval_model", model, meta)
         log.info("training seed %d/%d done", index + 1, config.training_seeds)
-    return out
+    return out, models
 
 
 def build_report(before: dict, control: dict, after: dict, calibration: dict, mining: dict, spl_run: dict,
