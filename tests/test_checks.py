@@ -31,7 +31,7 @@ def test_every_parameter_file_of_every_environment_builds():
     params["typo"] = 1
     problems = parameter_problems(params)
     assert "unknown top-level parameter key(s) ['typo']" in problems[0]
-    assert "finetune.common.num_steps = 0: must be >= 1" in problems[1]
+    assert "finetune.common.num_steps = 0: must be in [1, 1000]" in problems[1]
 
 
 def _models():
