@@ -27,7 +27,7 @@ def _study():
                                                                "lr_from": "a"}}
     config = from_dict(StudyConfig, {"variants": variants, "seeds": [1, 2, 3], "snapshot_at": [0.5, 1.0],
                                      "spl_ablation": ["a", "a_before"], "metrics": ["R@1", "R@2", "R@3", "FID"],
-                                     "reward_gains": [1.0]})
+                                     "headroom_fractions": [0.5]})
     records, scores = {}, {}
     for name, bump in (("a", 0.1), ("a_before", 0.0)):
         runs = [_run(s, [5.0 + bump, 6.0], [11.0, 30.0], [0.25 + bump, 0.3 + bump], [18.0, 40.0]) for s in (1, 2, 3)]
@@ -42,11 +42,13 @@ def test_report_views_selection_and_fig8_on_constructed_runs():
     config, records, scores = _study()
     selection = select_points(config, records)
     assert selection["variants"]["a"]["indices"] == [1, 1, 1]  # snapshot 2's reward-space FID (30) > 1.25 x 10
-    report = build_report(config, BASE, {"val_reward": 4.0, "val_reward_fid": 10.0}, selection, records, scores)
+    report = build_report(config, [BASE] * 3, {"val_reward": 4.0, "val_reward_fid": 10.0, "real_val_reward": 6.0},
+                          selection, records, scores)
     views = report["views"]
     assert views["equal_cost"]["a"][-1]["R@1"]["mean"] == pytest.approx(0.4)
     assert views["admissible"]["variants"]["a"]["R@1"]["mean"] == pytest.approx(0.35)
-    gain = views["equal_reward_gain"]["a"][0]  # +1 first reached between the base (4.0) and snapshot 1 (5.1)
+    gain = views["equal_reward_gain"]["a"][0]  # 0.5 of the headroom (6 - 4): +1, first reached between the base
+    assert gain["gain"] == 1.0 and gain["fraction"] == 0.5  # (4.0) and snapshot 1 (5.1)
     assert gain["reached"] == 3 and gain["R@1"]["mean"] == pytest.approx(0.2 + (1.0 / 1.1) * 0.15)
     assert views["equal_seconds"]["seconds"][-1] == 11.0  # the shortest run (seed 1: 5 * 2 + 1)
     abl = report["spl_ablation"]
