@@ -262,8 +262,10 @@ def test_finetune_study_on_the_tiny_project(tiny_project):
     assert views["equal_seconds"]["variants"]["refl_10"][0]["FID"]["ci"] is not None
     assert views["pareto"]["front"] and views["admissible"]["variants"]["drtune_paper"]["R@1"]["ci"] is not None
     assert report["conclusions"] and "95%" in report["ci"]
+    assert sum(report["signal_subset"]["label_counts"].values()) == report["signal_subset"]["samples"]
+    assert len(report["base"]["per_seed"]) == 3 and "main_comparison" in report and "headroom" in report
     for name in ("study_pareto.png", "study_metrics_vs_cost.png", "study_metrics_vs_reward_gain.png",
-                 "study_tables.md"):
+                 "study_gold_vs_proxy.png", "study_tables.md"):
         assert (reports / name).stat().st_size > 0, name
     assert (tiny_project / "data" / "07_model_output" / "generated" / "easytune_all.npz").exists()
 

@@ -2,6 +2,7 @@
 and results that do not depend on the number of worker processes."""
 
 import logging
+import math
 
 import torch
 
@@ -13,7 +14,9 @@ from easytune.core.study.runner import (
     RunTask,
     StudyInputs,
     base_signals,
+    bracketing_selection,
     choose_lr,
+    extend_grid,
     light_splits,
     run_task,
     select_learning_rates,
@@ -115,3 +118,31 @@ def test_a_variant_can_fine_tune_with_the_reward_before_spl_at_another_variants_
     before = run_task(inputs, RunTask("easytune_all_before_spl", 1e-2, 1)).record["snapshots"]
     assert after[0] == before[0]  # the same base signals (one yardstick)
     assert after[-1]["val_reward"] != before[-1]["val_reward"]  # another training reward, another model
+
+
+def test_grids_are_extended_outwards_while_the_choice_sits_at_an_edge():
+    """A constructed selection objective (admissible val reward = -(log10 lr - log10 optimum)^2) whose optimum lies
+    beyond the grid: one step outwards per round (the grid's ratio at that edge), at most grid_extensions times."""
+    variants = {"easytune_all": {"method": "easytune_step"}, "draft_2": {"method": "draft_k", "policy": {"k": 2}}}
+    config = from_dict(StudyConfig, {"variants": variants, "lr_grid": [1e-4, 1e-3, 1e-2], "grid_extensions": 2})
+    optimum = {"easytune_all": 1e-1, "draft_2": 1e-9}  # one step beyond the top; far below the bottom
+    batches = []
+
+    def run_batch(tasks):
+        batches.append([(t.variant, t.lr, t.seed) for t in tasks])
+        return [RunOutput({"snapshots": [
+            {"val_reward": -100.0, "val_reward_fid": 1.0},
+            {"val_reward": -(math.log10(t.lr) - math.log10(optimum[t.variant])) ** 2, "val_reward_fid": 1.0}]}, [])
+            for t in tasks]
+
+    chosen = bracketing_selection(config, ["easytune_all", "draft_2"], run_batch)
+    top = chosen["easytune_all"]
+    assert top["lr"] == 1e-1 and top["extended"] == [1e-1, 1.0] and top["at_edge"] is None  # bracketed: 1e-1 < 1
+    assert top["grid"] == [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    low = chosen["draft_2"]
+    assert low["extended"] == [1e-5, 1e-6] and low["lr"] == 1e-6 and low["at_edge"] == "low"  # still at an edge
+    assert [len(b) for b in batches] == [6, 2, 2] and all(s == config.selection_seed for b in batches for *_, s in b)
+    assert extend_grid([3e-6, 1e-5, 3e-5], "low") == 9e-7 and extend_grid([3e-6, 1e-5, 3e-5], "high") == 9e-5
+    config.grid_extensions = 0
+    once = bracketing_selection(config, ["easytune_all"], run_batch)
+    assert once["easytune_all"]["lr"] == 1e-2 and once["easytune_all"]["at_edge"] == "high"

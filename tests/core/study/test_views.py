@@ -12,6 +12,7 @@ from easytune.core.study.views import (
     first_crossing,
     interpolate,
     mean_ci,
+    paired,
     pareto_front,
     rank_variants,
 )
@@ -76,8 +77,25 @@ def test_pareto_front_and_ranking_claim_no_more_than_the_intervals():
     pts = [{"id": "a", "FID": 10, "R@1": 0.3}, {"id": "b", "FID": 12, "R@1": 0.35}, {"id": "c", "FID": 11,
            "R@1": 0.29}, {"id": "d", "FID": 9, "R@1": 0.2}]
     assert [p["id"] for p in pareto_front(pts)] == ["d", "a", "b"]
-    ranking = rank_variants({"x": {"mean": 0.30, "ci": 0.02}, "y": {"mean": 0.27, "ci": 0.02},
-                             "z": {"mean": 0.20, "ci": 0.01}})
-    assert ranking["best"] == "x" and ranking["tied_with"] == ["y"] and ranking["candidates"] == 3
-    lower = rank_variants({"x": {"mean": 10, "ci": 1}, "y": {"mean": 20, "ci": 1}}, higher_is_better=False)
+    # x beats y by 0.01 on every seed (the seed effect is shared: paired, separated, though the unpaired intervals
+    # overlap widely); z is above y on average but its differences to x change sign (not separated)
+    ranking = rank_variants({"x": {1: 0.30, 2: 0.40, 3: 0.50}, "y": {1: 0.29, 2: 0.39, 3: 0.49},
+                             "z": {1: 0.36, 2: 0.30, 3: 0.50}})
+    assert ranking["best"] == "x" and ranking["tied_with"] == ["z"] and ranking["candidates"] == 3
+    assert ranking["paired"]["y"]["separated"] and ranking["paired"]["y"]["mean"] == pytest.approx(0.01)
+    lower = rank_variants({"x": {1: 10, 2: 11}, "y": {1: 20, 2: 22}}, higher_is_better=False)
     assert lower["best"] == "x"
+
+
+def test_paired_interval_is_the_t_interval_of_the_per_seed_differences():
+    a = {1: 0.30, 2: 0.35, 3: 0.40, 4: None}
+    b = {1: 0.20, 2: 0.30, 3: 0.30, 4: 0.25, 5: 0.1}  # seed 4 has no value of a, seed 5 none at all: left out
+    out = paired(a, b)
+    assert out["seeds"] == [1, 2, 3] and out["diffs"] == pytest.approx([0.10, 0.05, 0.10]) and out["n"] == 3
+    assert out["mean"] == pytest.approx(0.25 / 3)
+    sd = math.sqrt(((0.10 - 0.25 / 3) ** 2 * 2 + (0.05 - 0.25 / 3) ** 2) / 2)  # 0.0288675
+    assert out["ci"] == pytest.approx(4.302652729911275 * sd / math.sqrt(3))  # 0.0717109
+    assert out["ci"] == pytest.approx(0.0717109, abs=1e-6) and out["separated"]  # 0.0833 > 0.0717
+    near = paired({1: 0.30, 2: 0.31}, {1: 0.29, 2: 0.32})  # diffs +0.01, -0.01
+    assert near["mean"] == pytest.approx(0.0) and not near["separated"]
+    assert paired({1: 0.3}, {1: 0.2})["ci"] is None and not paired({1: 0.3}, {1: 0.2})["separated"]

@@ -50,16 +50,23 @@ class StudyConfig:
             chosen on the runs that are reported).
         lr_grid: learning rates tried per variant; the one with the highest held-out reward at its admissible point
             (val split, :mod:`.signals`) is used for the seeded runs.
+        grid_extensions: when the chosen learning rate is at an edge of its grid, the grid is extended one step
+            outwards (the grid's own ratio at that edge) on the selection seed and the choice made again, at most
+            this many times; a variant still at an edge is marked in the report.
         budget_gflops: every run's budget in forward + backward GFLOPs (:mod:`easytune.core.finetune.cost`).
         snapshot_at: fractions of the budget where weights are snapshotted (snapshot 0 is the base model).
         finetune: :class:`FinetuneConfig` fields for every run (over ``finetune.common``; e.g. batch size, warm-up,
             a constant learning rate via ``min_lr_ratio: 1``).
         signals: validation signals and the admissibility guard (:class:`SignalConfig`).
-        reward_gains: held-out reward gains over the base where the equal-reward view reads the metrics.
+        headroom_fractions: fractions of the headroom (held-out reward of the real val motions minus the base's)
+            where the equal-reward view reads the metrics (the gain over the base is fraction x headroom).
         protocol: overrides of ``evaluation.protocol`` for scoring snapshots on the test split
             (default: one generation per snapshot, no MultiModality: every training seed generates with its own
-            noise, so the CI over seeds includes generation noise; MultiModality is reported by the evaluation
-            pipeline).
+            noise, and the base is scored with each seed's noise too, so every difference is paired by seed;
+            MultiModality is reported by the evaluation pipeline).
+        key_generations: generations of the test set (at least; ``protocol.generation_replications`` when larger)
+            at the points the report leans on: the base of every seed, each run's final snapshot and its
+            admissible snapshot.
         metrics: test metrics tabulated in the views.
         seconds_points: fractions of the shortest variant's mean training seconds for the equal-seconds view.
         spl_ablation: [variant with the SPL reward, the same variant with the reward before SPL] (paper Fig. 8):
@@ -71,15 +78,17 @@ class StudyConfig:
     """
 
     variants: dict[str, VariantSpec] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     selection_seed: int = 100
     lr_grid: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
+    grid_extensions: int = 2
     budget_gflops: float = 1500.0
     snapshot_at: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     finetune: dict[str, Any] = field(default_factory=dict)
     signals: SignalConfig = field(default_factory=SignalConfig)
-    reward_gains: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    headroom_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9])
     protocol: dict[str, Any] = field(default_factory=lambda: {"generation_replications": 1, "mm_captions": 0})
+    key_generations: int = 2
     metrics: list[str] = field(default_factory=lambda: [
         "R@1", "R@2", "R@3", "FID", "MM-Dist", "Diversity", "content_accuracy", "foot_skating", "jitter"])
     seconds_points: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
@@ -127,6 +136,12 @@ class StudyConfig:
             raise ConfigError(f"finetune_study.workers and threads must be >= 1, got {self.workers}, {self.threads}")
         if int(self.protocol.get("generation_replications", 1)) < 1:
             raise ConfigError("finetune_study.protocol.generation_replications must be >= 1")
+        if self.key_generations < 1:
+            raise ConfigError(f"finetune_study.key_generations must be >= 1, got {self.key_generations}")
+        if self.grid_extensions < 0:
+            raise ConfigError(f"finetune_study.grid_extensions must be >= 0, got {self.grid_extensions}")
+        if not self.headroom_fractions or any(not 0 < f <= 1 for f in self.headroom_fractions):
+            raise ConfigError(f"finetune_study.headroom_fractions must be in (0, 1], got {self.headroom_fractions}")
 
     @property
     def enabled(self) -> list[str]:

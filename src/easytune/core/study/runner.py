@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,13 @@ from easytune.core.infra.integrity import verify_manifest, write_manifest
 from easytune.core.infra.parallel import map_tasks, torch_threads
 from easytune.core.infra.resume import ResumeKey, load_resume
 from easytune.core.study.config import StudyConfig
-from easytune.core.study.signals import real_embeddings, validation_signals
+from easytune.core.study.signals import (
+    label_counts,
+    real_embeddings,
+    real_reward,
+    stratified_subset,
+    validation_signals,
+)
 from easytune.core.study.views import admissible_index
 
 logger = logging.getLogger(__name__)
@@ -65,29 +72,42 @@ class StudyInputs:
         return load_generator(self.denoiser, self.vae, self.device)
 
 
-def light_splits(train: MotionSplit, val: MotionSplit, captions: int) -> tuple[MotionSplit, MotionSplit]:
+def light_splits(train: MotionSplit, val: MotionSplit, captions: int, seed: int = 0
+                 ) -> tuple[MotionSplit, MotionSplit]:
     """Fine-tuning samples only captions and lengths from ``train`` (its features are replaced by a (N, T, 1) zero
-    array, so workers do not receive them); the signals score the first ``captions`` val samples."""
+    array, so workers do not receive them); the signals score ``captions`` val samples drawn with ``seed`` and
+    stratified by content label (:func:`~easytune.core.study.signals.stratified_subset`)."""
     light = MotionSplit(train.ids, np.zeros((len(train), train.max_length, 1), np.float32), train.lengths,
                         train.caption_offsets, train.caption_ids, train.labels)
-    return light, val.subset(np.arange(min(captions, len(val))))
+    return light, val.subset(stratified_subset(val.labels, captions, seed))
 
 
-def base_snapshot(signals: dict[str, float]) -> dict[str, Any]:
+#: the validation signals every snapshot carries (the base's other entries describe the signal subset)
+SIGNALS = ("val_reward", "val_reward_fid")
+
+
+def base_snapshot(signals: dict[str, Any]) -> dict[str, Any]:
     """Snapshot 0 of every run: the pretrained model, at zero cost."""
     return {"index": 0, "at": 0.0, "cost_gflops": 0.0, "train_s": 0.0, "updates": 0, "trajectories": 0,
-            "samples_drawn": 0, **signals}
+            "samples_drawn": 0, **{k: signals[k] for k in SIGNALS}}
 
 
-def base_signals(inputs: StudyInputs) -> dict[str, float]:
-    """Validation signals of the pretrained generator (shared by every run: snapshot 0)."""
+def base_signals(inputs: StudyInputs) -> dict[str, Any]:
+    """Validation signals of the pretrained generator (shared by every run: snapshot 0), the held-out reward of the
+    real val motions of the signal subset (``real_val_reward``: the top of the headroom) and the subset's size and
+    content-label counts (``signal_subset``)."""
     cfg = inputs.config
     first = cfg.enabled[0]
     run_cfg = cfg.run_config(first, cfg.grid(first)[0], inputs.common)
     reward = load_reward(inputs.rewards["reward_model"], inputs.device)
     with torch_threads(cfg.threads):
-        return validation_signals(inputs.generator(), reward, inputs.val, inputs.text, cfg.signals, inputs.device,
-                                  num_steps=run_cfg.num_steps, guidance_scale=run_cfg.guidance_scale)
+        out: dict[str, Any] = validation_signals(inputs.generator(), reward, inputs.val, inputs.text, cfg.signals,
+                                                 inputs.device, num_steps=run_cfg.num_steps,
+                                                 guidance_scale=run_cfg.guidance_scale)
+        out["real_val_reward"] = real_reward(reward, inputs.val, inputs.text, cfg.signals, inputs.device)
+    out["signal_subset"] = {"samples": len(inputs.val), "seed": cfg.signals.seed, "stratified_by": "content label",
+                            "label_counts": label_counts(inputs.val)}
+    return out
 
 
 @dataclass(frozen=True)
@@ -166,11 +186,12 @@ def workers_for(inputs) -> int:
 
 
 def choose_lr(config: StudyConfig, variant: str, outputs: dict[float, RunOutput]) -> dict[str, Any]:
-    """The learning rate of ``variant``: per lr of its grid, the held-out reward at the selection run's admissible
-    point (val signals only); the highest wins (ties: the smaller lr). One lr in the grid: no selection run."""
-    grid = config.grid(variant)
+    """The learning rate of ``variant``: per lr tried (its grid, with any extension: the keys of ``outputs``), the
+    held-out reward at the selection run's admissible point (val signals only); the highest wins (ties: the smaller
+    lr). One lr in the grid: no selection run. ``at_edge``: the choice is the smallest or largest lr tried."""
+    grid = sorted(outputs) if outputs else config.grid(variant)
     if len(grid) == 1:
-        return {"lr": grid[0], "grid": grid, "candidates": [], "rule": "single learning rate"}
+        return {"lr": grid[0], "grid": grid, "candidates": [], "rule": "single learning rate", "at_edge": None}
     candidates = []
     for lr in grid:
         snaps = outputs[lr].record["snapshots"]
@@ -179,26 +200,65 @@ def choose_lr(config: StudyConfig, variant: str, outputs: dict[float, RunOutput]
                            "val_reward_fid": snaps[j]["val_reward_fid"], "final_val_reward": snaps[-1]["val_reward"],
                            "final_val_reward_fid": snaps[-1]["val_reward_fid"]})
     best = max(candidates, key=lambda c: (c["val_reward"], -c["lr"]))
+    edge = "low" if best["lr"] == grid[0] else "high" if best["lr"] == grid[-1] else None
     return {"lr": best["lr"], "grid": grid, "candidates": candidates, "seed": config.selection_seed,
+            "at_edge": edge,
             "rule": f"highest val_reward at the admissible point (val_reward_fid <= {config.signals.guard} x base)"}
 
 
+def extend_grid(grid: list[float], edge: str) -> float:
+    """One step beyond ``edge`` ("low" / "high") of the sorted ``grid``, by the grid's ratio at that edge (3e-6,
+    1e-5, 3e-5 -> 9e-7 or 9e-5), rounded to 6 significant digits."""
+    lr = grid[0] ** 2 / grid[1] if edge == "low" else grid[-1] ** 2 / grid[-2]
+    return float(f"{lr:.6g}")
+
+
+def bracketing_selection(config: StudyConfig, variants: list[str],
+                         run_batch: Callable[[list[RunTask]], list[RunOutput]]) -> dict[str, dict]:
+    """Learning rates of ``variants`` (each choosing its own): their grids on the selection seed (``run_batch`` runs
+    a list of tasks), then, for every variant whose choice is at an edge of what it tried, one more lr beyond that
+    edge, up to ``config.grid_extensions`` times (all such variants' extra runs in one batch per round).
+    -> ``{variant: choice}`` (:func:`choose_lr`, plus ``extended``: the lrs added, in order)."""
+    outputs: dict[str, dict[float, RunOutput]] = {v: {} for v in variants}
+    pending = [RunTask(v, lr, config.selection_seed, keep_weights=False)
+               for v in variants if len(config.grid(v)) > 1 for lr in config.grid(v)]
+    extended: dict[str, list[float]] = {v: [] for v in variants}
+    for round_ in range(config.grid_extensions + 1):
+        for task, out in zip(pending, run_batch(pending) if pending else [], strict=True):
+            outputs[task.variant][task.lr] = out
+        chosen = {v: choose_lr(config, v, outputs[v]) for v in variants}
+        pending = []
+        if round_ < config.grid_extensions:
+            for v, c in chosen.items():
+                if c["at_edge"] is not None:
+                    lr = extend_grid(c["grid"], c["at_edge"])
+                    extended[v].append(lr)
+                    pending.append(RunTask(v, lr, config.selection_seed, keep_weights=False))
+                    logger.info("study %s: chosen lr %g at the %s edge of %s; trying %g", v, c["lr"], c["at_edge"],
+                                c["grid"], lr)
+        if not pending:
+            break
+    for v, c in chosen.items():
+        c["extended"] = extended[v]
+    return chosen
+
+
 def select_learning_rates(inputs: StudyInputs) -> dict[str, dict]:
-    """Selection runs of every enabled variant (grid x selection seed, weights not kept) -> ``{variant: choice}``."""
+    """Selection runs of every enabled variant (grid x selection seed, weights not kept; grids extended while the
+    choice is at an edge: :func:`bracketing_selection`) -> ``{variant: choice}``."""
     config = inputs.config
     own = [v for v in config.enabled if config.variants[v].lr_from is None]
-    tasks = [RunTask(v, lr, config.selection_seed, keep_weights=False)
-             for v in own if len(config.grid(v)) > 1 for lr in config.grid(v)]
-    outputs = map_tasks(run_task, tasks, inputs, workers=workers_for(inputs), threads=config.threads)
-    by_variant: dict[str, dict[float, RunOutput]] = {}
-    for task, out in zip(tasks, outputs, strict=True):
-        by_variant.setdefault(task.variant, {})[task.lr] = out
-    chosen = {v: choose_lr(config, v, by_variant.get(v, {})) for v in own}
+
+    def run_batch(tasks: list[RunTask]) -> list[RunOutput]:
+        return map_tasks(run_task, tasks, inputs, workers=workers_for(inputs), threads=config.threads)
+
+    chosen = bracketing_selection(config, own, run_batch)
     for v in config.enabled:
         source = config.variants[v].lr_from
         if source is not None:
             chosen[v] = {"lr": chosen[source]["lr"], "grid": [chosen[source]["lr"]], "candidates": [],
-                         "rule": f"the learning rate chosen for {source}"}
+                         "rule": f"the learning rate chosen for {source}", "at_edge": chosen[source]["at_edge"],
+                         "extended": []}
     return chosen
 
 

@@ -18,9 +18,9 @@ from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.infra.runtime import resolve_device
 from easytune.core.motion.skeleton import get_skeleton
 from easytune.core.study.config import StudyConfig
-from easytune.core.study.report import build_report, markdown_tables, select_points
+from easytune.core.study.report import build_report, markdown_tables, pooled_metrics, select_points
 from easytune.core.study.runner import StudyInputs, base_signals, light_splits, select_learning_rates, train_study
-from easytune.core.study.scoring import SEED_OFFSET, ScoreTask, ScoringInputs, score_many
+from easytune.core.study.scoring import ScoringInputs, score_many, scoring_tasks
 from easytune.pipelines.finetune_study import plots
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_co
     val = MotionSplit.from_arrays(val_motions, source="val_motions")
     for name, split in (("train_motions", train), ("val_motions", val)):
         split.check_against(text, name)
-    train, val = light_splits(train, val, study.signals.captions)
+    train, val = light_splits(train, val, study.signals.captions, study.signals.seed)
     return StudyInputs(study, denoiser, vae, {k: v for k, v in rewards.items() if v is not None}, train, val, text,
                        dict(settings.common), str(device), base=base)
 
@@ -124,8 +124,9 @@ def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrain
                           feature_stats: dict, finetune_study: StudyConfig, finetune: FinetuneSettings,
                           evaluation: EvaluationConfig, dataset: DatasetConfig, runtime: RuntimeConfig
                           ) -> tuple[dict, dict]:
-    """-> (``{"base": metrics, "variants": {variant: [run][snapshot - 1] metrics}}``, ``{variant: arrays}`` of the
-    test-set generation of each variant's first-seed admissible point)."""
+    """-> (``{"base": metrics pooled over seeds, "base_runs": [seed] metrics, "variants": {variant: [run][snapshot
+    - 1] metrics}}``, ``{variant: arrays}`` of the test-set generation of each variant's first-seed admissible
+    point). The base is scored once per training seed with that seed's noise (paired design)."""
     study = _study(finetune_study)
     device = resolve_device(runtime["device"])
     _, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
@@ -140,30 +141,26 @@ def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrain
                            TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings"),
                            FeatureStats.from_arrays(feature_stats, source="feature_stats"), protocol,
                            skeleton.num_joints, str(device))
-    tasks, where = [ScoreTask("base", None)], []
-    for variant in study.enabled:
-        runs = _loaded(study_snapshots, variant)["runs"]
-        chosen = study_selection["variants"][variant]["indices"][0]
-        if chosen == 0:  # the first seed's admissible point is the base model itself
-            tasks.append(ScoreTask(f"{variant} base", None, keep=True, seed_offset=SEED_OFFSET * study.seeds[0]))
-            where.append((variant, None, None))
-        for r, run in enumerate(runs):
-            offset = SEED_OFFSET * study.seeds[r]  # each training seed generates with its own noise
-            for j, state_dict in enumerate(run, start=1):
-                tasks.append(ScoreTask(f"{variant} run {r} snapshot {j}", state_dict,
-                                       keep=(r == 0 and j == chosen), seed_offset=offset))
-                where.append((variant, r, j))
+    snapshots = {v: _loaded(study_snapshots, v)["runs"] for v in study.enabled}
+    chosen = {v: study_selection["variants"][v]["indices"] for v in study.enabled}
+    tasks, where = scoring_tasks(list(study.seeds), snapshots, chosen, study.key_generations)
     results = score_many(inputs, tasks, workers=study.workers, threads=study.threads)
-    scores: dict[str, Any] = {"base": results[0][0], "variants": {}}
+    scores: dict[str, Any] = {"base_runs": [None] * len(study.seeds), "variants": {}}
     generated = {}
-    for (variant, r, _), (metrics, arrays) in zip(where, results[1:], strict=True):
-        if r is not None:
-            runs = scores["variants"].setdefault(variant, [])
-            while len(runs) <= r:
-                runs.append([])
+    base_arrays = None
+    for (variant, r, _), (metrics, arrays) in zip(where, results, strict=True):
+        if variant == "base":
+            scores["base_runs"][r] = metrics
+            base_arrays = arrays if arrays is not None else base_arrays
+        else:
+            runs = scores["variants"].setdefault(variant, [[] for _ in study.seeds])
             runs[r].append(metrics)
-        if arrays is not None:
-            generated[variant] = arrays
+            if arrays is not None:
+                generated[variant] = arrays
+    for variant, idx in chosen.items():
+        if idx[0] == 0:  # the first seed's admissible point is the base model itself
+            generated[variant] = base_arrays
+    scores["base"] = pooled_metrics(scores["base_runs"])
     return scores, generated
 
 
@@ -174,15 +171,15 @@ def _loaded(partitions: dict, name: str) -> dict:
 
 def build_study_report(study_scores: dict, study_base_signals: dict, study_selection: dict, study_training: dict,
                        finetune_study: StudyConfig) -> tuple[Any, ...]:
-    """-> (``study_report``, markdown tables, Pareto figure, metrics-vs-cost figure, metrics-vs-gain figure, MLflow
-    child runs)."""
+    """-> (``study_report``, markdown tables, Pareto figure, metrics-vs-cost figure, metrics-vs-gain figure,
+    gold-vs-proxy figure, MLflow child runs)."""
     study = _study(finetune_study)
-    report = build_report(study, study_scores["base"], study_base_signals, study_selection, study_training,
+    report = build_report(study, study_scores["base_runs"], study_base_signals, study_selection, study_training,
                           study_scores["variants"])
     for line in report["conclusions"]:
         log.info("finetune_study: %s", line)
     return (report, markdown_tables(report), plots.pareto_figure(report), plots.cost_figure(report),
-            plots.gain_figure(report), child_runs(report))
+            plots.gain_figure(report), plots.proxy_figure(report), child_runs(report))
 
 
 def child_runs(report: dict) -> dict[str, dict]:

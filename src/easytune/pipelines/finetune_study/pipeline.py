@@ -42,6 +42,6 @@ def create_pipeline(**kwargs) -> Pipeline:
              inputs=["study_scores", "study_base_signals", "study_selection", "study_training",
                      "params:finetune_study"],
              outputs=["study_report", "study_tables_md", "study_pareto_plot", "study_cost_plot", "study_gain_plot",
-                      "study_mlflow_runs"],
+                      "study_proxy_plot", "study_mlflow_runs"],
              name="build_study_report"),
     ])
