@@ -186,6 +186,8 @@ def log_generator_model(model: str, denoiser: dict, vae: dict | None, feature_st
     if run is None:
         logger.warning("serve: no active MLflow run (tracking disabled for this pipeline?): %s not logged", model)
         return {"model": model, "logged": False, "reason": "no active MLflow run"}
+    text_encoder = text_encoder if isinstance(text_encoder, dict) else to_dict(text_encoder)
+    dataset = {"skeleton": dataset["skeleton"], "fps": float(dataset["fps"])}
     encoder_path = text_encoder.get("model_path") or default_model_path()
     config = model_config(model, generate, serve, text_encoder, dataset, encoder_fingerprint(encoder_path))
     import pandas as pd

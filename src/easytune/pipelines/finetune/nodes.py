@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings  # noqa: E402
+from easytune.core.export.prompts import GenerateConfig  # noqa: E402
+from easytune.core.export.serving import ServeConfig  # noqa: E402
 from easytune.core.finetune import load_generator, load_reward  # noqa: E402
 from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
 from easytune.core.finetune.config import FinetuneSettings  # noqa: E402
@@ -123,8 +125,8 @@ def _analysis_figure(norms: dict, sims: dict) -> plt.Figure:
 def log_model_node(method: str):
     """The node that logs ``method``'s fine-tuned generator as an MLflow model (:mod:`easytune.serving`)."""
 
-    def log_served_model(finetuned_denoiser: dict, motion_vae: dict | None, feature_stats: dict, generate: dict,
-                         serve: dict, text_encoder: dict, dataset: dict) -> dict:
+    def log_served_model(finetuned_denoiser: dict, motion_vae: dict | None, feature_stats: dict, generate: dict | GenerateConfig,
+                         serve: dict | ServeConfig, text_encoder: dict, dataset: dict) -> dict:
         """-> ``<method>.served_model``: the logged model's URI, registered version and aliases."""
         from easytune.serving import log_generator_model, needs_vae
 

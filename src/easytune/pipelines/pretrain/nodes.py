@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.export.prompts import GenerateConfig  # noqa: E402
+from easytune.core.export.serving import ServeConfig  # noqa: E402
 from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
 from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict, to_dict
 from easytune.core.infra.runtime import resolve_device, seed_everything
@@ -177,14 +179,15 @@ def log_base_model_node(model: str):
     """The node that logs the base model ``model`` as an MLflow model (:mod:`easytune.serving`), with its sampling
     steps from ``generate.base_models``; a checkpoint that does not exist (not trained) is skipped."""
 
-    def log_served_model(denoiser: dict | None, motion_vae: dict | None, feature_stats: dict, generate: dict,
-                         serve: dict, text_encoder: dict, dataset: dict) -> dict:
+    def log_served_model(denoiser: dict | None, motion_vae: dict | None, feature_stats: dict, generate: dict | GenerateConfig,
+                         serve: dict | ServeConfig, text_encoder: dict, dataset: dict) -> dict:
         from easytune.core.evaluation.protocol import with_sampling_steps
         from easytune.serving import log_generator_model, needs_vae
 
         if denoiser is None:
             return {"model": model, "logged": False, "reason": "checkpoint not trained"}
-        spec = (generate.get("base_models") or {}).get(model) or {}
+        base_models = generate.get("base_models") if isinstance(generate, dict) else generate.base_models
+        spec = (base_models or {}).get(model) or {}
         denoiser = with_sampling_steps(denoiser, spec.get("num_steps"))
         vae = motion_vae if needs_vae(denoiser) else None
         if needs_vae(denoiser) and vae is None:
