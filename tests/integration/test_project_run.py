@@ -280,3 +280,43 @@ def test_finetune_study_on_the_tiny_project(tiny_project):
     child = next(r for r in children if r.info.run_name == "drtune_paper.seed1")
     assert child.data.params["policy.first_step"] == "2" and child.data.params["seed"] == "1"
     assert len(client.get_metric_history(child.info.run_id, "R_at_1")) == 5
+
+
+def test_main_job_logs_and_registers_the_champion_equal_to_generate(tiny_project):
+    """The main job logs base_mld (pretrain) and easytune_step (finetune) as MLflow models of its run, registered as
+    easytune_generator@base_mld and @champion; the champion loaded with mlflow.pyfunc gives the joints that
+    `kedro run --pipeline generate` writes for the same prompt, length and seed."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    reports = tiny_project / "data" / "08_reporting" / "served_models"
+    served = {name: json.loads((reports / f"{name}.json").read_text()) for name in ("base_mld", "easytune_step")}
+    assert served["easytune_step"]["aliases"] == ["easytune_step", "champion"]
+    assert served["base_mld"]["aliases"] == ["base_mld"]
+    uri = f"sqlite:///{tiny_project / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias("easytune_generator", "champion")
+    assert champion.run_id == served["easytune_step"]["run_id"]
+    assert client.get_run(champion.run_id).info.status == "FINISHED"
+
+    prompts = tiny_project / "served_prompts.txt"
+    prompts.write_text("12#a person waves the left hand\n")
+    _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "generate", "--params",
+           f"generate.prompts_file={prompts},generate.model=easytune_step,generate.seed=5,"
+           "generate.samples_per_prompt=2,generate.video.format=none,generate.video.strip_frames=0")
+    folder = tiny_project / "data" / "07_model_output" / "prompt_motions" / "easytune_step"
+    rows = json.loads((folder / "index.json").read_text())
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
+        model = mlflow.pyfunc.load_model("models:/easytune_generator@champion")
+    finally:
+        for key, value in before.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    motions = model.predict(pd.DataFrame([{"prompt": "a person waves the left hand", "length": 12, "seed": 5,
+                                           "samples": 2}]))
+    assert [m["seed"] for m in motions] == [r["seed"] for r in rows] == [5, 6]
+    for motion, row in zip(motions, rows, strict=True):
+        with np.load(folder / row["joints"], allow_pickle=False) as npz:
+            np.testing.assert_array_equal(motion["joints"], npz["joints"])

@@ -1,6 +1,7 @@
 """The finetune pipelines end to end on tiny synthetic inputs with the tiny configuration (in-memory catalog)."""
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from kedro.config import OmegaConfigLoader
@@ -44,6 +45,11 @@ def _catalog(params: dict, pipeline) -> DataCatalog:
         "reward_model": make_checkpoint("retrieval_model", make_reward().model),
         "train_motions": train.to_arrays(), "val_motions": val.to_arrays(), "text_embeddings": text.to_arrays(),
         "params:finetune": params, "params:runtime": {"device": "cpu", "seed": 7},
+        # the served-model node: no MLflow run is active here, so it logs nothing (tests/pipelines/generate/
+        # test_served_model.py and tests/integration/test_serve.py log and serve models)
+        "feature_stats": {"mean": np.zeros(263, np.float32), "std": np.ones(263, np.float32)},
+        "params:generate": {}, "params:serve": {}, "params:data_processing.text_encoder": {},
+        "params:dataset": {"skeleton": "humanml3d", "fps": 20.0},
     }
     for name in pipeline.inputs():
         if name.startswith("params:finetune.methods."):
@@ -64,10 +70,12 @@ def test_tiny_config_merges_over_base(finetune_params):
 
 def test_default_pipeline_is_one_namespaced_template(finetune_params):
     pipe = create_pipeline()
-    assert {n.name for n in pipe.nodes} == {"easytune_step.finetune_denoiser", "build_finetune_report",
+    assert {n.name for n in pipe.nodes} == {"easytune_step.finetune_denoiser", "easytune_step.log_served_model",
+                                            "build_finetune_report",
                                             "analyse_sampling_chain"}
     assert "params:finetune.methods.easytune_step" in pipe.inputs()
-    assert {"easytune_step.finetuned_denoiser", "finetune_report"} <= pipe.outputs()
+    assert {"easytune_step.finetuned_denoiser", "finetune_report"} <= pipe.all_outputs()
+    assert "easytune_step.served_model" in pipe.outputs()
     assert "motion_vae" in pipe.inputs() and "easytune_step.motion_vae" not in pipe.all_inputs()
 
 

@@ -66,6 +66,8 @@ def test_pretrain_pipeline_runs_on_tiny_config(pretrain_params, tmp_path):
         "test_motions": make_split(6, 2).to_arrays(), "text_embeddings": make_text().to_arrays(),
         "feature_stats": stats.to_arrays(), "params:pretrain": params,
         "params:runtime": {"device": "cpu", "seed": 3}, "params:dataset": {"skeleton": "humanml3d", "fps": 20.0},
+        # the served-model nodes: no MLflow run is active here, so they log nothing
+        "params:generate": {}, "params:serve": {}, "params:data_processing.text_encoder": {},
     }
     datasets = {name: MemoryDataset(value, copy_mode="assign") for name, value in data.items()}
     datasets.update({name: KeptDataset(copy_mode="assign") for name in OUTPUTS})
@@ -126,10 +128,11 @@ def test_nodes_are_named_and_tagged_per_generator():
     pipe = create_pipeline()
     assert all(n.name for n in pipe.nodes)
     shared = {"generate_samples", "pretrain_report"}  # with any tag: they cover the generators that exist
-    assert {n.name for n in pipe.only_nodes_with_tags("mdm").nodes} == {"train_frame_denoiser", *shared}
+    assert {n.name for n in pipe.only_nodes_with_tags("mdm").nodes} == {"train_frame_denoiser",
+                                                                        "log_served_model_base_mdm", *shared}
     assert {n.name for n in pipe.only_nodes_with_tags("mld").nodes} == {
-        "train_motion_vae", "evaluate_motion_vae", "train_latent_denoiser", *shared}
+        "train_motion_vae", "evaluate_motion_vae", "train_latent_denoiser", "log_served_model_base_mld", *shared}
     mlcm = pipe.only_nodes_with_tags("mlcm")
-    assert {n.name for n in mlcm.nodes} == {"train_consistency_model", *shared}
+    assert {n.name for n in mlcm.nodes} == {"train_consistency_model", "log_served_model_base_mlcm", *shared}
     distil = pipe.only_nodes("train_consistency_model")
     assert {"pretrained_latent_denoiser", "motion_vae"} <= distil.inputs()  # distilled from the MLD's checkpoints

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings  # noqa: E402
+from easytune.core.export.prompts import GenerateConfig  # noqa: E402
+from easytune.core.export.serving import ServeConfig  # noqa: E402
 from easytune.core.finetune import load_generator, load_reward, reward_inputs_needed  # noqa: E402
 from easytune.core.finetune.analysis import chain_jacobian_norms, noisy_clean_similarity  # noqa: E402
 from easytune.core.finetune.config import FinetuneSettings  # noqa: E402
@@ -125,3 +127,19 @@ def _analysis_figure(norms: dict, sims: dict) -> plt.Figure:
     right.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def log_model_node(method: str):
+    """The node that logs ``method``'s fine-tuned generator as an MLflow model (:mod:`easytune.serving`)."""
+
+    def log_served_model(finetuned_denoiser: dict, motion_vae: dict | None, feature_stats: dict, generate: dict | GenerateConfig,
+                         serve: dict | ServeConfig, text_encoder: dict, dataset: dict) -> dict:
+        """-> ``<method>.served_model``: the logged model's URI, registered version and aliases."""
+        from easytune.serving import log_generator_model, needs_vae
+
+        vae = motion_vae if needs_vae(finetuned_denoiser) else None
+        return log_generator_model(method, finetuned_denoiser, vae, feature_stats, generate=generate, serve=serve,
+                                   text_encoder=text_encoder, dataset=dataset)
+
+    log_served_model.__qualname__ = log_served_model.__name__ = f"log_served_model_{method}"
+    return log_served_model

@@ -3,7 +3,9 @@
 Inside namespace ``<method>`` the template reads the shared inputs (checkpoints, splits, embeddings, global
 parameters) un-namespaced and ``params:finetune.methods.<method>`` as its method options; it writes
 ``<method>.finetuned_denoiser`` (data/06_models/finetuned/<method>.pt), ``<method>.finetune_history`` (MLflow
-metric histories) and ``<method>.finetune_summary``.
+metric histories) and ``<method>.finetune_summary``; then logs the fine-tuned generator as an MLflow model
+registered as ``easytune_generator@<method>`` (``@champion`` for ``serve.champion``; :mod:`easytune.serving`) and
+writes ``<method>.served_model`` (its model URI and version).
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -19,22 +21,29 @@ SHARED_INPUTS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "pre
                  "reward_model_seed1", "reward_model_seed2", "reward_model_no_spl", "realism_critic")
 
 
-def _template() -> Pipeline:
+SERVE_INPUTS = ("feature_stats", "params:generate", "params:serve", "params:data_processing.text_encoder",
+                "params:dataset")
+
+
+def _template(method: str) -> Pipeline:
     return Pipeline([
         Node(nodes.finetune_method,
              inputs=[*SHARED_INPUTS, "params:finetune", "params:method_options", "params:runtime"],
              outputs=["finetuned_denoiser", "finetune_history", "finetune_summary"],
              name="finetune_denoiser"),
+        Node(nodes.log_model_node(method), inputs=["finetuned_denoiser", "motion_vae", *SERVE_INPUTS],
+             outputs="served_model", name="log_served_model"),
     ])
 
 
 def _method_pipeline(method: str) -> Pipeline:
     return Pipeline(
-        _template(),
+        _template(method),
         namespace=method,
-        inputs=set(SHARED_INPUTS),
+        inputs=set(SHARED_INPUTS) | {"feature_stats"},
         parameters={"params:finetune": "params:finetune", "params:runtime": "params:runtime",
-                    "params:method_options": f"params:finetune.methods.{method}"},
+                    "params:method_options": f"params:finetune.methods.{method}",
+                    **{name: name for name in SERVE_INPUTS if name.startswith("params:")}},
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
+from easytune.core.export.prompts import GenerateConfig  # noqa: E402
+from easytune.core.export.serving import ServeConfig  # noqa: E402
 from easytune.core.infra.checkpoint import build_from_checkpoint, make_checkpoint
 from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict, to_dict
 from easytune.core.infra.runtime import resolve_device, seed_everything
@@ -167,3 +169,31 @@ def pretrain_report(motion_vae_training: dict, latent_denoiser_training: dict, f
                for key, value in report[model].items()
                if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None}
     return report, metrics
+
+
+#: base model name (``generate.base_models``) -> the tag of the pretrain nodes that train it
+SERVED_BASE_MODELS = {"base_mld": "mld", "base_mdm": "mdm", "base_mlcm": "mlcm"}
+
+
+def log_base_model_node(model: str):
+    """The node that logs the base model ``model`` as an MLflow model (:mod:`easytune.serving`), with its sampling
+    steps from ``generate.base_models``; a checkpoint that does not exist (not trained) is skipped."""
+
+    def log_served_model(denoiser: dict | None, motion_vae: dict | None, feature_stats: dict, generate: dict | GenerateConfig,
+                         serve: dict | ServeConfig, text_encoder: dict, dataset: dict) -> dict:
+        from easytune.core.evaluation.protocol import with_sampling_steps
+        from easytune.serving import log_generator_model, needs_vae
+
+        if denoiser is None:
+            return {"model": model, "logged": False, "reason": "checkpoint not trained"}
+        base_models = generate.get("base_models") if isinstance(generate, dict) else generate.base_models
+        spec = (base_models or {}).get(model) or {}
+        denoiser = with_sampling_steps(denoiser, spec.get("num_steps"))
+        vae = motion_vae if needs_vae(denoiser) else None
+        if needs_vae(denoiser) and vae is None:
+            return {"model": model, "logged": False, "reason": "motion_vae not trained"}
+        return log_generator_model(model, denoiser, vae, feature_stats, generate=generate, serve=serve,
+                                   text_encoder=text_encoder, dataset=dataset)
+
+    log_served_model.__qualname__ = log_served_model.__name__ = f"log_served_model_{model}"
+    return log_served_model

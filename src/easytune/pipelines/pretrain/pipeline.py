@@ -4,14 +4,17 @@ MDM frame denoiser; VAE test MPJPE; samples; report.
 Nodes are tagged ``mld`` / ``mdm`` / ``mlcm``: ``kedro run --pipeline pretrain --tags mdm`` trains one generator only
 (the samples and the report run with any tag and cover every generator that exists); ``--tags mlcm`` distils the
 MotionLCM from the MLD that ``--tags mld`` trained. The main job (``kedro run``) trains the MLD path, the one it
-fine-tunes.
+fine-tunes. Each generator trained is then logged as an MLflow model and registered as
+``easytune_generator@base_mld`` / ``@base_mdm`` / ``@base_mlcm`` (:mod:`easytune.serving`).
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from easytune.pipelines.pretrain.nodes import (
+    SERVED_BASE_MODELS,
     evaluate_motion_vae,
     generate_samples,
+    log_base_model_node,
     pretrain_report,
     train_consistency_model_node,
     train_denoiser_node,
@@ -19,6 +22,11 @@ from easytune.pipelines.pretrain.nodes import (
 )
 
 COMMON = ["train_motions", "val_motions", "text_embeddings", "params:pretrain", "params:runtime"]
+SERVE_INPUTS = ["feature_stats", "params:generate", "params:serve", "params:data_processing.text_encoder",
+                "params:dataset"]
+#: base model -> its denoiser checkpoint
+BASE_DENOISERS = {"base_mld": "pretrained_latent_denoiser", "base_mdm": "pretrained_frame_denoiser",
+                  "base_mlcm": "pretrained_consistency_model"}
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -52,4 +60,7 @@ def create_pipeline(**kwargs) -> Pipeline:
              inputs=["motion_vae_training", "latent_denoiser_training", "frame_denoiser_training",
                      "motion_vae_evaluation", "params:runtime", "consistency_model_training"],
              outputs=["pretrain_report", "pretrain_metrics"], name="pretrain_report", tags=["mld", "mdm", "mlcm"]),
+        *(Node(log_base_model_node(model), inputs=[BASE_DENOISERS[model], "motion_vae", *SERVE_INPUTS],
+               outputs=f"{model}.served_model", name=f"log_served_model_{model}", tags=[tag])
+          for model, tag in SERVED_BASE_MODELS.items()),
     ])
