@@ -135,3 +135,19 @@ def test_a_pickled_object_is_refused_unconstructed(tmp_path, monkeypatch):
     assert built == []
     with pytest.raises(PublishedAssetError, match=r"nothing\.ckpt: no such file"):
         import_mld(tmp_path / "nothing.ckpt", text_encoder="clip")
+
+
+def test_denoiser_token_layout_is_latent_time_text():
+    """MLD mld_denoiser.py: xseq = [sample, time_emb, emb_proj(text)] + query_pos; output = the first n tokens.
+    Time: 768-d sinusoid, cos half first, frequencies exp(-ln(1e4) i / 384) (flip_sin_to_cos, shift 0)."""
+    torch.manual_seed(0)
+    den = ReleasedMLDDenoiser(ReleasedMLDDenoiserConfig(latent_size=2, latent_dim=16, ff_size=32, num_layers=3,
+                                                        num_heads=2)).eval()
+    z, t, text = torch.randn(2, 2, 16), torch.tensor([981, 1]), torch.randn(2, 1, 768)
+    freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(384) / 384)
+    sinus = torch.cat([torch.cos(t[:, None] * freqs), torch.sin(t[:, None] * freqs)], dim=1)
+    te = den.time_embedding
+    time = te.linear_2(torch.nn.functional.silu(te.linear_1(sinus)))
+    tokens = torch.cat([z, time[:, None], den.emb_proj(text)], dim=1) + den.query_pos.pe[:4, 0]
+    expected = den.encoder(tokens)[:, :2]
+    assert torch.allclose(den(z, t, text), expected, atol=1e-5)
