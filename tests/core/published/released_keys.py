@@ -58,3 +58,24 @@ def lightning_checkpoint(state: dict[str, torch.Tensor]) -> dict:
     return {"state_dict": state, "epoch": 2999, "global_step": 123456, "pytorch-lightning_version": "1.8.6",
             "hyper_parameters": {"NAME": "mld", "model": {"latent_dim": [1, 256], "guidance_scale": 7.5}},
             "optimizer_states": [], "lr_schedulers": [], "callbacks": {}}
+
+
+def mdm(d: int = 512, ff: int = 1024, layers: int = 8, nfeats: int = 263, clip: int = 512, max_len: int = 5000,
+        pe: bool = True):
+    out = {"input_process.poseEmbedding.weight": (d, nfeats), "input_process.poseEmbedding.bias": (d,),
+           "embed_timestep.time_embed.0.weight": (d, d), "embed_timestep.time_embed.0.bias": (d,),
+           "embed_timestep.time_embed.2.weight": (d, d), "embed_timestep.time_embed.2.bias": (d,),
+           "embed_text.weight": (d, clip), "embed_text.bias": (d,),
+           "output_process.poseFinal.weight": (nfeats, d), "output_process.poseFinal.bias": (nfeats,)}
+    for i in range(layers):
+        out |= _layer(f"seqTransEncoder.layers.{i}.", d, ff, decoder=False)
+    if pe:
+        out |= {"sequence_pos_encoder.pe": (max_len, 1, d), "embed_timestep.sequence_pos_encoder.pe": (max_len, 1, d)}
+    return out
+
+
+def mdm_args(**overrides) -> dict:
+    """args.json fields of a released HumanML3D MDM (MDM utils/parser_util.py defaults)."""
+    return {"dataset": "humanml", "arch": "trans_enc", "latent_dim": 512, "layers": 8, "noise_schedule": "cosine",
+            "sigma_small": True, "cond_mask_prob": 0.1, "lambda_vel": 0.0, "seed": 10, "save_dir": "save/x",
+            **overrides}
