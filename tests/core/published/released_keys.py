@@ -79,3 +79,27 @@ def mdm_args(**overrides) -> dict:
     return {"dataset": "humanml", "arch": "trans_enc", "latent_dim": 512, "layers": 8, "noise_schedule": "cosine",
             "sigma_small": True, "cond_mask_prob": 0.1, "lambda_vel": 0.0, "seed": 10, "save_dir": "save/x",
             **overrides}
+
+
+def _bigru(prefix: str, n_in: int, hidden: int, out: int) -> dict[str, tuple[int, ...]]:
+    shapes = {"input_emb.weight": (hidden, n_in), "input_emb.bias": (hidden,), "hidden": (2, 1, hidden),
+              "output_net.0.weight": (hidden, 2 * hidden), "output_net.0.bias": (hidden,),
+              "output_net.1.weight": (hidden,), "output_net.1.bias": (hidden,),
+              "output_net.3.weight": (out, hidden), "output_net.3.bias": (out,)}
+    for sfx in ("", "_reverse"):
+        shapes |= {f"gru.weight_ih_l0{sfx}": (3 * hidden, hidden), f"gru.weight_hh_l0{sfx}": (3 * hidden, hidden),
+                   f"gru.bias_ih_l0{sfx}": (3 * hidden,), f"gru.bias_hh_l0{sfx}": (3 * hidden,)}
+    return {prefix + k: v for k, v in shapes.items()}
+
+
+def t2m_evaluator(mv_hidden: int = 512, mv_out: int = 512, m_hidden: int = 1024, t_hidden: int = 512,
+                  out: int = 512) -> dict[str, dict[str, tuple[int, ...]]]:
+    """finest.tar's three state dicts (PUBLISHED_ASSETS.md: movement main.0 [512,259,4], main.3 [512,512,4],
+    out_net [512,512]; motion input_emb [1024,512], GRU [3072,1024]; text pos_emb [300,15], input_emb [512,300])."""
+    return {
+        "movement_encoder": {"main.0.weight": (mv_hidden, 259, 4), "main.0.bias": (mv_hidden,),
+                             "main.3.weight": (mv_out, mv_hidden, 4), "main.3.bias": (mv_out,),
+                             "out_net.weight": (mv_out, mv_out), "out_net.bias": (mv_out,)},
+        "motion_encoder": _bigru("", mv_out, m_hidden, out),
+        "text_encoder": {"pos_emb.weight": (300, 15), "pos_emb.bias": (300,), **_bigru("", 300, t_hidden, out)},
+    }
