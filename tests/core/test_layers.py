@@ -1,7 +1,9 @@
 """The core's folders are layers: a module imports only from its own folder or from a layer below it.
 
 Order, bottom to top (layers on one line are peers and may not import each other):
-infra < data < motion < models < sampling < export < {reward, pretrain, evaluation} < finetune < study.
+infra < data < motion < models < sampling < export < {reward, pretrain, evaluation, published} < finetune < study.
+``published`` (importers of released checkpoints, evaluator, text encoders) builds on models and sits with the other
+consumers of models, below finetune and study, which may use what it imports.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pytest
 
 LAYERS: dict[str, int] = {
     "infra": 0, "data": 1, "motion": 2, "models": 3, "sampling": 4, "export": 5,
-    "reward": 6, "pretrain": 6, "evaluation": 6, "finetune": 7, "study": 8,
+    "reward": 6, "pretrain": 6, "evaluation": 6, "published": 6, "finetune": 7, "study": 8,
 }
 
 
