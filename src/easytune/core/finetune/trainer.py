@@ -474,7 +474,8 @@ class _FinetuneRun:
             run_rollout(gen, self.reward, plan, batch_text, lengths, noise_generator=step_noise,
                         on_update=self.on_update, num_steps=self.n_steps, guidance_scale=config.guidance_scale,
                         reward_input=config.reward_input, reward_weight=config.reward_weight,
-                        step_weight_mode=config.step_weight_mode, reference=self.reference, kl_weight=config.kl_weight, meter=self.meter,
+                        step_weight_mode=config.step_weight_mode, reference=self.reference,
+                        kl_weight=config.kl_weight, meter=self.meter,
                         reward_checkpointing=config.reward_checkpointing, x_T=x_T)
         self.meter.discard_pending()
         state.trajectories += 1
