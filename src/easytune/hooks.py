@@ -199,6 +199,28 @@ class RunTargetCheckHook:
             raise UnknownPipelineError(problem)
 
 
+#: the context of the running session (:class:`StudyLayoutHook`), read by pipelines built from parameters
+_SESSION: dict[str, Any] = {}
+
+
+def session_parameters() -> dict | None:
+    """The parameters of the running session's context (``--env`` and ``--params`` applied), or None outside a
+    session. The finetune_study pipeline reads its variants and seeds from them when Kedro creates it. Read from the
+    config loader (which applies ``--params``): ``context.params`` validates them against the pipelines, which
+    would build the pipelines again."""
+    context = _SESSION.get("context")
+    return None if context is None else context.config_loader["parameters"]
+
+
+class StudyLayoutHook:
+    """Records the context when it is created: Kedro reads the pipelines after this hook (``KedroSession.run``,
+    ``kedro airflow create``), so the finetune_study pipeline is built from the parameters of this run."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        _SESSION["context"] = context
+
+
 class ParameterCheckHook:
     """When the catalog is built (before any hook of the run and any node): unknown top-level parameter keys, and
     every parameter group of every pipeline validated against its config dataclass (see :mod:`easytune.checks`)."""
