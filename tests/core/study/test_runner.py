@@ -149,3 +149,13 @@ def test_grids_are_extended_outwards_while_the_choice_sits_at_an_edge():
     config.grid_extensions = 0
     once = bracketing_selection(config, ["easytune_all"], run_batch)
     assert once["easytune_all"]["lr"] == 1e-2 and once["easytune_all"]["at_edge"] == "high"
+
+
+def test_a_run_on_cuda_takes_the_device_of_its_slot(monkeypatch):
+    from easytune.core.study.runner import run_device
+
+    assert run_device("cpu", 3) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [run_device("cuda", k) for k in (1, 2, 3, 4, 5)] == ["cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert run_device("cuda:0", 3) == "cuda:1"

@@ -94,3 +94,29 @@ def test_kedro_airflow_makes_one_task_per_study_namespace(tmp_path):
     assert 'tasks["study-easytune-last10"] >> tasks["study-easytune-last10-before-spl"]' in dag
     assert 'tasks["study-base-signals"] >> tasks["study-draft-10"]' in dag
     assert 'tasks["study-draft-10"] >> tasks["collect-study-runs"]' in dag
+
+
+def test_collect_assembles_the_runs_in_seed_order_and_refuses_another_layout():
+    import json
+
+    import pytest
+    import torch
+
+    from easytune.pipelines.finetune_study import nodes
+
+    params = _params()
+    params["seeds"] = [2, 1]
+    params["variants"], params["spl_ablation"] = {"draft_10": params["variants"]["draft_10"]}, []
+    finetune = yaml.safe_load((ROOT / "conf" / "base" / "parameters_finetune.yml").read_text())["finetune"]
+    choice = {"lr": 1e-4, "grid": [1e-4], "candidates": [], "rule": "single learning rate", "at_edge": None}
+    runs = [{"runs": [[{"w": torch.full((2,), float(seed))}]],
+             "metadata": {"variant": "draft_10", "seed": seed, "record": json.dumps({"seed": seed, "lr": 1e-4})}}
+            for seed in (2, 1)]
+    layout = (("draft_10", (2, 1)),)
+    lrs, training, snapshots = nodes.collect_study_runs(params, finetune, choice, *runs, layout=layout)
+    assert lrs == {"draft_10": choice}
+    assert [r["seed"] for r in training["draft_10"]["runs"]] == [2, 1]
+    assert training["draft_10"]["lr_selection"] == choice and training["draft_10"]["method"] == "draft_k"
+    assert [run[0]["w"][0].item() for run in snapshots["draft_10"]["runs"]] == [2.0, 1.0]
+    with pytest.raises(ValueError, match="the pipeline was built for"):
+        nodes.collect_study_runs(params, finetune, choice, *runs[:1], layout=(("draft_10", (2,)),))

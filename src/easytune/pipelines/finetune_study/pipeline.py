@@ -22,6 +22,7 @@ context is created, before Kedro reads the pipelines), else loads them with the 
 The nodes that choose never take the test split or the evaluator (tested).
 """
 
+import logging
 import os
 import warnings
 from functools import partial
@@ -32,6 +33,7 @@ from kedro.pipeline import Node, Pipeline
 from easytune.pipelines.finetune_study import nodes
 
 GENERATORS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "pretrained_consistency_model", "motion_vae")
+log = logging.getLogger(__name__)
 RUN_DATA = ("train_motions", "val_motions", "text_embeddings", "study_base_signals")
 PARAMS = ("params:finetune_study", "params:finetune", "params:runtime")
 
@@ -60,8 +62,13 @@ def namespace(variant: str) -> str:
 def study_nodes(finetune_study: dict) -> list[Pipeline]:
     """For every enabled variant, namespace ``study_<variant>``: ``select_lr`` and one node ``seed<k>`` per study
     seed; then the collect node."""
-    study = nodes._study(finetune_study)
-    layout = tuple((v, tuple(study.seeds)) for v in study.enabled)
+    try:
+        study = nodes._study(finetune_study)
+    except ValueError as exc:  # ConfigError: no run nodes; the parameter check names the problem before any node
+        log.warning("finetune_study: no run nodes (params:finetune_study does not build: %s)", exc)
+        study, layout = None, ()
+    else:
+        layout = tuple((v, tuple(study.seeds)) for v in study.enabled)
     shared = {*GENERATORS, "reward_model", *RUN_DATA}
     built = []
     for slot, (variant, seeds) in enumerate(layout):
