@@ -199,6 +199,64 @@ class RunTargetCheckHook:
             raise UnknownPipelineError(problem)
 
 
+#: the context of the running session (:class:`StudyLayoutHook`), read by pipelines built from parameters
+_SESSION: dict[str, Any] = {}
+
+
+def session_parameters() -> dict | None:
+    """The parameters of the running session's context (``--env`` and ``--params`` applied), or None outside a
+    session. The finetune_study pipeline reads its variants and seeds from them when Kedro creates it. Read from the
+    config loader (which applies ``--params``): ``context.params`` validates them against the pipelines, which
+    would build the pipelines again."""
+    context = _SESSION.get("context")
+    return None if context is None else context.config_loader["parameters"]
+
+
+class StudyLayoutHook:
+    """Records the context when it is created: Kedro reads the pipelines after this hook (``KedroSession.run``,
+    ``kedro airflow create``), so the finetune_study pipeline is built from the parameters of this run."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        _SESSION["context"] = context
+
+
+def _rebuild_artifact_dataset(config: dict):
+    """An ``MlflowArtifactDataset`` rebuilt from its catalog entry (in a ParallelRunner worker)."""
+    from kedro_mlflow.io.artifacts import MlflowArtifactDataset
+
+    return MlflowArtifactDataset(**{k: v for k, v in config.items() if k != "type"})
+
+
+class PicklableArtifactDatasetsHook:
+    """Makes the catalog picklable for ``--runner ParallelRunner``: kedro-mlflow's ``MlflowArtifactDataset`` is an
+    instance of a class made inside its ``__new__`` (pickle cannot find it by name), and the ParallelRunner pickles the whole
+    catalog for every node. Each such dataset is pickled as its catalog entry and rebuilt in the worker (which,
+    forked from the run's process, logs its artifacts to the run's MLflow run)."""
+
+    @hook_impl
+    def after_catalog_created(self, catalog, conf_catalog, conf_creds, parameters, save_version,
+                              load_versions) -> None:
+        import copyreg
+        import pickle
+
+        for name, config in (conf_catalog or {}).items():
+            if not isinstance(config, dict) or not str(config.get("type", "")).endswith("MlflowArtifactDataset"):
+                continue
+            if "{" in name:  # a dataset factory: no instance yet
+                continue
+            try:
+                dataset = catalog.get(name)
+            except Exception:  # noqa: BLE001 - an entry this run cannot build is the run's business, not this hook's
+                continue
+            try:
+                pickle.dumps(type(dataset))
+                continue  # its class pickles by reference
+            except (pickle.PicklingError, AttributeError):
+                pass
+            copyreg.pickle(type(dataset), lambda _, config=dict(config): (_rebuild_artifact_dataset, (config,)))
+
+
 class ParameterCheckHook:
     """When the catalog is built (before any hook of the run and any node): unknown top-level parameter keys, and
     every parameter group of every pipeline validated against its config dataclass (see :mod:`easytune.checks`)."""

@@ -56,9 +56,11 @@ from easytune.hooks import (  # noqa: E402
     CheckpointCompatibilityHook,
     EasyTuneMlflowHook,
     ParameterCheckHook,
+    PicklableArtifactDatasetsHook,
     ProjectLockHook,
     RunSummaryHook,
     RunTargetCheckHook,
+    StudyLayoutHook,
     ThreadsHook,
     UpstreamArtifactsHook,
 )
@@ -66,6 +68,7 @@ from easytune.hooks import (  # noqa: E402
 # Before any node runs: parameters (when the catalog is built), then the run lock (tryfirst), the upstream
 # artifacts, the checkpoints, then the MLflow run (trylast). EasyTuneMlflowHook is kedro-mlflow's hook with
 # truthful run states and flattened typed parameters, so the plugin's own instance is not registered.
-HOOKS = (EasyTuneMlflowHook(), RunTargetCheckHook(), ParameterCheckHook(), ProjectLockHook(), CheckpointCompatibilityHook(),
-         UpstreamArtifactsHook(), ThreadsHook(), RunSummaryHook())  # pluggy calls the later ones first: upstream, then checkpoints
+HOOKS = (EasyTuneMlflowHook(), RunTargetCheckHook(), StudyLayoutHook(), ParameterCheckHook(),
+         PicklableArtifactDatasetsHook(), ProjectLockHook(),
+         CheckpointCompatibilityHook(), UpstreamArtifactsHook(), ThreadsHook(), RunSummaryHook())  # pluggy calls the later ones first: upstream, then checkpoints
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")

@@ -282,6 +282,36 @@ def test_finetune_study_on_the_tiny_project(tiny_project):
     assert len(client.get_metric_history(child.info.run_id, "R_at_1")) == 5
 
 
+def _without_measurements(value):
+    """A study record without what it measures of the machine: wall-clock fields (``*_s``: seconds of training,
+    signals, the whole run, samples per second; ``s_per_update``) and memory peaks (``peak_*``: bytes of saved
+    tensors, measured with allocation hooks; they moved by 128 bytes of 312 kB between two processes)."""
+    if isinstance(value, dict):
+        return {k: _without_measurements(v) for k, v in value.items()
+                if not (k.endswith("_s") or k.startswith(("s_per_", "peak_")))}
+    if isinstance(value, list):
+        return [_without_measurements(v) for v in value]
+    return value
+
+
+def test_the_study_runs_under_the_parallel_runner_with_the_same_results(tiny_project):
+    """The study's selections and (variant, seed) runs are nodes: `--runner ParallelRunner` runs them side by side
+    (its own run cache, so nothing is reused) and gives the same study_training records, seconds and memory peaks aside."""
+    training = tiny_project / "data" / "07_model_output" / "study" / "training.json"
+    if not training.exists():  # run alone: the sequential runs first
+        _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune_study", "--to-outputs", "study_training")
+    sequential = json.loads(training.read_text())
+    _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune_study", "--runner",
+           "ParallelRunner", "--to-outputs", "study_training", "--params",
+           "finetune_study.run_cache=data/06_models/study/runs_parallel")
+    assert (tiny_project / "data" / "06_models" / "study" / "runs_parallel").is_dir()  # computed, not loaded
+    parallel = json.loads(training.read_text())
+    assert set(parallel) == set(sequential)
+    for variant in sequential:
+        assert [r["seed"] for r in parallel[variant]["runs"]] == [r["seed"] for r in sequential[variant]["runs"]]
+        assert _without_measurements(parallel[variant]) == _without_measurements(sequential[variant]), variant
+
+
 def test_main_job_logs_and_registers_the_champion_equal_to_generate(tiny_project):
     """The main job logs base_mld (pretrain) and easytune_step (finetune) as MLflow models of its run, registered as
     easytune_generator@base_mld and @champion; the champion loaded with mlflow.pyfunc gives the joints that

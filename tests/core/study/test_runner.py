@@ -13,11 +13,13 @@ from easytune.core.study.runner import (
     RunOutput,
     RunTask,
     StudyInputs,
+    assemble_training,
     base_signals,
     bracketing_selection,
     choose_lr,
     extend_grid,
     light_splits,
+    run_seed,
     run_task,
     select_learning_rates,
     train_study,
@@ -87,14 +89,15 @@ def test_lr_choice_reads_the_admissible_val_reward_of_the_selection_runs(tmp_pat
     assert chosen["lr"] == 1e-2 and [c["admissible_index"] for c in chosen["candidates"]] == [1, 1, 0]
 
 
-def test_selection_then_seeded_runs_and_workers_give_the_same_results(tmp_path, one_torch_thread):
+def test_selection_then_seeded_runs_in_turn_equal_the_runs_one_by_one(tmp_path, one_torch_thread):
+    """train_study runs what the pipeline's nodes run one at a time (run_seed): the same records and weights."""
     inputs = tiny_inputs(tmp_path, lr_grid=[1e-3, 1e-2], run_cache=None)
     lrs = select_learning_rates(inputs)
     assert set(lrs) == {"easytune_all", "draft_2"} and all(c["seed"] == 100 for c in lrs.values())
     records, weights = train_study(inputs, lrs)
     assert [r["seed"] for r in records["draft_2"]["runs"]] == [1, 2] and len(weights["draft_2"]) == 2
-    parallel = tiny_inputs(tmp_path, lr_grid=[1e-3, 1e-2], run_cache=None, workers=2)
-    records2, weights2 = train_study(parallel, lrs)
+    one = {(v, seed): run_seed(inputs, v, lrs[v]["lr"], seed) for v in records for seed in inputs.config.seeds}
+    records2, weights2 = assemble_training(inputs.config, lrs, one)
     for v in records:
         for a, b in zip(records[v]["runs"], records2[v]["runs"], strict=True):
             assert [s["val_reward"] for s in a["snapshots"]] == [s["val_reward"] for s in b["snapshots"]]
@@ -146,3 +149,13 @@ def test_grids_are_extended_outwards_while_the_choice_sits_at_an_edge():
     config.grid_extensions = 0
     once = bracketing_selection(config, ["easytune_all"], run_batch)
     assert once["easytune_all"]["lr"] == 1e-2 and once["easytune_all"]["at_edge"] == "high"
+
+
+def test_a_run_on_cuda_takes_the_device_of_its_slot(monkeypatch):
+    from easytune.core.study.runner import run_device
+
+    assert run_device("cpu", 3) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [run_device("cuda", k) for k in (1, 2, 3, 4, 5)] == ["cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert run_device("cuda:0", 3) == "cuda:1"

@@ -1,19 +1,122 @@
-"""finetune_study wiring: no choice can read the test split or the evaluator (the nodes' inputs say so)."""
+"""finetune_study wiring: no choice can read the test split or the evaluator (the nodes' inputs say so); every
+selection and every (variant, seed) run is a node, one namespace per enabled variant; the Airflow DAG that
+kedro-airflow makes of it has one task per namespace."""
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
 
 from easytune.pipelines.finetune_study import create_pipeline
 
 FORBIDDEN = {"test_motions", "evaluator", "content_classifier", "params:evaluation", "study_scores"}
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _params(env: str | None = None) -> dict:
+    base = yaml.safe_load((ROOT / "conf" / "base" / "parameters_finetune_study.yml").read_text())["finetune_study"]
+    return copy.deepcopy(base)
 
 
 def test_nodes_that_choose_or_train_never_read_the_test_split_or_the_evaluator():
-    pipe = create_pipeline()
+    pipe = create_pipeline(finetune_study=_params())
     inputs = {n.name: set(n.inputs) for n in pipe.nodes}
-    choosing = ("study_base_signals", "select_study_learning_rates", "train_study_runs", "select_study_points")
+    runs = [n.name for n in pipe.nodes if n.namespace]
+    choosing = ("study_base_signals", *runs, "collect_study_runs", "select_study_points")
     for name in choosing:
         assert not inputs[name] & FORBIDDEN, (name, inputs[name] & FORBIDDEN)
-    assert "val_motions" in inputs["select_study_learning_rates"]
+    assert "val_motions" in inputs["study_easytune_all.select_lr"]
     assert inputs["select_study_points"] == {"study_training", "params:finetune_study"}
     # scoring depends on the selection, so every choice is fixed before a test metric exists
     assert {"study_selection", "test_motions", "evaluator"} <= inputs["score_study_snapshots"]
     order = [n.name for n in pipe.nodes]  # topological
     assert max(order.index(n) for n in choosing) < order.index("score_study_snapshots")
+
+
+def test_one_namespace_per_enabled_variant_with_a_selection_and_one_node_per_seed():
+    params = _params()
+    params["seeds"] = [3, 7]
+    params["variants"]["easytune_kl"]["enabled"] = True
+    params["variants"]["refl_10"]["enabled"] = False
+    pipe = create_pipeline(finetune_study=params)
+    enabled = [v for v, spec in params["variants"].items() if spec.get("enabled", True)]
+    namespaces: dict[str, set[str]] = {}
+    for n in pipe.nodes:
+        if n.namespace:
+            namespaces.setdefault(n.namespace, set()).add(n.name.removeprefix(n.namespace + "."))
+    assert namespaces == {f"study_{v}": {"select_lr", "seed3", "seed7"} for v in enabled}
+    inputs = {n.name: set(n.inputs) for n in pipe.nodes}
+    outputs = {n.name: set(n.outputs) for n in pipe.nodes}
+    assert outputs["study_draft_10.seed7"] == {"study_draft_10.run_seed7"}
+    assert "study_draft_10.lr_selection" in inputs["study_draft_10.seed7"]
+    # the before-SPL variant borrows its partner's learning rate and trains with its own reward
+    assert inputs["study_easytune_last10_before_spl.select_lr"] == {"study_easytune_last10.lr_selection"}
+    assert "retrieval_model" in inputs["study_easytune_last10_before_spl.seed3"]
+    assert "retrieval_model" not in inputs["study_easytune_last10.seed3"]
+    assert outputs["collect_study_runs"] == {"study_lr_selection", "study_training", "study_snapshots"}
+    assert {f"study_{v}.run_seed{k}" for v in enabled for k in (3, 7)} <= inputs["collect_study_runs"]
+
+
+def test_kedro_airflow_makes_one_task_per_study_namespace(tmp_path):
+    """`kedro airflow create --pipelines finetune_study --group-by namespace --env tiny` on a copy of the project:
+    one Airflow task per enabled variant (its namespace: the selection and every seed), the other nodes one each."""
+    for name in ("conf",):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "src").mkdir()
+    for child in (tmp_path / "conf" / "local").iterdir():
+        if child.name != ".gitkeep":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    env = {**os.environ, "EASYTUNE_PROJECT_ROOT": str(tmp_path), "KEDRO_DISABLE_TELEMETRY": "1",
+           "DO_NOT_TRACK": "true", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    env.pop("KEDRO_ENV", None)
+    kedro = str(Path(sys.executable).with_name("kedro"))
+    result = subprocess.run([kedro, "airflow", "create", "--pipelines", "finetune_study", "--group-by", "namespace",
+                             "--env", "tiny", "--target-dir", "dags"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    dag = (tmp_path / "dags" / "easytune_tiny_finetune_study_dag.py").read_text()
+    tiny = yaml.safe_load((ROOT / "conf" / "tiny" / "parameters_finetune_study.yml").read_text())["finetune_study"]
+    variants = [v for v, spec in _params()["variants"].items()
+                if {**spec, **tiny.get("variants", {}).get(v, {})}.get("enabled", True)]
+    namespaces = set(re.findall(r'_run_kedro_node\(namespaces=\["([^"]+)"\]\)', dag))
+    assert namespaces == {f"study_{v}" for v in variants}
+    tasks = set(re.findall(r'@task\(task_id="([^"]+)"\)', dag))
+    assert tasks == {f"study-{v}".replace("_", "-") for v in variants} | {
+        "study-base-signals", "collect-study-runs", "select-study-points", "score-study-snapshots",
+        "build-study-report"}
+    assert 'tasks["study-easytune-last10"] >> tasks["study-easytune-last10-before-spl"]' in dag
+    assert 'tasks["study-base-signals"] >> tasks["study-draft-10"]' in dag
+    assert 'tasks["study-draft-10"] >> tasks["collect-study-runs"]' in dag
+
+
+def test_collect_assembles_the_runs_in_seed_order_and_refuses_another_layout():
+    import json
+
+    import pytest
+    import torch
+
+    from easytune.pipelines.finetune_study import nodes
+
+    params = _params()
+    params["seeds"] = [2, 1]
+    params["variants"], params["spl_ablation"] = {"draft_10": params["variants"]["draft_10"]}, []
+    finetune = yaml.safe_load((ROOT / "conf" / "base" / "parameters_finetune.yml").read_text())["finetune"]
+    choice = {"lr": 1e-4, "grid": [1e-4], "candidates": [], "rule": "single learning rate", "at_edge": None}
+    runs = [{"runs": [[{"w": torch.full((2,), float(seed))}]],
+             "metadata": {"variant": "draft_10", "seed": seed, "record": json.dumps({"seed": seed, "lr": 1e-4})}}
+            for seed in (2, 1)]
+    layout = (("draft_10", (2, 1)),)
+    lrs, training, snapshots = nodes.collect_study_runs(params, finetune, choice, *runs, layout=layout)
+    assert lrs == {"draft_10": choice}
+    assert [r["seed"] for r in training["draft_10"]["runs"]] == [2, 1]
+    assert training["draft_10"]["lr_selection"] == choice and training["draft_10"]["method"] == "draft_k"
+    assert [run[0]["w"][0].item() for run in snapshots["draft_10"]["runs"]] == [2.0, 1.0]
+    with pytest.raises(ValueError, match="the pipeline was built for"):
+        nodes.collect_study_runs(params, finetune, choice, *runs[:1], layout=(("draft_10", (2,)),))

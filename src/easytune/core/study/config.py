@@ -72,9 +72,10 @@ class StudyConfig:
         spl_ablation: [variant with the SPL reward, the same variant with the reward before SPL] (paper Fig. 8):
             win rates of the first over the second per metric over matched seeds and snapshots (empty: none).
         run_cache: folder of finished runs (and their resume files): a rerun with the same key loads them.
-        workers: runs and snapshot scorings executed side by side in this many processes (CPU: one per core);
-        threads: torch intra-op threads of each run or scoring, whatever ``workers`` is (results do not depend
-            on ``workers``; they may differ in the last bits between thread counts).
+        workers: snapshot scorings executed side by side in this many processes (CPU: one per core); the runs are
+            nodes of the pipeline (a Kedro runner runs them side by side: ``--runner ParallelRunner``).
+        threads: torch intra-op threads of each run node or scoring, whatever the runner or ``workers`` is
+            (results do not depend on them; they may differ in the last bits between thread counts).
     """
 
     variants: dict[str, VariantSpec] = field(default_factory=dict)

@@ -2,8 +2,11 @@
 
 Every run starts from the same pretrained generator, fine-tunes under the shared GFLOPs budget and hands over its
 weights at the snapshot points; after the run (outside its timed update windows) each snapshot gets its validation
-signals (:mod:`.signals`). Nothing here reads the test split or the evaluator. Runs are independent tasks
-(:func:`easytune.core.infra.parallel.map_tasks`): ``workers`` processes run them side by side with the same results.
+signals (:mod:`.signals`). Nothing here reads the test split or the evaluator. Runs are independent: the
+finetune_study pipeline makes each selection (:func:`select_variant_lr`) and each (variant, seed) run
+(:func:`run_seed`) a Kedro node of its own, so a Kedro runner (``--runner ParallelRunner``) or a scheduler (one
+Airflow task per variant) runs them side by side; each sets ``threads`` torch threads itself, so the results do not
+depend on the runner. :func:`select_learning_rates` and :func:`train_study` run the same functions in turn.
 
 Finished runs are cached under ``run_cache/<variant>/`` with a resume key covering the run's configuration, seed,
 device, starting weights, reward, data and signal settings (a changed setting never reuses a cached run); an
@@ -32,7 +35,7 @@ from easytune.core.finetune.trainer import finetune, finetune_resume_key
 from easytune.core.infra.atomic import atomic_torch_save
 from easytune.core.infra.config import to_dict
 from easytune.core.infra.integrity import verify_manifest, write_manifest
-from easytune.core.infra.parallel import map_tasks, torch_threads
+from easytune.core.infra.parallel import torch_threads
 from easytune.core.infra.resume import ResumeKey, load_resume
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.signals import (
@@ -180,9 +183,22 @@ def run_task(inputs: StudyInputs, task: RunTask) -> RunOutput:
     return output
 
 
-def workers_for(inputs) -> int:
-    """``config.workers`` on CPU; one process on an accelerator (it already runs a run's batch in parallel)."""
-    return 1 if torch.device(inputs.device).type != "cpu" else inputs.config.workers
+def run_device(device: str, k: int) -> str:
+    """The device of run slot ``k``: ``cuda:(k % device_count)`` when ``device`` is CUDA (one device per worker of a
+    parallel runner), else ``device`` unchanged."""
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return device
+    return f"cuda:{k % torch.cuda.device_count()}"
+
+
+def _sequential(inputs: StudyInputs) -> Callable[[list[RunTask]], list[RunOutput]]:
+    """``run_batch`` of :func:`bracketing_selection`: the tasks in turn, with ``threads`` torch threads."""
+
+    def run_batch(tasks: list[RunTask]) -> list[RunOutput]:
+        with torch_threads(inputs.config.threads):
+            return [run_task(inputs, task) for task in tasks]
+
+    return run_batch
 
 
 def choose_lr(config: StudyConfig, variant: str, outputs: dict[float, RunOutput]) -> dict[str, Any]:
@@ -243,41 +259,62 @@ def bracketing_selection(config: StudyConfig, variants: list[str],
     return chosen
 
 
+def select_variant_lr(inputs: StudyInputs, variant: str) -> dict[str, Any]:
+    """The learning rate of one variant that chooses its own (``lr_from`` is None): its grid on the selection seed,
+    extended while the choice sits at an edge (:func:`bracketing_selection`), runs in turn -> its choice."""
+    config = inputs.config
+    if config.variants[variant].lr_from is not None:
+        raise ValueError(f"{variant} takes the learning rate of {config.variants[variant].lr_from} (lr_from)")
+    return bracketing_selection(config, [variant], _sequential(inputs))[variant]
+
+
+def borrowed_lr(source: str, choice: dict[str, Any]) -> dict[str, Any]:
+    """The choice of a variant with ``lr_from: source``: ``source``'s learning rate, no selection run."""
+    return {"lr": choice["lr"], "grid": [choice["lr"]], "candidates": [],
+            "rule": f"the learning rate chosen for {source}", "at_edge": choice["at_edge"], "extended": []}
+
+
 def select_learning_rates(inputs: StudyInputs) -> dict[str, dict]:
     """Selection runs of every enabled variant (grid x selection seed, weights not kept; grids extended while the
-    choice is at an edge: :func:`bracketing_selection`) -> ``{variant: choice}``."""
+    choice is at an edge: :func:`select_variant_lr`), in turn -> ``{variant: choice}``."""
     config = inputs.config
-    own = [v for v in config.enabled if config.variants[v].lr_from is None]
-
-    def run_batch(tasks: list[RunTask]) -> list[RunOutput]:
-        return map_tasks(run_task, tasks, inputs, workers=workers_for(inputs), threads=config.threads)
-
-    chosen = bracketing_selection(config, own, run_batch)
+    chosen = {v: select_variant_lr(inputs, v) for v in config.enabled if config.variants[v].lr_from is None}
     for v in config.enabled:
         source = config.variants[v].lr_from
         if source is not None:
-            chosen[v] = {"lr": chosen[source]["lr"], "grid": [chosen[source]["lr"]], "candidates": [],
-                         "rule": f"the learning rate chosen for {source}", "at_edge": chosen[source]["at_edge"],
-                         "extended": []}
-    return chosen
+            chosen[v] = borrowed_lr(source, chosen[source])
+    return {v: chosen[v] for v in config.enabled}
+
+
+def run_seed(inputs: StudyInputs, variant: str, lr: float, seed: int) -> RunOutput:
+    """One reported run (weights kept), with ``threads`` torch threads."""
+    with torch_threads(inputs.config.threads):
+        return run_task(inputs, RunTask(variant, lr, seed))
+
+
+def assemble_training(config: StudyConfig, lrs: dict[str, dict], outputs: dict[tuple[str, int], RunOutput]
+                      ) -> tuple[dict[str, dict], dict[str, list[list[dict]]]]:
+    """``{(variant, seed): run}`` of every enabled variant x study seed -> (``{variant: record}`` with
+    ``lr_selection`` and ``runs`` in seed order, ``{variant: [snapshot weights per run]}``)."""
+    records: dict[str, dict] = {}
+    weights: dict[str, list] = {}
+    for variant in config.enabled:
+        spec = config.variants[variant]
+        rec = records[variant] = {"variant": variant, "method": spec.method, "policy": spec.policy,
+                                  "finetune": spec.finetune, "lr_selection": lrs[variant], "runs": []}
+        for seed in config.seeds:
+            out = outputs[(variant, seed)]
+            rec["runs"].append(out.record)
+            weights.setdefault(variant, []).append(out.weights)
+    return records, weights
 
 
 def train_study(inputs: StudyInputs, lrs: dict[str, dict]) -> tuple[dict[str, dict], dict[str, list[list[dict]]]]:
-    """One run per enabled variant x study seed at the chosen learning rate -> (``{variant: record}`` with
-    ``lr_selection`` and ``runs``, ``{variant: [snapshot weights per run]}``)."""
+    """One run per enabled variant x study seed at the chosen learning rate, in turn (:func:`run_seed`; the
+    pipeline runs them as nodes) -> :func:`assemble_training`."""
     config = inputs.config
-    tasks = [RunTask(v, lrs[v]["lr"], seed) for v in config.enabled for seed in config.seeds]
-    outputs = map_tasks(run_task, tasks, inputs, workers=workers_for(inputs), threads=config.threads)
-    records: dict[str, dict] = {}
-    weights: dict[str, list] = {}
-    for task, out in zip(tasks, outputs, strict=True):
-        spec = config.variants[task.variant]
-        rec = records.setdefault(task.variant, {"variant": task.variant, "method": spec.method,
-                                                "policy": spec.policy, "finetune": spec.finetune,
-                                                "lr_selection": lrs[task.variant], "runs": []})
-        rec["runs"].append(out.record)
-        weights.setdefault(task.variant, []).append(out.weights)
-    return records, weights
+    outputs = {(v, seed): run_seed(inputs, v, lrs[v]["lr"], seed) for v in config.enabled for seed in config.seeds}
+    return assemble_training(config, lrs, outputs)
 
 
 # ----------------------------------------------------------------------------------------------------------------

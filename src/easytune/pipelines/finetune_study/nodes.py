@@ -4,10 +4,16 @@ Which node reads what is the guarantee that no choice reads the test split or th
 (learning rates, admissible points) and train take only the pretrained models, the reward model, the train/val
 splits and their own records; only the scoring node takes the evaluator and the test split, after every choice is
 fixed (its inputs include the selection, so Kedro runs it last).
+
+Each learning-rate selection and each (variant, seed) run is a node of its own (:func:`select_study_lr`,
+:func:`borrow_variant_lr`, :func:`train_variant_seed`, bound to their variant and seed with ``functools.partial``
+so a ParallelRunner can pickle them); :func:`collect_study_runs` assembles ``study_lr_selection``,
+``study_training`` and ``study_snapshots`` from their outputs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -19,7 +25,17 @@ from easytune.core.infra.runtime import resolve_device
 from easytune.core.motion.skeleton import get_skeleton
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, pooled_metrics, select_points
-from easytune.core.study.runner import StudyInputs, base_signals, light_splits, select_learning_rates, train_study
+from easytune.core.study.runner import (
+    RunOutput,
+    StudyInputs,
+    assemble_training,
+    base_signals,
+    borrowed_lr,
+    light_splits,
+    run_device,
+    run_seed,
+    select_variant_lr,
+)
 from easytune.core.study.scoring import ScoringInputs, score_many, scoring_tasks
 from easytune.pipelines.finetune_study import plots
 
@@ -41,15 +57,17 @@ def _generator_checkpoints(finetune: FinetuneSettings, latent: dict | None, fram
 
 def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
             rewards: dict, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime, base=None,
-            variant_rewards: bool = True) -> StudyInputs:
+            variants: list[str] | None = None, slot: int = 0) -> StudyInputs:
+    """``variants``: those whose training reward must be in ``rewards``; ``slot``: the run's device slot
+    (:func:`~easytune.core.study.runner.run_device`)."""
     study = _study(finetune_study)
-    wanted = {study.variants[v].reward for v in study.enabled if variant_rewards} | {"reward_model"}
+    wanted = {study.variants[v].reward for v in variants or ()} | {"reward_model"}
     missing = sorted(name for name in wanted if rewards.get(name) is None)
     if missing:
         raise ValueError(f"finetune_study: variants fine-tune with {missing} (data/06_models/<name>.pt), which do not "
                          f"exist: run `kedro run --pipeline reward` (it writes reward_model, retrieval_model and "
                          f"reward_model_no_spl) or disable those variants")
-    device = resolve_device(runtime["device"])
+    device = run_device(str(resolve_device(runtime["device"])), slot)
     settings, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
                                                      motion_vae, pretrained_consistency_model)
     text = TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings")
@@ -69,48 +87,78 @@ def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denois
     """-> validation signals of the pretrained generator (every run's snapshot 0)."""
     return base_signals(_inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model,
                                 motion_vae, {"reward_model": reward_model}, train_motions, val_motions,
-                                text_embeddings, finetune_study, finetune, runtime, variant_rewards=False))
+                                text_embeddings, finetune_study, finetune, runtime))
 
 
-def select_study_learning_rates(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
-                                pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict,
-                                retrieval_model: dict, reward_model_no_spl: dict | None, train_motions: dict,
-                                val_motions: dict, text_embeddings: dict, study_base_signals: dict,
-                                finetune_study: StudyConfig, finetune: FinetuneSettings, runtime: RuntimeConfig
-                                ) -> dict:
-    """-> ``{variant: {lr, grid, candidates, rule}}`` from runs on the selection seed, val signals only."""
-    rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
-               "reward_model_no_spl": reward_model_no_spl}
+def _rewards(reward_model: dict, training_reward: dict | None, reward: str) -> dict:
+    return {"reward_model": reward_model, **({reward: training_reward} if reward != "reward_model" else {})}
+
+
+def select_study_lr(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
+                    pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
+                    val_motions: dict, text_embeddings: dict, study_base_signals: dict,
+                    finetune_study: StudyConfig, finetune: FinetuneSettings, runtime: RuntimeConfig,
+                    training_reward: dict | None = None, *, variant: str, slot: int = 0) -> dict:
+    """Node ``study_<variant>.select_lr`` -> ``{lr, grid, candidates, rule, at_edge, extended}`` of ``variant`` from
+    its runs on the selection seed, val signals only (``training_reward``: the variant's own reward when it is not
+    ``reward_model``)."""
+    study = _study(finetune_study)
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
-                     rewards, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
-                     base=study_base_signals)
-    choice = select_learning_rates(inputs)
-    log.info("finetune_study: learning rates %s", {v: c["lr"] for v, c in choice.items()})
+                     _rewards(reward_model, training_reward, study.variants[variant].reward), train_motions,
+                     val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals,
+                     variants=[variant], slot=slot)
+    choice = select_variant_lr(inputs, variant)
+    log.info("finetune_study: %s learning rate %g", variant, choice["lr"])
     return choice
 
 
-def train_study_runs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
-                     pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, retrieval_model: dict,
-                     reward_model_no_spl: dict | None, train_motions: dict, val_motions: dict, text_embeddings: dict,
-                     study_base_signals: dict, study_lr_selection: dict, finetune_study: StudyConfig,
-                     finetune: FinetuneSettings, runtime: RuntimeConfig) -> tuple[dict, dict]:
-    """-> (``{variant: record}``: runs with snapshot costs, seconds and val signals; ``{variant: snapshot
-    weights}``)."""
-    rewards = {"reward_model": reward_model, "retrieval_model": retrieval_model,
-               "reward_model_no_spl": reward_model_no_spl}
+def borrow_variant_lr(source_selection: dict, *, variant: str, source: str) -> dict:
+    """Node ``study_<variant>.select_lr`` of a variant with ``lr_from: source``: ``source``'s learning rate."""
+    return borrowed_lr(source, source_selection)
+
+
+def train_variant_seed(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
+                       pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
+                       val_motions: dict, text_embeddings: dict, study_base_signals: dict, lr_selection: dict,
+                       finetune_study: StudyConfig, finetune: FinetuneSettings, runtime: RuntimeConfig,
+                       training_reward: dict | None = None, *, variant: str, seed: int, slot: int = 0) -> dict:
+    """Node ``study_<variant>.seed<seed>``: one run at the chosen learning rate -> ``{"runs": [snapshot weights],
+    "metadata": {"variant", "seed", "record": the run's record as JSON}}`` (a StateDictsDataset file)."""
+    study = _study(finetune_study)
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
-                     rewards, train_motions, val_motions, text_embeddings, finetune_study, finetune, runtime,
-                     base=study_base_signals)
-    missing = sorted(set(inputs.config.enabled) - set(study_lr_selection))
-    if missing:
-        raise ValueError(f"study_lr_selection has no learning rate for {missing}: rerun the whole finetune_study "
-                         f"pipeline (the selection node runs before the training node)")
-    records, weights = train_study(inputs, study_lr_selection)
+                     _rewards(reward_model, training_reward, study.variants[variant].reward), train_motions,
+                     val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals,
+                     variants=[variant], slot=slot)
+    out = run_seed(inputs, variant, lr_selection["lr"], seed)
+    return {"runs": [out.weights], "metadata": {"variant": variant, "seed": seed, "record": json.dumps(out.record)}}
+
+
+def collect_study_runs(finetune_study: StudyConfig, finetune: FinetuneSettings, *parts: dict,
+                       layout: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[dict, dict, dict]:
+    """Node ``collect_study_runs``: the per-variant selections then the per-run outputs, in ``layout`` order
+    (``((variant, seeds), ...)``: what the pipeline was built with) -> (``study_lr_selection``: ``{variant:
+    choice}``; ``study_training``: ``{variant: record}`` with runs, snapshot costs, seconds and val signals;
+    ``study_snapshots``: ``{variant: {"runs": snapshot weights per seed, "metadata"}}``)."""
+    study = _study(finetune_study)
+    expected = tuple((v, tuple(study.seeds)) for v in study.enabled)
+    if tuple((v, tuple(seeds)) for v, seeds in layout) != expected:
+        raise ValueError(f"finetune_study: the pipeline was built for {list(layout)} (variant, seeds) but the "
+                         f"parameters ask for {list(expected)}; the pipeline reads params:finetune_study when it is "
+                         f"created (see src/easytune/pipelines/finetune_study/pipeline.py)")
+    n = len(layout)
+    lrs = dict(zip((v for v, _ in layout), parts[:n], strict=True))
+    runs = iter(parts[n:])
+    outputs = {}
+    for variant, seeds in layout:
+        for seed in seeds:
+            part = next(runs)
+            outputs[(variant, seed)] = RunOutput(json.loads(part["metadata"]["record"]), list(part["runs"][0]))
+    records, weights = assemble_training(study, lrs, outputs)
     generator = from_dict(FinetuneSettings, finetune, where="params:finetune").generator
     for record in records.values():
         record["generator"] = generator
-    snapshots = {v: {"runs": w, "metadata": {"variant": v, "seeds": inputs.config.seeds}} for v, w in weights.items()}
-    return records, snapshots
+    snapshots = {v: {"runs": w, "metadata": {"variant": v, "seeds": study.seeds}} for v, w in weights.items()}
+    return lrs, records, snapshots
 
 
 def select_study_points(study_training: dict, finetune_study: StudyConfig) -> dict:
