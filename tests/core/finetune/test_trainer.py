@@ -267,7 +267,7 @@ def test_a_resumed_run_reports_exactly_what_the_uninterrupted_run_reports(tmp_pa
     train, val, text = _varying_token_splits()
     cfg = config(val_every=4, val_captions=2, resume_path=str(tmp_path / "resume.pt"), save_every_updates=2,
                  warmup_updates=2, **budget)
-    snaps = {"whole": [], "resumed": []}
+    snaps = {"whole": [], "interrupted": [], "resumed": []}  # a rerun is a new process: it starts a new list
 
     def run(name, **kw):
         return finetune(make_mld(steps=4), make_reward(), train, val, text, cfg, seed=0, device=CPU, progress=False,
@@ -276,13 +276,14 @@ def test_a_resumed_run_reports_exactly_what_the_uninterrupted_run_reports(tmp_pa
     whole = finetune(make_mld(steps=4), make_reward(), train, val, text,
                      config(**{**cfg.__dict__, "resume_path": None, "lora": {}}), seed=0, device=CPU, progress=False,
                      on_snapshot=lambda record, _: snaps["whole"].append(record))
-    first = run("resumed", stop_after_updates=3)
+    first = run("interrupted", stop_after_updates=3)
     assert first.summary["interrupted"]
     resumed = run("resumed")
     assert resumed.summary["resumed_from"] == first.summary["updates"] > 0
     differ = {k: (v, resumed.summary[k]) for k, v in whole.summary.items()
               if k not in WALL_CLOCK | {"resumed_from", "curves"} and resumed.summary[k] != v}
     assert differ == {}
+    assert len(snaps["resumed"]) == len(snaps["whole"]) == len(cfg.snapshot_at)  # handed out again on resume
     strip = [{k: v for k, v in r.items() if k != "train_s"} for r in snaps["whole"]]
     assert strip == [{k: v for k, v in r.items() if k != "train_s"} for r in snaps["resumed"]]
     for k, v in state(whole.denoiser).items():

@@ -57,6 +57,7 @@ def test_evaluation_pipeline_runs_on_tiny_data(tmp_path):
     ckpt = tiny_mdm_checkpoint(text.dim)
     data = {
         "train_motions": make_split(48, seed=0).to_arrays(),
+        "val_motions": make_split(24, seed=2).to_arrays(),
         "test_motions": make_split(24, seed=1).to_arrays(),
         "text_embeddings": text.to_arrays(),
         "feature_stats": make_stats().to_arrays(),

@@ -149,7 +149,7 @@ def _report_failure(exc: BaseException) -> None:
         return
     try:
         if store.add(f"{FAILURE_KEY}/count", 1) == 1:  # the first failure is the cause; later ones follow from it
-            store.set(FAILURE_KEY, f"rank {dist.get_rank()}: {type(exc).__name__}: {exc}")
+            store.set(FAILURE_KEY, f"rank {dist.get_rank()} failed ({type(exc).__name__}: {exc})")
     except Exception as err:  # noqa: BLE001
         log.warning("could not tell the other ranks about the failure: %s", err)
 
@@ -166,7 +166,22 @@ def _watch_failures(store, stop: threading.Event, interval_s: float) -> None:
         if stop.is_set():
             return
         print(f"[rank {rank}] stopping: {cause}", file=sys.stderr, flush=True)
+        _record_stop(cause)
         os._exit(1)  # this rank may be blocked in a collective that will never complete
+
+
+def _record_stop(cause: str) -> None:
+    """Under an elastic launcher, write this rank's error file with the failing rank's cause, so that whichever rank
+    the launcher sees end first, its error names the cause (a rank stopped by the watchdog may end before the failing
+    rank has written its own error file)."""
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        return
+    try:
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(RuntimeError(f"stopped because {cause}"))
+    except Exception as err:  # noqa: BLE001 - best effort: the cause is printed above anyway
+        log.warning("could not record the stop in the error file: %s", err)
 
 
 @contextmanager
