@@ -155,8 +155,9 @@ def test_mlcm_distils_after_the_mld_nodes(tiny_project):
                                                  reports / "finetune" / "easytune_step_summary.json",
                                                  reports / "finetune_report.json")}
     try:
+        # serve.enabled=false: this MotionLCM run must not move the registry's champion (the models are put back)
         _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune", "--params",
-               "finetune.generator=mlcm,finetune.common.num_steps=4")
+               "finetune.generator=mlcm,finetune.common.num_steps=4,serve.enabled=false")
         tuned = json.loads((reports / "finetune" / "easytune_step_summary.json").read_text())
         assert tuned["generator"] == "mlcm" and tuned["updates"] > 0
         _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "evaluation")
@@ -239,6 +240,7 @@ def test_notebook_executes_headless(tiny_project, notebook, monkeypatch):
     assert not errors
 
 
+@pytest.mark.long
 def test_finetune_study_on_the_tiny_project(tiny_project):
     """`kedro run --pipeline finetune_study`: >= 3 seeds per variant, >= 4 snapshots per run, CIs in every view,
     the figures, and one MLflow child run per variant x seed under the study's run."""
@@ -294,6 +296,7 @@ def _without_measurements(value):
     return value
 
 
+@pytest.mark.long
 def test_the_study_runs_under_the_parallel_runner_with_the_same_results(tiny_project):
     """The study's selections and (variant, seed) runs are nodes: `--runner ParallelRunner` runs them side by side
     (its own run cache, so nothing is reused) and gives the same study_training records, seconds and memory peaks aside."""
