@@ -153,7 +153,8 @@ def test_mlcm_distils_after_the_mld_nodes(tiny_project):
 
     kept = {path: path.read_bytes() for path in (models / "finetuned" / "easytune_step.pt",
                                                  reports / "finetune" / "easytune_step_summary.json",
-                                                 reports / "finetune_report.json")}
+                                                 reports / "finetune_report.json",
+                                                 reports / "served_models" / "easytune_step.json")}
     try:
         # serve.enabled=false: this MotionLCM run must not move the registry's champion (the models are put back)
         _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune", "--params",
