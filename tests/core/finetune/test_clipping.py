@@ -5,19 +5,15 @@ import pytest
 import torch
 from tqdm.auto import tqdm
 
-from easytune.core.finetune.config import FinetuneConfig
 from easytune.core.finetune.rollout import StepTrace
 from easytune.core.finetune.trainer import _FinetuneRun, clipping_by_step, finetune
-from easytune.core.infra.config import from_dict
-from tests.core.finetune.tiny import make_mdm, make_reward, make_splits
+from tests.core.finetune.tiny import finetune_config, make_mdm, make_reward, make_splits
 
 CPU = torch.device("cpu")
 
 
 def config(**kw):
-    base = dict(batch_size=2, max_updates=8, lr=1e-2, grad_clip=1.0, num_steps=4)
-    base.update(kw)
-    return from_dict(FinetuneConfig, base)
+    return finetune_config(**{'batch_size': 2, **kw})
 
 
 def _run(cfg):

@@ -10,19 +10,15 @@ import torch
 
 from easytune.core.data.dataset import TextEmbeddings
 from easytune.core.finetune import load_checkpoint_model, load_generator
-from easytune.core.finetune.config import FinetuneConfig
 from easytune.core.finetune.trainer import finetune
 from easytune.core.infra.checkpoint import CheckpointError, build_from_checkpoint, make_checkpoint
-from easytune.core.infra.config import from_dict
-from tests.core.finetune.tiny import make_mdm, make_mld, make_reward, make_splits, make_text
+from tests.core.finetune.tiny import finetune_config, make_mdm, make_mld, make_reward, make_splits, make_text
 
 CPU = torch.device("cpu")
 
 
 def config(**kw):
-    base = dict(batch_size=3, max_updates=8, lr=1e-2, grad_clip=1.0, num_steps=4)
-    base.update(kw)
-    return from_dict(FinetuneConfig, base)
+    return finetune_config(**kw)
 
 
 def state(module):

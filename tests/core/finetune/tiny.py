@@ -79,3 +79,11 @@ def make_splits(n: int = 8, seed: int = 3) -> tuple[MotionSplit, MotionSplit, Te
 
     return split(np.arange(n - 2)), split(np.arange(n - 2, n)), text
 
+
+
+def finetune_config(**kw):
+    """A tiny FinetuneConfig: batch 3, 8 updates, lr 1e-2, clip 1.0, 4 steps, overridden by ``kw``."""
+    from easytune.core.finetune.config import FinetuneConfig
+    from easytune.core.infra.config import from_dict
+
+    return from_dict(FinetuneConfig, {**dict(batch_size=3, max_updates=8, lr=1e-2, grad_clip=1.0, num_steps=4), **kw})
