@@ -159,3 +159,26 @@ def test_a_run_on_cuda_takes_the_device_of_its_slot(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert [run_device("cuda", k) for k in (1, 2, 3, 4, 5)] == ["cuda:1", "cuda:0", "cuda:1", "cuda:0", "cuda:1"]
     assert run_device("cuda:0", 3) == "cuda:1"
+
+
+def test_guard_variants_train_with_their_guarded_reward_and_are_judged_by_reward_model(tmp_path, one_torch_thread):
+    """An ensemble variant (reward_model + another seed, conservative) and a KL variant change the run; the
+    yardstick of the signals stays reward_model (the same base snapshot); a missing member is a clear error."""
+    ensemble = {"members": ["reward_model", "reward_model_seed1"], "mode": "conservative", "std_weight": 1.0}
+    variants = {"easytune_all": {"method": "easytune_step"},
+                "easytune_ensemble": {"method": "easytune_step", "finetune": {"reward_ensemble": ensemble}},
+                "easytune_kl": {"method": "easytune_step", "finetune": {"kl_weight": 1.0}}}
+    inputs = tiny_inputs(tmp_path, variants=variants, run_cache=None)
+    inputs.rewards["reward_model_seed1"] = make_checkpoint("retrieval_model", make_reward(seed=7).model)
+    plain = run_task(inputs, RunTask("easytune_all", 1e-2, 1)).record["snapshots"]
+    guarded = run_task(inputs, RunTask("easytune_ensemble", 1e-2, 1)).record["snapshots"]
+    kl = run_task(inputs, RunTask("easytune_kl", 1e-2, 1)).record["snapshots"]
+    assert plain[0] == guarded[0] == kl[0]
+    assert guarded[-1]["val_reward"] != plain[-1]["val_reward"] and kl[-1]["val_reward"] != plain[-1]["val_reward"]
+    del inputs.rewards["reward_model_seed1"]
+    try:
+        run_task(inputs, RunTask("easytune_ensemble", 1e-2, 1))
+    except ValueError as exc:
+        assert "reward_model_seed1" in str(exc)
+    else:
+        raise AssertionError("a missing ensemble member must be refused")

@@ -120,3 +120,24 @@ def test_collect_assembles_the_runs_in_seed_order_and_refuses_another_layout():
     assert [run[0]["w"][0].item() for run in snapshots["draft_10"]["runs"]] == [2.0, 1.0]
     with pytest.raises(ValueError, match="the pipeline was built for"):
         nodes.collect_study_runs(params, finetune, choice, *runs[:1], layout=(("draft_10", (2,)),))
+
+
+def test_a_guard_variant_reads_the_checkpoints_its_settings_name():
+    params = _params()
+    params["variants"] = {
+        "easytune_all": params["variants"]["easytune_all"],
+        "easytune_ensemble": {"method": "easytune_step", "policy": {"steps": "all"},
+                              "finetune": {"reward_ensemble": {
+                                  "members": ["reward_model", "reward_model_seed1", "reward_model_seed2"],
+                                  "mode": "conservative", "std_weight": 1.0}}},
+        "easytune_realism": {"method": "easytune_step", "policy": {"steps": "all"},
+                             "finetune": {"realism_weight": 0.5}},
+    }
+    params["spl_ablation"] = []
+    pipe = create_pipeline(finetune_study=params)
+    inputs = {n.name: set(n.inputs) for n in pipe.nodes}
+    guards = {"reward_model_seed1", "reward_model_seed2", "realism_critic"}
+    assert not inputs["study_easytune_all.seed1"] & guards
+    assert inputs["study_easytune_ensemble.seed1"] & guards == {"reward_model_seed1", "reward_model_seed2"}
+    assert inputs["study_easytune_ensemble.select_lr"] & guards == {"reward_model_seed1", "reward_model_seed2"}
+    assert inputs["study_easytune_realism.seed2"] & guards == {"realism_critic"}

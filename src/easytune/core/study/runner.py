@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
-from easytune.core.finetune import load_generator, load_reward
+from easytune.core.finetune import load_finetune_reward, load_generator, load_reward
 from easytune.core.finetune.trainer import finetune, finetune_resume_key
 from easytune.core.infra.atomic import atomic_torch_save
 from easytune.core.infra.config import to_dict
@@ -54,8 +54,9 @@ logger = logging.getLogger(__name__)
 class StudyInputs:
     """What every run shares (picklable, sent once to each worker).
 
-    denoiser / vae: checkpoint dicts (the pretrained generator, its VAE or None); rewards: reward checkpoint name ->
-    dict (``reward_model`` is every variant's validation yardstick; a variant fine-tunes with its ``reward``);
+    denoiser / vae: checkpoint dicts (the pretrained generator, its VAE or None); rewards: checkpoint name -> dict
+    (``reward_model`` is every variant's validation yardstick; a variant fine-tunes with its ``reward``, plus the
+    guard checkpoints its fine-tuning settings name: ``reward_ensemble`` members, ``realism_critic``);
     train: the train split reduced to what fine-tuning samples (ids, lengths, captions; see :func:`light_splits`);
     val: the val samples the signals score; base: the base model's signals; common: ``finetune.common``.
     """
@@ -142,8 +143,10 @@ def run_task(inputs: StudyInputs, task: RunTask) -> RunOutput:
     run_cfg = config.run_config(task.variant, task.lr, inputs.common,
                                 str(cache / f"{task.tag}.resume.pt") if cache else None)
     spec = config.variants[task.variant]
-    generator, reward = inputs.generator(), load_reward(inputs.rewards[spec.reward], device)
-    yardstick = reward if spec.reward == "reward_model" else load_reward(inputs.rewards["reward_model"], device)
+    generator = inputs.generator()
+    reward = load_finetune_reward(inputs.rewards[spec.reward], device, run_cfg, extra=inputs.rewards)
+    plain = spec.reward == "reward_model" and run_cfg.reward_ensemble is None and run_cfg.realism_weight == 0
+    yardstick = reward if plain else load_reward(inputs.rewards["reward_model"], device)
     key = finetune_resume_key(generator, reward, inputs.train, inputs.val, inputs.text, run_cfg, seed=task.seed,
                               device=device, signals=to_dict(config.signals), base=inputs.base,
                               keep_weights=task.keep_weights, yardstick=yardstick.model) if cache else None

@@ -19,6 +19,7 @@ from typing import Any
 
 from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.protocol import EvaluationConfig, ProtocolConfig
+from easytune.core.finetune import CRITIC_INPUT
 from easytune.core.finetune.config import FinetuneSettings
 from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.infra.runtime import resolve_device
@@ -61,12 +62,13 @@ def _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_co
     """``variants``: those whose training reward must be in ``rewards``; ``slot``: the run's device slot
     (:func:`~easytune.core.study.runner.run_device`)."""
     study = _study(finetune_study)
-    wanted = {study.variants[v].reward for v in variants or ()} | {"reward_model"}
+    wanted = {"reward_model"} | {name for v in variants or () for name in variant_reward_inputs(study, v)}
     missing = sorted(name for name in wanted if rewards.get(name) is None)
     if missing:
-        raise ValueError(f"finetune_study: variants fine-tune with {missing} (data/06_models/<name>.pt), which do not "
-                         f"exist: run `kedro run --pipeline reward` (it writes reward_model, retrieval_model and "
-                         f"reward_model_no_spl) or disable those variants")
+        raise ValueError(f"finetune_study: variants {list(variants or ())} read {missing} (data/06_models/<name>.pt), "
+                         f"which do not exist: run `kedro run --pipeline reward` (it writes reward_model, "
+                         f"retrieval_model, reward_model_no_spl and the reward_model_seed<k> replicates) or "
+                         f"`kedro run --pipeline realism_critic` (realism_critic), or disable those variants")
     device = run_device(str(resolve_device(runtime["device"])), slot)
     settings, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
                                                      motion_vae, pretrained_consistency_model)
@@ -90,21 +92,37 @@ def study_base_signals(pretrained_latent_denoiser: dict, pretrained_frame_denois
                                 text_embeddings, finetune_study, finetune, runtime))
 
 
-def _rewards(reward_model: dict, training_reward: dict | None, reward: str) -> dict:
-    return {"reward_model": reward_model, **({reward: training_reward} if reward != "reward_model" else {})}
+def variant_reward_inputs(study: StudyConfig, variant: str) -> list[str]:
+    """Catalog names, besides ``reward_model``, that ``variant``'s runs read: its training ``reward`` when it is not
+    ``reward_model`` and the guard checkpoints its fine-tuning settings name (``reward_ensemble`` members,
+    ``realism_critic`` when ``realism_weight > 0``), from the variant's ``finetune`` over the study's."""
+    spec = study.variants[variant]
+    settings = {**study.finetune, **spec.finetune}
+    names = [spec.reward] if spec.reward != "reward_model" else []
+    ensemble = settings.get("reward_ensemble") or {}
+    names += [m for m in ensemble.get("members", []) if m != "reward_model"]
+    if float(settings.get("realism_weight") or 0.0) > 0:
+        names.append(CRITIC_INPUT)
+    return list(dict.fromkeys(names))
+
+
+def _rewards(reward_model: dict, rewards: tuple, names: tuple[str, ...]) -> dict:
+    if len(rewards) != len(names):
+        raise ValueError(f"finetune_study: {len(rewards)} reward checkpoints given for {list(names)}")
+    return {"reward_model": reward_model, **dict(zip(names, rewards, strict=True))}
 
 
 def select_study_lr(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
                     pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
                     val_motions: dict, text_embeddings: dict, study_base_signals: dict,
                     finetune_study: StudyConfig, finetune: FinetuneSettings, runtime: RuntimeConfig,
-                    training_reward: dict | None = None, *, variant: str, slot: int = 0) -> dict:
+                    *rewards: dict | None, variant: str, slot: int = 0, reward_names: tuple[str, ...] = ()) -> dict:
     """Node ``study_<variant>.select_lr`` -> ``{lr, grid, candidates, rule, at_edge, extended}`` of ``variant`` from
-    its runs on the selection seed, val signals only (``training_reward``: the variant's own reward when it is not
-    ``reward_model``)."""
+    its runs on the selection seed, val signals only (``rewards``: the checkpoints named by ``reward_names``, see
+    :func:`variant_reward_inputs`)."""
     study = _study(finetune_study)
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
-                     _rewards(reward_model, training_reward, study.variants[variant].reward), train_motions,
+                     _rewards(reward_model, rewards, reward_names), train_motions,
                      val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals,
                      variants=[variant], slot=slot)
     choice = select_variant_lr(inputs, variant)
@@ -121,12 +139,13 @@ def train_variant_seed(pretrained_latent_denoiser: dict, pretrained_frame_denois
                        pretrained_consistency_model: dict, motion_vae: dict, reward_model: dict, train_motions: dict,
                        val_motions: dict, text_embeddings: dict, study_base_signals: dict, lr_selection: dict,
                        finetune_study: StudyConfig, finetune: FinetuneSettings, runtime: RuntimeConfig,
-                       training_reward: dict | None = None, *, variant: str, seed: int, slot: int = 0) -> dict:
+                       *rewards: dict | None, variant: str, seed: int, slot: int = 0,
+                       reward_names: tuple[str, ...] = ()) -> dict:
     """Node ``study_<variant>.seed<seed>``: one run at the chosen learning rate -> ``{"runs": [snapshot weights],
     "metadata": {"variant", "seed", "record": the run's record as JSON}}`` (a StateDictsDataset file)."""
     study = _study(finetune_study)
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
-                     _rewards(reward_model, training_reward, study.variants[variant].reward), train_motions,
+                     _rewards(reward_model, rewards, reward_names), train_motions,
                      val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals,
                      variants=[variant], slot=slot)
     out = run_seed(inputs, variant, lr_selection["lr"], seed)

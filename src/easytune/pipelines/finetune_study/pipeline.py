@@ -73,17 +73,18 @@ def study_nodes(finetune_study: dict) -> list[Pipeline]:
     built = []
     for slot, (variant, seeds) in enumerate(layout):
         spec = study.variants[variant]
-        reward = [spec.reward] if spec.reward != "reward_model" else []
+        reward = nodes.variant_reward_inputs(study, variant)
         if spec.lr_from is not None:
             select = Node(partial(nodes.borrow_variant_lr, variant=variant, source=spec.lr_from),
                           inputs="source_selection", outputs="lr_selection", name="select_lr")
             outside = {"source_selection": f"{namespace(spec.lr_from)}.lr_selection"}  # cross-namespace: allowed
         else:
-            select = Node(partial(nodes.select_study_lr, variant=variant, slot=slot),
+            select = Node(partial(nodes.select_study_lr, variant=variant, slot=slot, reward_names=tuple(reward)),
                           inputs=[*GENERATORS, "reward_model", *RUN_DATA, *PARAMS, *reward], outputs="lr_selection",
                           name="select_lr")
             outside = {}
-        runs = [Node(partial(nodes.train_variant_seed, variant=variant, seed=seed, slot=seed),
+        runs = [Node(partial(nodes.train_variant_seed, variant=variant, seed=seed, slot=seed,
+                             reward_names=tuple(reward)),
                      inputs=[*GENERATORS, "reward_model", *RUN_DATA, "lr_selection", *PARAMS, *reward],
                      outputs=f"run_seed{seed}", name=f"seed{seed}") for seed in seeds]
         built.append(Pipeline([select, *runs], namespace=namespace(variant),
