@@ -299,21 +299,24 @@ def _without_measurements(value):
 
 @pytest.mark.long
 def test_the_study_runs_under_the_parallel_runner_with_the_same_results(tiny_project):
-    """The study's selections and (variant, seed) runs are nodes: `--runner ParallelRunner` runs them side by side
-    (its own run cache, so nothing is reused) and gives the same study_training records, seconds and memory peaks aside."""
-    training = tiny_project / "data" / "07_model_output" / "study" / "training.json"
-    if not training.exists():  # run alone: the sequential runs first
-        _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune_study", "--to-outputs", "study_training")
-    sequential = json.loads(training.read_text())
+    """The study's selections, (variant, seed) runs and their scorings are nodes: `--runner ParallelRunner` runs
+    them side by side (its own run cache, so nothing is reused) and gives the same study_training records and the
+    same test scores, seconds and memory peaks aside."""
+    study = tiny_project / "data" / "07_model_output" / "study"
+    if not (study / "scores.json").exists():  # run alone: the sequential study first
+        _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune_study")
+    sequential = json.loads((study / "training.json").read_text())
+    sequential_scores = json.loads((study / "scores.json").read_text())
     _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune_study", "--runner",
-           "ParallelRunner", "--to-outputs", "study_training", "--params",
-           "finetune_study.run_cache=data/06_models/study/runs_parallel")
+           "ParallelRunner", "--params", "finetune_study.run_cache=data/06_models/study/runs_parallel")
     assert (tiny_project / "data" / "06_models" / "study" / "runs_parallel").is_dir()  # computed, not loaded
-    parallel = json.loads(training.read_text())
+    parallel = json.loads((study / "training.json").read_text())
     assert set(parallel) == set(sequential)
     for variant in sequential:
         assert [r["seed"] for r in parallel[variant]["runs"]] == [r["seed"] for r in sequential[variant]["runs"]]
         assert _without_measurements(parallel[variant]) == _without_measurements(sequential[variant]), variant
+    scores = json.loads((study / "scores.json").read_text())
+    assert _without_measurements(scores) == _without_measurements(sequential_scores)
 
 
 def test_main_job_logs_and_registers_the_champion_equal_to_generate(tiny_project):

@@ -17,12 +17,6 @@ def fail_on_rank_zero(device, folder: str, message: str):
     return distributed.broadcast_object("never sent")
 
 
-def note_pid_and_sleep(shared: str, task) -> None:
-    """A long task (``map_tasks`` signature) that first leaves its pid in the folder ``shared``."""
-    Path(shared, f"{os.getpid()}.pid").touch()
-    time.sleep(120)
-
-
 def note_pid_and_block_rank(device, folder: str) -> None:
     """A rank of :func:`easytune.core.infra.distributed.launch_local` that leaves its pid in ``folder``, then blocks
     in a collective that never completes (each rank waits to receive the other's broadcast): a signal such as

@@ -4,9 +4,8 @@ hard timeout (its whole process group is killed when the bound passes, so a hang
 - a failure on rank 0 alone ends every rank of a gloo group within seconds and :func:`launch_local` raises that
   rank's error (before: rank 0 waited at the shutdown barrier, the others in their collective, until the group's
   timeout, printing nothing);
-- killing (SIGKILL) the process that started a :func:`map_tasks` pool or local data-parallel workers ends those
-  workers within seconds (before: pool workers ran on, ~430 MB each for a study; ranks waiting in a collective ran
-  on until the group's timeout).
+- killing (SIGKILL) the process that started local data-parallel workers ends those workers within seconds
+  (before: ranks waiting in a collective ran on until the group's timeout).
 """
 
 from __future__ import annotations
@@ -75,15 +74,6 @@ def _kill_parent_then_expect_workers_gone(proc: subprocess.Popen, pids: list[int
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
         except ProcessLookupError:
             pass
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_pool_workers_die_with_their_parent(tmp_path):
-    proc = _start("import sys\n"
-                  "from easytune.core.infra.parallel import map_tasks\n"
-                  "from tests.core.infra.failing_workers import note_pid_and_sleep\n"
-                  f"map_tasks(note_pid_and_sleep, [0, 1], {str(tmp_path)!r}, workers=2)\n")
-    _kill_parent_then_expect_workers_gone(proc, _wait_for_pids(tmp_path, 2, proc))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -32,7 +32,7 @@ def tiny_inputs(tmp_path, **kw) -> StudyInputs:
                            "draft_2": {"method": "draft_k", "policy": {"k": 2}}},
               "seeds": [1, 2], "lr_grid": [1e-2], "budget_gflops": 0.004, "snapshot_at": [0.5, 1.0],
               "signals": {"captions": 3, "batch_size": 3}, "run_cache": str(tmp_path / "runs"),
-              "finetune": {"batch_size": 2, "num_steps": 4}, "workers": 1}
+              "finetune": {"batch_size": 2, "num_steps": 4}}
     params.update(kw)
     config = from_dict(StudyConfig, params)
     gen = make_mdm(steps=4)

@@ -5,7 +5,14 @@ from types import SimpleNamespace
 
 from easytune.core.evaluation.protocol import ProtocolConfig
 from easytune.core.study import scoring
-from easytune.core.study.scoring import SEED_OFFSET, ScoreTask, ScoringInputs, score_task, scoring_tasks
+from easytune.core.study.scoring import (
+    SEED_OFFSET,
+    ScoreTask,
+    ScoringInputs,
+    base_scoring_task,
+    run_scoring_tasks,
+    score_task,
+)
 
 
 def test_score_task_offsets_the_protocol_seed_and_leaves_the_shared_protocol_alone(monkeypatch):
@@ -34,19 +41,17 @@ def test_score_task_offsets_the_protocol_seed_and_leaves_the_shared_protocol_alo
 
 def test_the_base_is_scored_per_seed_with_that_seeds_noise_like_its_snapshots():
     sd = {"w": 0}
-    snapshots = {"a": [[sd, sd, sd], [sd, sd, sd]], "b": [[sd, sd, sd], [sd, sd, sd]]}
-    chosen = {"a": [1, 3], "b": [0, 2]}  # admissible snapshot per seed (b's first seed: the base)
-    tasks, where = scoring_tasks([4, 9], snapshots, chosen, generations=2)
-    offsets: dict = {}
-    for task, (variant, r, j) in zip(tasks, where, strict=True):
-        offsets.setdefault(r, set()).add(task.seed_offset)
-        assert (task.state_dict is None) == (variant == "base") and (j == 0) == (variant == "base")
-    assert offsets == {0: {SEED_OFFSET * 4}, 1: {SEED_OFFSET * 9}}  # the base of seed s shares the noise of s's runs
-    assert [w for w in where if w[0] == "base"] == [("base", 0, 0), ("base", 1, 0)]
-    gens = {w: t.generations for t, w in zip(tasks, where, strict=True)}
-    assert gens[("base", 0, 0)] == gens[("base", 1, 0)] == 2  # the base, final and admissible points: 2 generations
-    assert [gens[("a", 0, j)] for j in (1, 2, 3)] == [2, None, 2] and [gens[("a", 1, j)] for j in (1, 2, 3)] == [
-        None, None, 2]
-    assert [gens[("b", 1, j)] for j in (1, 2, 3)] == [None, 2, 2]
-    kept = [w for t, w in zip(tasks, where, strict=True) if t.keep]  # first seed's admissible point of each variant
-    assert kept == [("base", 0, 0), ("a", 0, 1)]
+    base = base_scoring_task(4, generations=2)
+    assert base.state_dict is None and base.seed_offset == SEED_OFFSET * 4 and base.generations == 2
+    tasks = run_scoring_tasks("a", 4, [sd, sd, sd], admissible=1, generations=2, keep=True)
+    assert {t.seed_offset for t in tasks} == {base.seed_offset}  # the base of seed s shares the noise of s's runs
+    assert [t.generations for t in tasks] == [2, None, 2]  # admissible and final points: 2 generations
+    assert [t.keep for t in tasks] == [True, False, False]  # the first seed's admissible point is kept
+    later = run_scoring_tasks("a", 9, [sd, sd, sd], admissible=3, generations=2, keep=False)
+    assert [t.generations for t in later] == [None, None, 2] and not any(t.keep for t in later)
+    assert {t.seed_offset for t in later} == {SEED_OFFSET * 9}
+    at_base = run_scoring_tasks("b", 4, [sd, sd], admissible=0, generations=2, keep=True)
+    # the admissible point is the base: one more task generates it with the seed's noise, kept; snapshots not kept
+    assert len(at_base) == 3 and at_base[-1].state_dict is None and at_base[-1].keep
+    assert at_base[-1].seed_offset == SEED_OFFSET * 4 and not any(t.keep for t in at_base[:2])
+    assert [t.generations for t in at_base[:2]] == [None, 2]

@@ -26,16 +26,26 @@ def _params(env: str | None = None) -> dict:
 def test_nodes_that_choose_or_train_never_read_the_test_split_or_the_evaluator():
     pipe = create_pipeline(finetune_study=_params())
     inputs = {n.name: set(n.inputs) for n in pipe.nodes}
-    runs = [n.name for n in pipe.nodes if n.namespace]
+    runs = [n.name for n in pipe.nodes if n.namespace and ".score_seed" not in n.name]
+    scorers = [n.name for n in pipe.nodes if ".score_seed" in n.name]
     choosing = ("study_base_signals", *runs, "collect_study_runs", "select_study_points")
     for name in choosing:
         assert not inputs[name] & FORBIDDEN, (name, inputs[name] & FORBIDDEN)
     assert "val_motions" in inputs["study_easytune_all.select_lr"]
     assert inputs["select_study_points"] == {"study_training", "params:finetune_study"}
-    # scoring depends on the selection, so every choice is fixed before a test metric exists
-    assert {"study_selection", "test_motions", "evaluator"} <= inputs["score_study_snapshots"]
-    order = [n.name for n in pipe.nodes]  # topological
-    assert max(order.index(n) for n in choosing) < order.index("score_study_snapshots")
+    # a run's scoring comes after that run (so after its learning rate was chosen); its admissible point is checked
+    # against the selection before any score reaches the report
+    assert {"study_easytune_all.run_seed1", "test_motions", "evaluator"} <= inputs["study_easytune_all.score_seed1"]
+    assert {"test_motions", "evaluator"} <= inputs["study_base.score_seed1"]
+    assert "study_selection" in inputs["collect_study_scores"]
+    assert "study_scores" in inputs["build_study_report"] and "study_selection" in inputs["build_study_report"]
+    params = _params()
+    assert set(scorers) == {f"study_{v}.score_seed{k}" for v in (*enabled_variants(params), "base")
+                            for k in params["seeds"]}
+
+
+def enabled_variants(params: dict) -> list[str]:
+    return [v for v, spec in params["variants"].items() if spec.get("enabled", True)]
 
 
 def test_one_namespace_per_enabled_variant_with_a_selection_and_one_node_per_seed():
@@ -49,7 +59,8 @@ def test_one_namespace_per_enabled_variant_with_a_selection_and_one_node_per_see
     for n in pipe.nodes:
         if n.namespace:
             namespaces.setdefault(n.namespace, set()).add(n.name.removeprefix(n.namespace + "."))
-    assert namespaces == {f"study_{v}": {"select_lr", "seed3", "seed7"} for v in enabled}
+    assert namespaces == {f"study_{v}": {"select_lr", "seed3", "seed7", "score_seed3", "score_seed7"}
+                          for v in enabled} | {"study_base": {"score_seed3", "score_seed7"}}
     inputs = {n.name: set(n.inputs) for n in pipe.nodes}
     outputs = {n.name: set(n.outputs) for n in pipe.nodes}
     assert outputs["study_draft_10.seed7"] == {"study_draft_10.run_seed7"}
@@ -58,13 +69,16 @@ def test_one_namespace_per_enabled_variant_with_a_selection_and_one_node_per_see
     assert inputs["study_easytune_last10_before_spl.select_lr"] == {"study_easytune_last10.lr_selection"}
     assert "retrieval_model" in inputs["study_easytune_last10_before_spl.seed3"]
     assert "retrieval_model" not in inputs["study_easytune_last10.seed3"]
-    assert outputs["collect_study_runs"] == {"study_lr_selection", "study_training", "study_snapshots"}
+    assert outputs["collect_study_runs"] == {"study_lr_selection", "study_training"}
+    assert outputs["study_draft_10.score_seed3"] == {"study_draft_10.scores_seed3", "study_draft_10.generated"}
+    assert outputs["study_draft_10.score_seed7"] == {"study_draft_10.scores_seed7"}  # only the first seed keeps
     assert {f"study_{v}.run_seed{k}" for v in enabled for k in (3, 7)} <= inputs["collect_study_runs"]
 
 
 def test_kedro_airflow_makes_one_task_per_study_namespace(tmp_path):
     """`kedro airflow create --pipelines finetune_study --group-by namespace --env tiny` on a copy of the project:
-    one Airflow task per enabled variant (its namespace: the selection and every seed), the other nodes one each."""
+    one Airflow task per enabled variant (its namespace: the selection, every seed and their scorings) and one for
+    the base's scorings, the other nodes one each."""
     for name in ("conf",):
         shutil.copytree(ROOT / name, tmp_path / name)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
@@ -86,14 +100,15 @@ def test_kedro_airflow_makes_one_task_per_study_namespace(tmp_path):
     variants = [v for v, spec in _params()["variants"].items()
                 if {**spec, **tiny.get("variants", {}).get(v, {})}.get("enabled", True)]
     namespaces = set(re.findall(r'_run_kedro_node\(namespaces=\["([^"]+)"\]\)', dag))
-    assert namespaces == {f"study_{v}" for v in variants}
+    assert namespaces == {f"study_{v}" for v in (*variants, "base")}
     tasks = set(re.findall(r'@task\(task_id="([^"]+)"\)', dag))
-    assert tasks == {f"study-{v}".replace("_", "-") for v in variants} | {
-        "study-base-signals", "collect-study-runs", "select-study-points", "score-study-snapshots",
+    assert tasks == {f"study-{v}".replace("_", "-") for v in (*variants, "base")} | {
+        "study-base-signals", "collect-study-runs", "select-study-points", "collect-study-scores",
         "build-study-report"}
     assert 'tasks["study-easytune-last10"] >> tasks["study-easytune-last10-before-spl"]' in dag
     assert 'tasks["study-base-signals"] >> tasks["study-draft-10"]' in dag
     assert 'tasks["study-draft-10"] >> tasks["collect-study-runs"]' in dag
+    assert 'tasks["study-draft-10"] >> tasks["collect-study-scores"]' in dag  # its scorings are in its task
 
 
 def test_collect_assembles_the_runs_in_seed_order_and_refuses_another_layout():
@@ -113,13 +128,36 @@ def test_collect_assembles_the_runs_in_seed_order_and_refuses_another_layout():
              "metadata": {"variant": "draft_10", "seed": seed, "record": json.dumps({"seed": seed, "lr": 1e-4})}}
             for seed in (2, 1)]
     layout = (("draft_10", (2, 1)),)
-    lrs, training, snapshots = nodes.collect_study_runs(params, finetune, choice, *runs, layout=layout)
+    lrs, training = nodes.collect_study_runs(params, finetune, choice, *runs, layout=layout)
     assert lrs == {"draft_10": choice}
     assert [r["seed"] for r in training["draft_10"]["runs"]] == [2, 1]
     assert training["draft_10"]["lr_selection"] == choice and training["draft_10"]["method"] == "draft_k"
-    assert [run[0]["w"][0].item() for run in snapshots["draft_10"]["runs"]] == [2.0, 1.0]
     with pytest.raises(ValueError, match="the pipeline was built for"):
         nodes.collect_study_runs(params, finetune, choice, *runs[:1], layout=(("draft_10", (2,)),))
+
+
+def test_collect_scores_pairs_each_run_with_its_seed_and_checks_the_admissible_point():
+    import pytest
+
+    from easytune.pipelines.finetune_study import nodes
+
+    params = _params()
+    params["seeds"] = [2, 1]
+    params["variants"], params["spl_ablation"] = {"draft_10": params["variants"]["draft_10"]}, []
+    cell = {"R@1": {"mean": 0.5, "ci": [0.4, 0.6]}}
+    base = [{"seed": s, "metrics": {"R@1": {"mean": 0.1 * s, "ci": [0.0, 1.0]}}} for s in (2, 1)]
+    runs = [{"variant": "draft_10", "seed": s, "admissible": a, "metrics": [cell, cell]} for s, a in ((2, 1), (1, 2))]
+    selection = {"variants": {"draft_10": {"indices": [1, 2], "seeds": [2, 1]}}}
+    layout = (("draft_10", (2, 1)),)
+    scores = nodes.collect_study_scores(selection, params, *base, *runs, layout=layout)
+    assert [b["R@1"]["mean"] for b in scores["base_runs"]] == [0.2, 0.1]
+    assert scores["variants"]["draft_10"] == [[cell, cell], [cell, cell]]
+    assert scores["base"]["R@1"]["mean"] == pytest.approx(0.15)
+    selection["variants"]["draft_10"]["indices"] = [1, 0]  # a run scored at another admissible point
+    with pytest.raises(ValueError, match="do not match the selection"):
+        nodes.collect_study_scores(selection, params, *base, *runs, layout=layout)
+    with pytest.raises(ValueError, match="base scores for seeds"):
+        nodes.collect_study_scores(selection, params, *base[::-1], *runs, layout=layout)
 
 
 def test_a_guard_variant_reads_the_checkpoints_its_settings_name():

@@ -72,10 +72,8 @@ class StudyConfig:
         spl_ablation: [variant with the SPL reward, the same variant with the reward before SPL] (paper Fig. 8):
             win rates of the first over the second per metric over matched seeds and snapshots (empty: none).
         run_cache: folder of finished runs (and their resume files): a rerun with the same key loads them.
-        workers: snapshot scorings executed side by side in this many processes (CPU: one per core); the runs are
-            nodes of the pipeline (a Kedro runner runs them side by side: ``--runner ParallelRunner``).
-        threads: torch intra-op threads of each run node or scoring, whatever the runner or ``workers`` is
-            (results do not depend on them; they may differ in the last bits between thread counts).
+        threads: torch intra-op threads of each run node and scoring node, whatever the runner (the nodes run side
+            by side under ``--runner ParallelRunner``; results may differ in the last bits between thread counts).
     """
 
     variants: dict[str, VariantSpec] = field(default_factory=dict)
@@ -95,7 +93,6 @@ class StudyConfig:
     seconds_points: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])
     spl_ablation: list[str] = field(default_factory=list)
     run_cache: str | None = "data/06_models/study/runs"
-    workers: int = 2
     threads: int = 1
 
     def __post_init__(self) -> None:
@@ -133,8 +130,10 @@ class StudyConfig:
             if (after.method, after.policy, after.finetune) != (before.method, before.policy, before.finetune) \
                     or after.reward == before.reward:
                 raise ConfigError("finetune_study.spl_ablation: the two variants must differ only in their reward")
-        if self.workers < 1 or self.threads < 1:
-            raise ConfigError(f"finetune_study.workers and threads must be >= 1, got {self.workers}, {self.threads}")
+        if self.threads < 1:
+            raise ConfigError(f"finetune_study.threads must be >= 1, got {self.threads}")
+        if "base" in self.variants:
+            raise ConfigError("finetune_study.variants: 'base' is reserved (study_base scores the pretrained model)")
         if int(self.protocol.get("generation_replications", 1)) < 1:
             raise ConfigError("finetune_study.protocol.generation_replications must be >= 1")
         if self.key_generations < 1:

@@ -35,8 +35,8 @@ from easytune.core.finetune.trainer import finetune, finetune_resume_key
 from easytune.core.infra.atomic import atomic_torch_save
 from easytune.core.infra.config import to_dict
 from easytune.core.infra.integrity import verify_manifest, write_manifest
-from easytune.core.infra.parallel import torch_threads
 from easytune.core.infra.resume import ResumeKey, load_resume
+from easytune.core.infra.threads import torch_threads
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.signals import (
     label_counts,

@@ -9,7 +9,8 @@ generation noise enters the CI over seeds; the snapshots of one run share it (co
 base model is scored once per training seed with that seed's noise and the same test captions (paired design:
 variant - base and variant - variant differences are taken per seed). The points the report leans on (the base, the
 final and the admissible snapshots) may be generated more often (``generations``).
-Snapshots are independent tasks (:func:`easytune.core.infra.parallel.map_tasks`).
+The scorings of one run (:func:`run_scoring_tasks`) and of the base per seed (:func:`base_scoring_task`) are
+independent of every other run's: the pipeline makes each a node, which Kedro's runners spread.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from easytune.core.data.dataset import FeatureStats, MotionSplit, TextEmbeddings
 from easytune.core.evaluation.protocol import ProtocolConfig, evaluate_source, generated_arrays, generator_source
 from easytune.core.finetune import load_generator
 from easytune.core.infra.checkpoint import build_from_checkpoint
-from easytune.core.infra.parallel import map_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -81,32 +81,22 @@ def score_task(inputs: ScoringInputs, task: ScoreTask) -> tuple[dict, dict | Non
     return result.metrics, generated_arrays(result, inputs.test, inputs.text) if task.keep else None
 
 
-def scoring_tasks(seeds: list[int], snapshots: dict[str, list[list]], chosen: dict[str, list[int]],
-                  generations: int) -> tuple[list[ScoreTask], list[tuple[str, int, int]]]:
-    """The scoring tasks of a study and where each result goes: per training seed s (offset ``SEED_OFFSET * s``)
-    the base model (``("base", r, 0)``) and every snapshot j >= 1 of every variant's run r (``(variant, r, j)``),
-    all with seed s's noise; the base, each run's final and its admissible snapshot (``chosen[variant][r]``) with
-    at least ``generations`` generations; the first seed's admissible point of each variant is kept (the base
-    of the first seed when a variant's admissible point is the base)."""
-    tasks, where = [], []
-    keep_base = any(idx[0] == 0 for idx in chosen.values())
-    for r, seed in enumerate(seeds):
-        tasks.append(ScoreTask(f"base seed {seed}", None, keep=(r == 0 and keep_base), seed_offset=SEED_OFFSET * seed,
-                               generations=generations))
-        where.append(("base", r, 0))
-    for variant, runs in snapshots.items():
-        for r, run in enumerate(runs):
-            for j, state_dict in enumerate(run, start=1):
-                key = j == len(run) or j == chosen[variant][r]
-                tasks.append(ScoreTask(f"{variant} run {r} snapshot {j}", state_dict,
-                                       keep=(r == 0 and j == chosen[variant][0]), seed_offset=SEED_OFFSET * seeds[r],
-                                       generations=generations if key else None))
-                where.append((variant, r, j))
-    return tasks, where
+def base_scoring_task(seed: int, generations: int) -> ScoreTask:
+    """The base model scored with training seed ``seed``'s noise (offset ``SEED_OFFSET * seed``) and the same test
+    captions as that seed's snapshots (paired design), with at least ``generations`` generations."""
+    return ScoreTask(f"base seed {seed}", None, seed_offset=SEED_OFFSET * seed, generations=generations)
 
 
-def score_many(inputs: ScoringInputs, tasks: list[ScoreTask], *, workers: int = 1, threads: int = 1
-               ) -> list[tuple[dict, dict | None]]:
-    """:func:`score_task` for every task (in ``workers`` processes when > 1), in order."""
-    workers = workers if torch.device(inputs.device).type == "cpu" else 1  # one process on an accelerator
-    return map_tasks(score_task, tasks, inputs, workers=workers, threads=threads)
+def run_scoring_tasks(variant: str, seed: int, weights: list[dict], admissible: int, generations: int,
+                      keep: bool) -> list[ScoreTask]:
+    """The scorings of one run: snapshot j = 1..len(weights) with seed ``seed``'s noise; the final and the
+    admissible snapshot (``admissible``, 0 = the base) with at least ``generations`` generations. With ``keep``
+    the admissible point's first generation is kept: its snapshot's task, or, when the admissible point is the base
+    itself, one more task (last) that generates the base with the same noise."""
+    offset = SEED_OFFSET * seed
+    tasks = [ScoreTask(f"{variant} seed {seed} snapshot {j}", state_dict, keep=keep and j == admissible,
+                       seed_offset=offset, generations=generations if j in (len(weights), admissible) else None)
+             for j, state_dict in enumerate(weights, start=1)]
+    if keep and admissible == 0:
+        tasks.append(ScoreTask(f"{variant} seed {seed} admissible = base", None, keep=True, seed_offset=offset))
+    return tasks

@@ -1,14 +1,16 @@
 """Thin Kedro adapters over :mod:`easytune.core.study`.
 
 Which node reads what is the guarantee that no choice reads the test split or the evaluator: the nodes that choose
-(learning rates, admissible points) and train take only the pretrained models, the reward model, the train/val
-splits and their own records; only the scoring node takes the evaluator and the test split, after every choice is
-fixed (its inputs include the selection, so Kedro runs it last).
+(learning rates, admissible points) and train take only the pretrained models, the reward models, the train/val
+splits and their own records; only the scoring nodes take the evaluator and the test split: one per run
+(:func:`score_study_run`, after that run, which is after its learning rate was chosen; the run's admissible point is
+read from its own val signals by the rule of :func:`select_study_points`, which :func:`collect_study_scores` checks)
+and one per seed for the base (:func:`score_study_base`).
 
 Each learning-rate selection and each (variant, seed) run is a node of its own (:func:`select_study_lr`,
 :func:`borrow_variant_lr`, :func:`train_variant_seed`, bound to their variant and seed with ``functools.partial``
-so a ParallelRunner can pickle them); :func:`collect_study_runs` assembles ``study_lr_selection``,
-``study_training`` and ``study_snapshots`` from their outputs.
+so a ParallelRunner can pickle them); :func:`collect_study_runs` assembles ``study_lr_selection`` and
+``study_training`` from their outputs, :func:`collect_study_scores` the scores.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from easytune.core.finetune import CRITIC_INPUT
 from easytune.core.finetune.config import FinetuneSettings
 from easytune.core.infra.config import DatasetConfig, RuntimeConfig, from_dict
 from easytune.core.infra.runtime import resolve_device
+from easytune.core.infra.threads import torch_threads
 from easytune.core.motion.skeleton import get_skeleton
 from easytune.core.study.config import StudyConfig
 from easytune.core.study.report import build_report, markdown_tables, pooled_metrics, select_points
@@ -37,7 +40,8 @@ from easytune.core.study.runner import (
     run_seed,
     select_variant_lr,
 )
-from easytune.core.study.scoring import ScoringInputs, score_many, scoring_tasks
+from easytune.core.study.scoring import ScoringInputs, base_scoring_task, run_scoring_tasks, score_task
+from easytune.core.study.views import admissible_index
 from easytune.pipelines.finetune_study import plots
 
 log = logging.getLogger(__name__)
@@ -120,7 +124,6 @@ def select_study_lr(pretrained_latent_denoiser: dict, pretrained_frame_denoiser:
     """Node ``study_<variant>.select_lr`` -> ``{lr, grid, candidates, rule, at_edge, extended}`` of ``variant`` from
     its runs on the selection seed, val signals only (``rewards``: the checkpoints named by ``reward_names``, see
     :func:`variant_reward_inputs`)."""
-    study = _study(finetune_study)
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
                      _rewards(reward_model, rewards, reward_names), train_motions,
                      val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals,
@@ -143,7 +146,6 @@ def train_variant_seed(pretrained_latent_denoiser: dict, pretrained_frame_denois
                        reward_names: tuple[str, ...] = ()) -> dict:
     """Node ``study_<variant>.seed<seed>``: one run at the chosen learning rate -> ``{"runs": [snapshot weights],
     "metadata": {"variant", "seed", "record": the run's record as JSON}}`` (a StateDictsDataset file)."""
-    study = _study(finetune_study)
     inputs = _inputs(pretrained_latent_denoiser, pretrained_frame_denoiser, pretrained_consistency_model, motion_vae,
                      _rewards(reward_model, rewards, reward_names), train_motions,
                      val_motions, text_embeddings, finetune_study, finetune, runtime, base=study_base_signals,
@@ -153,11 +155,11 @@ def train_variant_seed(pretrained_latent_denoiser: dict, pretrained_frame_denois
 
 
 def collect_study_runs(finetune_study: StudyConfig, finetune: FinetuneSettings, *parts: dict,
-                       layout: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[dict, dict, dict]:
+                       layout: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[dict, dict]:
     """Node ``collect_study_runs``: the per-variant selections then the per-run outputs, in ``layout`` order
     (``((variant, seeds), ...)``: what the pipeline was built with) -> (``study_lr_selection``: ``{variant:
-    choice}``; ``study_training``: ``{variant: record}`` with runs, snapshot costs, seconds and val signals;
-    ``study_snapshots``: ``{variant: {"runs": snapshot weights per seed, "metadata"}}``)."""
+    choice}``; ``study_training``: ``{variant: record}`` with runs, snapshot costs, seconds and val signals; the
+    snapshot weights stay in the run files, which the scoring nodes read)."""
     study = _study(finetune_study)
     expected = tuple((v, tuple(study.seeds)) for v in study.enabled)
     if tuple((v, tuple(seeds)) for v, seeds in layout) != expected:
@@ -171,13 +173,12 @@ def collect_study_runs(finetune_study: StudyConfig, finetune: FinetuneSettings, 
     for variant, seeds in layout:
         for seed in seeds:
             part = next(runs)
-            outputs[(variant, seed)] = RunOutput(json.loads(part["metadata"]["record"]), list(part["runs"][0]))
-    records, weights = assemble_training(study, lrs, outputs)
+            outputs[(variant, seed)] = RunOutput(json.loads(part["metadata"]["record"]), [])
+    records, _ = assemble_training(study, lrs, outputs)
     generator = from_dict(FinetuneSettings, finetune, where="params:finetune").generator
     for record in records.values():
         record["generator"] = generator
-    snapshots = {v: {"runs": w, "metadata": {"variant": v, "seeds": study.seeds}} for v, w in weights.items()}
-    return lrs, records, snapshots
+    return lrs, records
 
 
 def select_study_points(study_training: dict, finetune_study: StudyConfig) -> dict:
@@ -185,17 +186,13 @@ def select_study_points(study_training: dict, finetune_study: StudyConfig) -> di
     return select_points(_study(finetune_study), study_training)
 
 
-def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrained_latent_denoiser: dict,
-                          pretrained_frame_denoiser: dict, pretrained_consistency_model: dict, motion_vae: dict,
-                          evaluator: dict, content_classifier: dict, test_motions: dict, text_embeddings: dict,
-                          feature_stats: dict, finetune_study: StudyConfig, finetune: FinetuneSettings,
-                          evaluation: EvaluationConfig, dataset: DatasetConfig, runtime: RuntimeConfig
-                          ) -> tuple[dict, dict]:
-    """-> (``{"base": metrics pooled over seeds, "base_runs": [seed] metrics, "variants": {variant: [run][snapshot
-    - 1] metrics}}``, ``{variant: arrays}`` of the test-set generation of each variant's first-seed admissible
-    point). The base is scored once per training seed with that seed's noise (paired design)."""
+def _scoring_inputs(pretrained_latent_denoiser: dict, pretrained_frame_denoiser: dict,
+                    pretrained_consistency_model: dict, motion_vae: dict, evaluator: dict, content_classifier: dict,
+                    test_motions: dict, text_embeddings: dict, feature_stats: dict, finetune_study: StudyConfig,
+                    finetune: FinetuneSettings, evaluation: EvaluationConfig, dataset: DatasetConfig,
+                    runtime: RuntimeConfig, slot: int) -> tuple[StudyConfig, ScoringInputs]:
     study = _study(finetune_study)
-    device = resolve_device(runtime["device"])
+    device = run_device(str(resolve_device(runtime["device"])), slot)
     _, denoiser, vae = _generator_checkpoints(finetune, pretrained_latent_denoiser, pretrained_frame_denoiser,
                                               motion_vae, pretrained_consistency_model)
     config = from_dict(EvaluationConfig, evaluation, where="params:evaluation")
@@ -203,37 +200,65 @@ def score_study_snapshots(study_snapshots: dict, study_selection: dict, pretrain
     base_protocol = config.protocol_for(skeleton, dataset["fps"])
     protocol = from_dict(ProtocolConfig, {**base_protocol.__dict__, **study.protocol},
                          where="params:finetune_study.protocol")
-    inputs = ScoringInputs(denoiser, vae, evaluator, content_classifier,
-                           MotionSplit.from_arrays(test_motions, source="test_motions"),
-                           TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings"),
-                           FeatureStats.from_arrays(feature_stats, source="feature_stats"), protocol,
-                           skeleton.num_joints, str(device))
-    snapshots = {v: _loaded(study_snapshots, v)["runs"] for v in study.enabled}
-    chosen = {v: study_selection["variants"][v]["indices"] for v in study.enabled}
-    tasks, where = scoring_tasks(list(study.seeds), snapshots, chosen, study.key_generations)
-    results = score_many(inputs, tasks, workers=study.workers, threads=study.threads)
-    scores: dict[str, Any] = {"base_runs": [None] * len(study.seeds), "variants": {}}
-    generated = {}
-    base_arrays = None
-    for (variant, r, _), (metrics, arrays) in zip(where, results, strict=True):
-        if variant == "base":
-            scores["base_runs"][r] = metrics
-            base_arrays = arrays if arrays is not None else base_arrays
-        else:
-            runs = scores["variants"].setdefault(variant, [[] for _ in study.seeds])
-            runs[r].append(metrics)
-            if arrays is not None:
-                generated[variant] = arrays
-    for variant, idx in chosen.items():
-        if idx[0] == 0:  # the first seed's admissible point is the base model itself
-            generated[variant] = base_arrays
+    return study, ScoringInputs(denoiser, vae, evaluator, content_classifier,
+                                MotionSplit.from_arrays(test_motions, source="test_motions"),
+                                TextEmbeddings.from_arrays(text_embeddings, source="text_embeddings"),
+                                FeatureStats.from_arrays(feature_stats, source="feature_stats"), protocol,
+                                skeleton.num_joints, str(device))
+
+
+def score_study_base(*scoring: Any, seed: int) -> dict:
+    """Node ``study_base.score_seed<seed>``: the base model on the test split with training seed ``seed``'s noise
+    and captions (``key_generations`` generations) -> ``{"seed", "metrics"}``. ``scoring``: the inputs of
+    :func:`_scoring_inputs` but ``slot``."""
+    study, inputs = _scoring_inputs(*scoring, slot=seed)
+    with torch_threads(study.threads):
+        metrics, _ = score_task(inputs, base_scoring_task(seed, study.key_generations))
+    return {"seed": seed, "metrics": metrics}
+
+
+def score_study_run(run: dict, *scoring: Any, variant: str, seed: int, keep: bool) -> dict | tuple[dict, dict]:
+    """Node ``study_<variant>.score_seed<seed>``: every snapshot of one run on the test split with the seed's noise
+    -> ``{"variant", "seed", "admissible", "metrics": [snapshot j >= 1]}``, plus with ``keep`` (the first seed) the
+    test-set generation of the run's admissible point (evaluation's layout). The admissible point is read from the
+    run's own validation signals (:func:`~easytune.core.study.views.admissible_index`, the rule of
+    ``select_study_points``), so the node needs no other run and starts as soon as its run is done."""
+    study, inputs = _scoring_inputs(*scoring, slot=seed)
+    record = json.loads(run["metadata"]["record"])
+    weights = list(run["runs"][0])
+    admissible = admissible_index(record["snapshots"], study.signals.guard)
+    tasks = run_scoring_tasks(variant, seed, weights, admissible, study.key_generations, keep)
+    with torch_threads(study.threads):
+        results = [score_task(inputs, task) for task in tasks]
+    scores = {"variant": variant, "seed": seed, "admissible": admissible,
+              "metrics": [metrics for metrics, _ in results[:len(weights)]]}
+    if not keep:
+        return scores
+    return scores, next(arrays for _, arrays in results if arrays is not None)
+
+
+def collect_study_scores(study_selection: dict, finetune_study: StudyConfig, *parts: dict,
+                         layout: tuple[tuple[str, tuple[int, ...]], ...]) -> dict:
+    """Node ``collect_study_scores``: the base's scores per seed, then every run's in ``layout`` order -> ``{"base":
+    metrics pooled over seeds, "base_runs": [seed] metrics, "variants": {variant: [run][snapshot - 1] metrics}}``.
+    Refuses scores whose admissible point differs from ``study_selection``'s."""
+    study = _study(finetune_study)
+    base = parts[:len(study.seeds)]
+    if [b["seed"] for b in base] != list(study.seeds):
+        raise ValueError(f"finetune_study: base scores for seeds {[b['seed'] for b in base]}, expected {study.seeds}")
+    scores: dict[str, Any] = {"base_runs": [b["metrics"] for b in base], "variants": {}}
+    runs = iter(parts[len(study.seeds):])
+    for variant, seeds in layout:
+        chosen = study_selection["variants"][variant]["indices"]
+        for r, seed in enumerate(seeds):
+            part = next(runs)
+            if (part["variant"], part["seed"], part["admissible"]) != (variant, seed, chosen[r]):
+                raise ValueError(f"finetune_study: scores of {part['variant']} seed {part['seed']} (admissible "
+                                 f"{part['admissible']}) do not match the selection ({variant} seed {seed}: "
+                                 f"{chosen[r]})")
+            scores["variants"].setdefault(variant, []).append(part["metrics"])
     scores["base"] = pooled_metrics(scores["base_runs"])
-    return scores, generated
-
-
-def _loaded(partitions: dict, name: str) -> dict:
-    value = partitions[name]
-    return value() if callable(value) else value
+    return scores
 
 
 def build_study_report(study_scores: dict, study_base_signals: dict, study_selection: dict, study_training: dict,

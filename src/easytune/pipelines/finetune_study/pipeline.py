@@ -1,16 +1,19 @@
 """finetune_study: the method comparison as a study.
 
 base signals -> learning-rate selection (selection seed, val signals) -> runs (variants x seeds, snapshots along one
-GFLOPs budget) -> admissible points (val signals) -> scoring of every snapshot on the test split by the independent
-evaluator -> report (four views with CIs over seeds), figures, one MLflow child run per variant x seed.
+GFLOPs budget) -> scoring of every run's snapshots on the test split by the independent evaluator (its admissible
+point read from its val signals) and of the base per seed -> report (four views with CIs over seeds), figures, one
+MLflow child run per variant x seed.
 
 Each learning-rate selection and each (variant, seed) run is a node of its own, in one namespace per enabled variant:
 ``study_<variant>.select_lr`` (its grid on the selection seed; a variant with ``lr_from`` copies its source's choice)
-and ``study_<variant>.seed<k>`` per study seed k; ``collect_study_runs`` assembles ``study_lr_selection``,
-``study_training`` and ``study_snapshots`` from their files (``study_<variant>.lr_selection``,
-``study_<variant>.run_seed<k>``: catalog factories under data/07_model_output/study/lr_selection/ and
-data/06_models/study/run_outputs/). ``kedro run --pipeline finetune_study --runner ParallelRunner`` runs them side
-by side; ``kedro airflow create --pipelines finetune_study --group-by namespace`` makes one Airflow task per variant
+and ``study_<variant>.seed<k>`` per study seed k, then ``study_<variant>.score_seed<k>`` (the run's snapshots on
+the test split; the first seed's also writes ``study_<variant>.generated``); ``study_base.score_seed<k>`` scores
+the base with seed k's noise. ``collect_study_runs`` assembles ``study_lr_selection`` and ``study_training`` from
+the run files (``study_<variant>.lr_selection``, ``study_<variant>.run_seed<k>``: catalog factories under
+data/07_model_output/study/lr_selection/ and data/06_models/study/run_outputs/), ``collect_study_scores``
+``study_scores`` (checking each run's admissible point against ``select_study_points``). ``kedro run --pipeline
+finetune_study --runner ParallelRunner`` runs them side by side (a scoring starts as soon as its run is done); ``kedro airflow create --pipelines finetune_study --group-by namespace`` makes one Airflow task per variant
 (kedro-airflow groups by the *top-level* namespace, hence ``study_<variant>`` rather than ``study.<variant>``).
 
 The layout (enabled variants, seeds, each variant's reward and ``lr_from``) is read from ``params:finetune_study``
@@ -36,6 +39,9 @@ GENERATORS = ("pretrained_latent_denoiser", "pretrained_frame_denoiser", "pretra
 log = logging.getLogger(__name__)
 RUN_DATA = ("train_motions", "val_motions", "text_embeddings", "study_base_signals")
 PARAMS = ("params:finetune_study", "params:finetune", "params:runtime")
+#: the inputs of every scoring node (nodes._scoring_inputs), after the run it scores
+SCORING = (*GENERATORS, "evaluator", "content_classifier", "test_motions", "text_embeddings", "feature_stats",
+           "params:finetune_study", "params:finetune", "params:evaluation", "params:dataset", "params:runtime")
 
 
 def study_parameters() -> dict:
@@ -94,8 +100,27 @@ def study_nodes(finetune_study: dict) -> list[Pipeline]:
     parts += [f"{namespace(v)}.run_seed{seed}" for v, seeds in layout for seed in seeds]
     built.append(Pipeline([Node(partial(nodes.collect_study_runs, layout=layout),
                                 inputs=["params:finetune_study", "params:finetune", *parts],
-                                outputs=["study_lr_selection", "study_training", "study_snapshots"],
+                                outputs=["study_lr_selection", "study_training"],
                                 name="collect_study_runs")]))
+    seeds = tuple(study.seeds) if study is not None else ()
+    built.append(Pipeline([Node(partial(nodes.score_study_base, seed=seed), inputs=list(SCORING),
+                                outputs=f"scores_seed{seed}", name=f"score_seed{seed}") for seed in seeds],
+                          namespace=namespace("base"), inputs={name: name for name in SCORING if
+                                                                 not name.startswith("params:")},
+                          parameters={p.removeprefix("params:") for p in SCORING if p.startswith("params:")}))
+    for variant, variant_seeds in layout:
+        scorers = [Node(partial(nodes.score_study_run, variant=variant, seed=seed, keep=(r == 0)),
+                        inputs=[f"run_seed{seed}", *SCORING],
+                        outputs=[f"scores_seed{seed}", "generated"] if r == 0 else f"scores_seed{seed}",
+                        name=f"score_seed{seed}") for r, seed in enumerate(variant_seeds)]
+        built.append(Pipeline(scorers, namespace=namespace(variant),
+                              inputs={name: name for name in SCORING if not name.startswith("params:")},
+                              parameters={p.removeprefix("params:") for p in SCORING if p.startswith("params:")}))
+    scores = [f"{namespace('base')}.scores_seed{seed}" for seed in seeds]
+    scores += [f"{namespace(v)}.scores_seed{seed}" for v, variant_seeds in layout for seed in variant_seeds]
+    built.append(Pipeline([Node(partial(nodes.collect_study_scores, layout=layout),
+                                inputs=["study_selection", "params:finetune_study", *scores],
+                                outputs="study_scores", name="collect_study_scores")]))
     return built
 
 
@@ -111,11 +136,6 @@ def create_pipeline(**kwargs) -> Pipeline:
         *runs,
         Node(nodes.select_study_points, inputs=["study_training", "params:finetune_study"],
              outputs="study_selection", name="select_study_points"),
-        Node(nodes.score_study_snapshots,
-             inputs=["study_snapshots", "study_selection", *GENERATORS, "evaluator", "content_classifier",
-                     "test_motions", "text_embeddings", "feature_stats", "params:finetune_study", "params:finetune",
-                     "params:evaluation", "params:dataset", "params:runtime"],
-             outputs=["study_scores", "study_generated"], name="score_study_snapshots"),
         Node(nodes.build_study_report,
              inputs=["study_scores", "study_base_signals", "study_selection", "study_training",
                      "params:finetune_study"],
