@@ -22,7 +22,8 @@ def _save(tmp_path, states=None, mean=None, std=None):
     run_dir, stats_dir = tmp_path / "tmr_humanml3d_guoh3dfeats", tmp_path / "stats" / "humanml3d" / "guoh3dfeats"
     (run_dir / "last_weights").mkdir(parents=True, exist_ok=True)
     stats_dir.mkdir(parents=True, exist_ok=True)
-    states = states if states is not None else {k: random_state(v, seed=i) for i, (k, v) in enumerate(tmr(**TINY).items())}
+    if states is None:
+        states = {k: random_state(v, seed=i) for i, (k, v) in enumerate(tmr(**TINY).items())}
     for name, state in states.items():
         torch.save(state, run_dir / "last_weights" / f"{name}.pt")
     g = torch.Generator().manual_seed(5)
