@@ -103,3 +103,48 @@ def t2m_evaluator(mv_hidden: int = 512, mv_out: int = 512, m_hidden: int = 1024,
         "motion_encoder": _bigru("", mv_out, m_hidden, out),
         "text_encoder": {"pos_emb.weight": (300, 15), "pos_emb.bias": (300,), **_bigru("", 300, t_hidden, out)},
     }
+
+
+def spm(d: int = 256, ff: int = 1024, layers: int = 9, nfeats: int = 263, text: int = 1024, n: int = 1,
+        max_len: int = 500, time: int = 512) -> dict[str, tuple[int, ...]]:
+    """ET's SPM state dict (PUBLISHED_ASSETS.md "ET SPM": 427 tensors; ET GradGuidance/spm.py:134-177)."""
+    return {"global_motion_token": (n, d), "global_text_token": (n, d),
+            "dist_motion_layer.weight": (2 * d, d), "dist_motion_layer.bias": (2 * d,),
+            "dist_text_layer.weight": (2 * d, d), "dist_text_layer.bias": (2 * d,),
+            "skel_embedding.weight": (d, nfeats), "skel_embedding.bias": (d,),
+            "text_embedding.weight": (d, text), "text_embedding.bias": (d,),
+            "final_layer.weight": (nfeats, d), "final_layer.bias": (nfeats,),
+            "query_motion_pos_encoder.pe": (max_len, 1, d), "query_text_pos_encoder.pe": (max_len, 1, d),
+            "query_pos_decoder.pe": (max_len, 1, d),
+            "time_embedding.linear_1.weight": (d, time), "time_embedding.linear_1.bias": (d,),
+            "time_embedding.linear_2.weight": (d, d), "time_embedding.linear_2.bias": (d,),
+            **skip_stack("motion_encoder.", d, ff, layers), **skip_stack("text_encoder.", d, ff, layers),
+            **skip_stack("decoder.", d, ff, layers, decoder=True)}
+
+
+def shared_spm_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """As saved from the released SPM: one LayerNorm object under both encoders' ``norm`` names."""
+    return state | {"text_encoder.norm.weight": state["motion_encoder.norm.weight"],
+                    "text_encoder.norm.bias": state["motion_encoder.norm.bias"]}
+
+
+def _torch_encoder(prefix: str, d: int, ff: int, layers: int) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for i in range(layers):
+        out |= _layer(f"{prefix}layers.{i}.", d, ff, decoder=False)
+    return out
+
+
+def tmr(nfeats: int = 263, text: int = 768, d: int = 256, ff: int = 1024, layers: int = 6):
+    """TMR's ``last_weights/{motion_encoder,text_encoder,motion_decoder}.pt`` (TMR src/model/actor.py:36-154,
+    configs/model/temos.yaml: ACTORStyleEncoder projection + 2 tokens + nn.TransformerEncoder, PE not saved)."""
+    decoder = {}
+    for i in range(layers):
+        decoder |= _layer(f"seqTransDecoder.layers.{i}.", d, ff, decoder=True)
+    return {
+        "motion_encoder": {"projection.weight": (d, nfeats), "projection.bias": (d,), "tokens": (2, d),
+                           **_torch_encoder("seqTransEncoder.", d, ff, layers)},
+        "text_encoder": {"projection.weight": (d, text), "projection.bias": (d,), "tokens": (2, d),
+                         **_torch_encoder("seqTransEncoder.", d, ff, layers)},
+        "motion_decoder": {**decoder, "final_layer.weight": (nfeats, d), "final_layer.bias": (nfeats,)},
+    }

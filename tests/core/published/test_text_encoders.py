@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from easytune.core.published.containers import PublishedAssetError
-from easytune.core.published.text_encoders import ClipTextFeatures
+from easytune.core.published.text_encoders import (
+    ClipTextFeatures,
+    DistilbertTokenFeatures,
+    MDMClipTextFeatures,
+    SentenceT5Features,
+)
 
 
 @pytest.fixture
@@ -47,3 +52,167 @@ def test_clip_features_are_the_pooled_projection(tiny_clip):
 def test_a_missing_folder_names_the_parameter(tmp_path):
     with pytest.raises(PublishedAssetError, match=r"clip_path = .*nowhere.*openai/clip-vit-large-patch14"):
         ClipTextFeatures(tmp_path / "nowhere")
+
+
+# --- MDM: CLIP ViT-B/32, captions cut to 20 tokens ------------------------------------------------------------------
+
+
+def test_mdm_clip_features_cut_captions_to_20_tokens(tiny_clip):
+    folder, model, tokenizer = tiny_clip
+    long = "a person walks forward then turns left and sits"  # char-level vocabulary: far more than 20 tokens
+    features = MDMClipTextFeatures(folder).encode([long, "a man walks."])
+    assert features.shape == (2, 12)
+    ids = tokenizer([long], add_special_tokens=False)["input_ids"][0]
+    assert len(ids) > 20
+    cut = torch.tensor([[tokenizer.bos_token_id, *ids[:20], tokenizer.eos_token_id]])  # clip.tokenize(truncate=True)
+    with torch.no_grad():
+        expected = model(input_ids=cut).text_embeds[0]
+    assert torch.allclose(features[0], expected, atol=1e-5)
+    with torch.no_grad():
+        short = model(input_ids=tokenizer(["a man walks."], return_tensors="pt")["input_ids"]).text_embeds[0]
+    assert torch.allclose(features[1], short, atol=1e-5)
+
+
+def test_mdm_clip_missing_folder_names_the_parameter(tmp_path):
+    with pytest.raises(PublishedAssetError, match=r"clip_path = .*openai/clip-vit-base-patch32"):
+        MDMClipTextFeatures(tmp_path / "nowhere")
+
+
+# --- sentence-t5 (sentence-transformers layout) ---------------------------------------------------------------------
+
+WORDS = "a man walks forward and jumps the person turns left slowly".split()
+
+
+def _t5_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    vocab += [("\u2581" + w, -2.0) for w in WORDS] + [(c, -5.0) for c in string.ascii_lowercase + ".,"]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0), len(vocab)
+
+
+def _write_json(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+@pytest.fixture
+def tiny_sentence_t5(tmp_path):
+    """The released sentence-t5-large folder layout with a tiny random T5 (d_model 16) and Dense 16 -> 12."""
+    from safetensors.torch import save_file
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer, vocab_size = _t5_tokenizer()
+    torch.manual_seed(0)
+    model = T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
+                                    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    folder = tmp_path / "sentence-t5"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    _write_json(folder / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+        {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}])
+    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": 8, "do_lower_case": False})
+    _write_json(folder / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": 16, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False})
+    _write_json(folder / "2_Dense" / "config.json", {"in_features": 16, "out_features": 12, "bias": False,
+                                                     "activation_function": "torch.nn.modules.linear.Identity"})
+    dense = torch.randn(12, 16)
+    save_file({"linear.weight": dense}, folder / "2_Dense" / "model.safetensors")
+    (folder / "3_Normalize").mkdir()
+    return folder, model, tokenizer, dense
+
+
+def test_sentence_t5_embedding_is_mean_pooled_dense_normalised(tiny_sentence_t5):
+    folder, model, tokenizer, dense = tiny_sentence_t5
+    encoder = SentenceT5Features(folder)
+    captions = ["a man walks forward", " the person turns left ", ""]
+    emb = encoder.sentence_embedding(captions)
+    assert emb.shape == (3, 12)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(encoder.encode(captions), emb[:, None])
+    for i, caption in enumerate(captions):  # one at a time, unpadded: padding must not change the pooled state
+        ids = tokenizer([caption.strip()], return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            pooled = model(input_ids=ids).last_hidden_state[0].mean(0)
+        assert torch.allclose(emb[i], torch.nn.functional.normalize(dense @ pooled, dim=0), atol=1e-5)
+    assert not torch.allclose(emb[0], emb[2])
+
+
+def test_sentence_t5_token_states_and_max_seq_length(tiny_sentence_t5):
+    folder, model, tokenizer, _ = tiny_sentence_t5
+    states, mask = SentenceT5Features(folder).token_states(["a man walks forward", "a man walks forward and jumps "
+                                                            "the person turns left slowly"])
+    assert states.shape == (2, 8, 16) and mask.dtype == torch.bool  # cut to max_seq_length 8
+    assert mask.sum(1).tolist() == [5, 8]  # 4 words + </s>; 10 words cut to 7 + </s>
+    with torch.no_grad():
+        expected = model(input_ids=tokenizer(["a man walks forward"], return_tensors="pt")["input_ids"])
+    assert torch.allclose(states[0, :5], expected.last_hidden_state[0], atol=1e-5)
+
+
+def test_sentence_t5_matches_sentence_transformers(tiny_sentence_t5):
+    """The published path (ET mld_clip.py: SentenceTransformer(...).encode) on the same folder."""
+    st = pytest.importorskip("sentence_transformers")
+    folder = tiny_sentence_t5[0]
+    captions = ["a man walks forward", "the person turns left slowly", ""]
+    reference = st.SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    expected = reference.encode(captions, convert_to_tensor=True)
+    assert torch.allclose(SentenceT5Features(folder).sentence_embedding(captions), expected, atol=1e-5)
+    tokens = reference.encode(captions[:1], output_value="token_embeddings")[0]
+    assert torch.allclose(SentenceT5Features(folder).token_states(captions[:1])[0][0], tokens, atol=1e-5)
+
+
+def test_sentence_t5_refusals_name_the_file(tiny_sentence_t5, tmp_path):
+    folder = tiny_sentence_t5[0]
+    with pytest.raises(PublishedAssetError, match=r"t5_path = .*nowhere.*sentence-transformers/sentence-t5-large"):
+        SentenceT5Features(tmp_path / "nowhere")
+    _write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_cls_token": True})
+    with pytest.raises(PublishedAssetError, match=r"1_Pooling/config\.json: pooling \['pooling_mode_cls_token'\]"):
+        SentenceT5Features(folder)
+    _write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_mean_tokens": True})
+    (folder / "2_Dense" / "model.safetensors").unlink()
+    torch.save({"linear.weight": torch.zeros(12, 16), "cfg": NotPlainData()}, folder / "2_Dense" / "pytorch_model.bin")
+    with pytest.raises(PublishedAssetError, match=r"pytorch_model\.bin: holds a pickled object"):
+        SentenceT5Features(folder)
+    torch.save({"linear.weight": torch.zeros(12, 15)}, folder / "2_Dense" / "pytorch_model.bin")
+    with pytest.raises(PublishedAssetError, match=r"pytorch_model\.bin.*key linear\.weight has shape \[12, 15\]"):
+        SentenceT5Features(folder)
+    (folder / "modules.json").unlink()
+    with pytest.raises(PublishedAssetError, match=r"modules\.json: no such file; t5_path must hold"):
+        SentenceT5Features(folder)
+
+
+class NotPlainData:
+    """A class instance in a weights file: unpickling it could run code."""
+
+
+# --- TMR: distilbert token states -----------------------------------------------------------------------------------
+
+
+def test_distilbert_token_features(tmp_path):
+    from transformers import BertTokenizer, DistilBertConfig, DistilBertModel
+
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
+    tokenizer = BertTokenizer(str(tmp_path / "vocab.txt"))
+    torch.manual_seed(0)
+    model = DistilBertModel(DistilBertConfig(vocab_size=len(WORDS) + 5, dim=16, hidden_dim=32, n_layers=1, n_heads=2,
+                                             max_position_embeddings=32)).eval()
+    folder = tmp_path / "distilbert"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    states, mask = DistilbertTokenFeatures(folder).encode(["a man walks", "the person turns left slowly"])
+    assert states.shape == (2, 7, 16) and mask.sum(1).tolist() == [5, 7]  # [CLS] words [SEP]
+    with torch.no_grad():
+        expected = model(**tokenizer(["a man walks"], return_tensors="pt")).last_hidden_state[0]
+    assert torch.allclose(states[0, :5], expected, atol=1e-5)
+    with pytest.raises(PublishedAssetError, match=r"distilbert_path = .*distilbert-base-uncased"):
+        DistilbertTokenFeatures(tmp_path / "nowhere")
