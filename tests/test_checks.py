@@ -23,7 +23,7 @@ def test_every_parameter_file_of_every_environment_builds():
     groups = parameter_groups()
     assert {"dataset", "runtime", "data_processing", "pretrain", "reward", "finetune", "evaluation",
             "bvh_ingest"} <= {k for k, v in groups.items() if v is not None}
-    for env in ("local", "tiny", "paper", "bandai", "humanml3d", "kit"):
+    for env in ("local", "tiny", "paper", "bandai", "humanml3d", "kit", "humanml3d_published"):
         params = OmegaConfigLoader(str(conf), env=env, **{k: v for k, v in CONFIG_LOADER_ARGS.items()
                                                          if k != "default_run_env"})["parameters"]
         assert parameter_problems(params) == [], env

@@ -96,3 +96,43 @@ def test_evaluation_pipeline_runs_on_tiny_data(tmp_path):
     assert renders["caption_0.gif"][:6] in (b"GIF89a", b"GIF87a") and "captions.txt" in renders
     history = get("evaluation_mlflow_metrics")
     assert "base_mdm.R_at_1" in history and "evaluator" in catalog.load("evaluator")["kind"]
+
+
+def test_evaluation_pipeline_scores_a_released_mld_with_the_standard_evaluator(tmp_path):
+    """``scored_by: t2m`` and ``published.models``: the T2M evaluator (released format, tiny random weights) scores
+    ``real`` and a released MLD (tiny, CLIP text encoder from a folder); sanity checks use it too."""
+    from easytune.pipelines.evaluation import create_pipeline
+    from tests.core.published.tiny_assets import published_folders
+
+    torch.set_num_threads(1)
+    text = make_text()
+    root, data_dir = published_folders(tmp_path, text.captions.tolist())
+    params = tiny_params() | {"scored_by": "t2m", "published": {
+        "root": str(root), "root_variable": "EASYTUNE_PUBLISHED_DIR", "dataset_dir": str(data_dir),
+        "models": {"released_mld": {"checkpoint": "checkpoints/mld_humanml3d_checkpoint/mld.ckpt",
+                                    "text_encoder": "clip", "text_encoder_path": "deps/clip-vit-large-patch14",
+                                    "num_steps": 2}}}}
+    data = {
+        "train_motions": make_split(48, seed=0).to_arrays(),
+        "val_motions": make_split(24, seed=2).to_arrays(),
+        "test_motions": make_split(24, seed=1).to_arrays(),
+        "text_embeddings": text.to_arrays(),
+        "feature_stats": make_stats().to_arrays(),
+        "finetune_report": {},
+        "base_model_checkpoints": {},
+        "finetuned_denoisers": {},
+        "params:evaluation": params,
+        "params:dataset": {"skeleton": "humanml3d", "fps": 20.0},
+        "params:runtime": {"device": "cpu", "seed": 0},
+    }
+    pipeline = create_pipeline()
+    catalog = DataCatalog({name: KeptDataset(value, copy_mode="assign") for name, value in data.items()})
+    for name in pipeline.all_outputs():
+        catalog[name] = KeptDataset(copy_mode="assign")
+    SequentialRunner().run(pipeline, catalog)
+    metrics = catalog.load("evaluation_metrics")
+    assert list(metrics) == ["real", "released_mld"]
+    assert np.isfinite(metrics["released_mld"]["FID"]["mean"]) and metrics["released_mld"]["MultiModality"]["mean"]
+    report = catalog.load("evaluation_report")
+    assert report["evaluator"]["scored_by"] == "t2m" and report["evaluator"]["checkpoint"].endswith("finest.tar")
+    assert np.isfinite(report["sanity"]["fid_train_vs_test"])

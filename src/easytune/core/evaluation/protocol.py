@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from easytune.core.evaluation import metrics as M
 from easytune.core.evaluation.classifier import ClassifierTrainConfig, ContentClassifier, predict_labels
 from easytune.core.evaluation.evaluator import EvaluatorTrainConfig, MotionTextEvaluator, denormalise_padded
 from easytune.core.evaluation.plausibility import PLAUSIBILITY_METRICS, PlausibilityConfig, plausibility_summary
+from easytune.core.evaluation.published_assets import PublishedConfig
 from easytune.core.infra.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, SAMPLING_STEPS, SEED, parameter_group
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ class EvaluationConfig:
     base_models: name -> {"denoiser": checkpoint id, "vae": checkpoint id or None, optional "num_steps": sampling
     steps of this entry (default: the checkpoint's own)} (ids = file stems in ``data/06_models``); a base model whose
     files are missing is skipped. vae_checkpoint: the VAE paired with fine-tuned latent denoisers. sanity_noise_std:
-    noise (normalised units) of the corrupted-real sanity source.
+    noise (normalised units) of the corrupted-real sanity source. scored_by: ``project`` (the evaluator trained by
+    the pipeline) or ``t2m`` (the standard T2M evaluator from ``published``'s files). published: bring-your-own
+    published files (:mod:`.published_assets`): the T2M evaluator and released generators scored beside the others.
     """
 
     base_models: dict = field(default_factory=lambda: {
@@ -94,6 +97,9 @@ class EvaluationConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     sanity_noise_std: Annotated[float, NON_NEGATIVE] = 1.0
     renders: RenderConfig = field(default_factory=RenderConfig)
+    # which evaluator scores: the one trained above (project) or the standard T2M evaluator (published files)
+    scored_by: Literal["project", "t2m"] = "project"
+    published: PublishedConfig = field(default_factory=PublishedConfig)
 
     def __post_init__(self) -> None:
         for name, spec in self.base_models.items():
@@ -203,7 +209,11 @@ def embed_motions(evaluator: MotionTextEvaluator, raw: np.ndarray, lengths: np.n
 @torch.no_grad()
 def embed_captions(evaluator: MotionTextEvaluator, text: TextEmbeddings, rows: np.ndarray, batch_size: int = 256,
                    device: torch.device | str = "cpu") -> np.ndarray:
-    """Caption rows (N,) -> (N, E) evaluator text embeddings."""
+    """Caption rows (N,) -> (N, E) evaluator text embeddings. An evaluator with its own caption input (the standard
+    T2M evaluator reads word/POS tags, not the cached token embeddings) provides ``embed_caption_rows(text, rows)``."""
+    own = getattr(evaluator, "embed_caption_rows", None)
+    if own is not None:
+        return own(text, np.asarray(rows))
     out = []
     for start in range(0, len(rows), batch_size):
         batch = TextBatch.from_embeddings(text, rows[start:start + batch_size], device)
@@ -428,9 +438,10 @@ def generator_checkpoints(name: str, base_models: Mapping[str, Mapping[str, str 
 
 def evaluate_models(generators: Mapping[str, tuple[dict, dict | None]], test: MotionSplit, text: TextEmbeddings,
                     stats: FeatureStats, evaluator: MotionTextEvaluator, classifier: ContentClassifier | None,
-                    config: ProtocolConfig, num_joints: int, device: torch.device | str = "cpu"
-                    ) -> dict[str, SourceEvaluation]:
-    """The real-motion reference row (``real``) and every generator, all on the test split."""
+                    config: ProtocolConfig, num_joints: int, device: torch.device | str = "cpu",
+                    extra_sources: Mapping[str, MotionSource] | None = None) -> dict[str, SourceEvaluation]:
+    """The real-motion reference row (``real``), every generator, then every source of ``extra_sources`` (name ->
+    motion source, e.g. released generators), all on the test split."""
     from easytune.core.sampling.generator import MotionGenerator  # lazy: heavy model code only when generators exist
 
     real_emb = embed_motions(evaluator, denormalise_padded(test.features, test.lengths, stats), test.lengths,
@@ -441,6 +452,13 @@ def evaluate_models(generators: Mapping[str, tuple[dict, dict | None]], test: Mo
         gen = MotionGenerator.from_checkpoints(den_ckpt, vae_ckpt, device, source=name)
         source = generator_source(gen, text, batch_size=config.batch_size, device=device,
                                   num_steps=config.num_steps, guidance_scale=config.guidance_scale)
+        results[name] = evaluate_source(source, test, text, stats, evaluator, classifier, config, num_joints,
+                                        device=device, real_emb=real_emb)
+        logger.info("evaluation: %s in %.1f s: %s", name, results[name].wall_s,
+                    {k: v["mean"] for k, v in results[name].metrics.items()})
+    for name, source in (extra_sources or {}).items():
+        if name in results:
+            raise ValueError(f"evaluation: two models named {name!r}")
         results[name] = evaluate_source(source, test, text, stats, evaluator, classifier, config, num_joints,
                                         device=device, real_emb=real_emb)
         logger.info("evaluation: %s in %.1f s: %s", name, results[name].wall_s,

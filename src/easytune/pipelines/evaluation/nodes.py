@@ -85,6 +85,35 @@ def collect_models_node(finetune_report: dict, base_model_checkpoints: dict, fin
     return found
 
 
+def _scoring_evaluator(evaluator: dict, config: EvaluationConfig, device):
+    """The evaluator that scores: the trained project evaluator, or the standard T2M evaluator (``scored_by: t2m``)."""
+    if config.scored_by == "t2m":
+        from easytune.core.published.standard_evaluation import load_standard_evaluator
+
+        return load_standard_evaluator(**config.published.evaluator_paths(), device=device)
+    return build_from_checkpoint(evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
+
+
+def _released_sources(config: EvaluationConfig, text, stats, device) -> dict:
+    """name -> motion source of every released generator in ``evaluation.published.models``."""
+    if not config.published.models:
+        return {}
+    from easytune.core.published.sampling import load_released_generator, load_text_features
+    from easytune.core.published.standard_evaluation import released_source
+
+    folder = config.published.dataset()
+    mean, std = (np.load(folder / name, allow_pickle=False) for name in ("Mean.npy", "Std.npy"))
+    sources = {}
+    for name, spec in config.published.models.items():
+        checkpoint, encoder = config.published.model_paths(name)
+        kind = "mdm_clip" if spec.family == "mdm" else spec.text_encoder
+        gen = load_released_generator(spec.family, checkpoint, spec.text_encoder,
+                                      load_text_features(kind, encoder, device), mean, std, spec.num_steps,
+                                      spec.guidance_scale, device)
+        sources[name] = released_source(gen, text, stats, config.protocol.batch_size)
+    return sources
+
+
 def evaluate_models_node(generators: dict, evaluator: dict, content_classifier: dict, test_motions: dict,
                          text_embeddings: dict, feature_stats: dict, evaluation: EvaluationConfig,
                          dataset: DatasetConfig, runtime: RuntimeConfig) -> tuple[dict, dict, dict, dict]:
@@ -94,11 +123,12 @@ def evaluate_models_node(generators: dict, evaluator: dict, content_classifier: 
     device = resolve_device(runtime["device"])
     skeleton = get_skeleton(dataset["skeleton"])
     test, text, stats = _inputs(test_motions, text_embeddings, feature_stats, "test_motions")
-    model = build_from_checkpoint(evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
+    model = _scoring_evaluator(evaluator, config, device)
     classifier = build_from_checkpoint(content_classifier, device, allowed_kinds=["content_classifier"],
                                        source="content_classifier")
     results = evaluate_models(generators, test, text, stats, model, classifier,
-                              config.protocol_for(skeleton, dataset["fps"]), skeleton.num_joints, device)
+                              config.protocol_for(skeleton, dataset["fps"]), skeleton.num_joints, device,
+                              extra_sources=_released_sources(config, text, stats, device))
     metrics = metrics_json(results)
     history = {name: [{"value": value, "step": 0}] for name, value in flatten_metrics(metrics).items()}
     timings = {name: r.wall_s for name, r in results.items()}
@@ -113,7 +143,7 @@ def sanity_node(train_motions: dict, test_motions: dict, text_embeddings: dict, 
     skeleton = get_skeleton(dataset["skeleton"])
     test, text, stats = _inputs(test_motions, text_embeddings, feature_stats, "test_motions")
     train = MotionSplit.from_arrays(train_motions, source="train_motions")
-    model = build_from_checkpoint(evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
+    model = _scoring_evaluator(evaluator, config, device)
     return sanity_checks(train, test, text, stats, model, config.protocol_for(skeleton, dataset["fps"]),
                          skeleton.num_joints, noise_std=config.sanity_noise_std, device=device)
 
@@ -126,7 +156,11 @@ def report_node(evaluation_metrics: dict, sanity: dict, timings: dict, evaluator
     metrics = {name: evaluation_metrics[name] for name in order}
     header, rows = results_table_rows(metrics)
     report = {"models": order, "wall_s": timings, "sanity": sanity, "metrics": metrics,
-              "evaluator": evaluator["metadata"], "content_classifier": content_classifier["metadata"],
+              "evaluator": evaluator["metadata"] if config.scored_by == "project" else {
+                  "scored_by": "t2m", "standard": "T2M evaluator (Guo et al. 2022), released files",
+                  **{k: str(v) for k, v in config.published.evaluator_paths().items()},
+                  "project_evaluator_not_used": evaluator["metadata"]},
+              "content_classifier": content_classifier["metadata"],
               "protocol": {"replications": config.protocol.replications,
                            "generation_replications": config.protocol.generation_replications,
                            "ci": "1.96 * std / sqrt(replications) over the replications"}}
