@@ -40,7 +40,6 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, LCMScheduler
 
 from easytune.core.models.released_mld import lcm_guidance_embedding
-from easytune.core.published.containers import PublishedAssetError
 from easytune.core.published.mdm import ImportedMDM
 from easytune.core.published.mld import ImportedMLD
 
@@ -251,15 +250,11 @@ def load_text_features(kind: Literal["clip", "t5", "mdm_clip"], folder: str | Pa
                        device: torch.device | str = "cpu") -> TextFeatures | object:
     """The released text encoder of a family from a local folder: ``clip`` (MLD: CLIP ViT-L/14 pooled projected,
     77 tokens), ``mdm_clip`` (MDM: CLIP ViT-B/32, 20 tokens), ``t5`` (MotionLCM / EasyTune: sentence-t5-large,
-    normalised; provided by ``text_encoders.SentenceT5Features`` where the installed project has it)."""
+    normalised: :class:`~easytune.core.published.text_encoders.SentenceT5Features`)."""
     from easytune.core.published import text_encoders
 
     if kind == "t5":
-        t5 = getattr(text_encoders, "SentenceT5Features", None)
-        if t5 is None:
-            raise PublishedAssetError("text_encoder t5 (sentence-t5-large, for MotionLCM / EasyTune's MLD) is not "
-                                      "available in this version of easytune.core.published.text_encoders")
-        return t5(folder, device=device)
+        return text_encoders.SentenceT5Features(folder, device=device)
     clip = text_encoders.ClipTextFeatures(folder, device=device)
     return _clip_with_context(clip, MDM_CLIP_CONTEXT) if kind == "mdm_clip" else clip
 
