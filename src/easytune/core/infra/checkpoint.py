@@ -25,6 +25,8 @@ MODEL_KINDS: dict[str, str] = {
     "latent_denoiser": "easytune.core.models.latent_denoiser:LatentDenoiser",
     "latent_consistency_denoiser": "easytune.core.models.consistency_denoiser:LatentConsistencyDenoiser",
     "frame_denoiser": "easytune.core.models.frame_denoiser:FrameDenoiser",
+    # a released MLD denoiser fine-tuned here (metadata.generator names the released file it came from)
+    "released_mld_denoiser": "easytune.core.models.released_mld:ReleasedMLDDenoiser",
     "retrieval_model": "easytune.core.reward.retrieval_model:RetrievalModel",
     "realism_critic": "easytune.core.reward.critic:RealismCritic",
     "evaluator": "easytune.core.evaluation.evaluator:MotionTextEvaluator",
