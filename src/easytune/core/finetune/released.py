@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,11 +45,10 @@ from torch import nn
 
 from easytune.core.data.dataset import MotionSplit, TextEmbeddings
 from easytune.core.data.text import TextBatch
-from easytune.core.finetune.config import FinetuneConfig
+from easytune.core.finetune.config import FinetuneConfig, ReleasedFinetuneSettings, ReleasedRewardSettings
 from easytune.core.infra.checkpoint import make_checkpoint
-from easytune.core.infra.config import AT_LEAST_1, NON_NEGATIVE, SAMPLING_STEPS, to_dict
+from easytune.core.infra.config import to_dict
 from easytune.core.models.released_mld import ReleasedMLDDenoiser, ReleasedMLDVAE
-from easytune.core.published.containers import PublishedAssetError
 from easytune.core.published.mld import ImportedMLD
 from easytune.core.published.sampling import MAX_LENGTH, mld_scheduler
 from easytune.core.sampling.diffusion import Diffusion, DiffusionConfig
@@ -262,108 +259,6 @@ class TMRReward:
     def embed_motion(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raw = self._raw(features, lengths)
         return self.model.encode_motion(self.imported.normalise(raw), lengths)[0]
-
-
-# ---------------------------------------------------------------------------------------------------- settings
-WHAT = {
-    "checkpoint": "the released MLD checkpoint: MotionLCM's / EasyTune's T5 MLD checkpoints/mld_humanml/"
-                  "mld_humanml_v1.ckpt (text_encoder: t5), or ChenFengYe's 1222_mld_humanml3d_FID041.ckpt "
-                  "(text_encoder: clip)",
-    "text_encoder_path": "the generator's text encoder folder (t5: sentence-transformers/sentence-t5-large, the whole "
-                         "sentence-transformers folder; clip: openai/clip-vit-large-patch14, save_pretrained)",
-    "reward.checkpoint.spm": "EasyTune's SPM reward checkpoint (a .pth holding {'state_dict': ...}; MotionRFT hosts "
-                             "the weights on Hugging Face txf0620/MotionRFT_Models)",
-    "reward.checkpoint.tmr": "TMR's run folder models/tmr_humanml3d_guoh3dfeats (with last_weights/*.pt)",
-    "reward.text_encoder_path.spm": "sentence-transformers/sentence-t5-large (the SPM reads its T5 token states)",
-    "reward.text_encoder_path.tmr": "distilbert-base-uncased (model and tokenizer, save_pretrained)",
-    "reward.stats_dir": "TMR's motion statistics stats/humanml3d/guoh3dfeats/{mean,std}.pt",
-    "dataset_dir": "the HumanML3D folder (its Mean.npy and Std.npy normalise the generator)",
-}
-
-
-@dataclass
-class ReleasedRewardSettings:
-    """The released reward: ``kind`` ``spm`` (EasyTune's SPM: ``checkpoint`` a .pth, ``text_encoder_path``
-    sentence-t5-large, ``sample_latents`` the release's sampled latents instead of the means) or ``tmr``
-    (``checkpoint`` TMR's run folder, ``stats_dir`` its mean.pt/std.pt, ``text_encoder_path`` distilbert)."""
-
-    kind: Literal["spm", "tmr"] = "spm"
-    checkpoint: str = ""
-    text_encoder_path: str = ""
-    stats_dir: str = ""
-    sample_latents: bool = False
-    num_heads: Annotated[int, AT_LEAST_1] = 4
-
-
-@dataclass
-class ReleasedFinetuneSettings:
-    """``params:finetune.released`` (read when ``finetune.generator`` is ``released_mld``): the released MLD, its
-    text encoder and the released reward, as paths relative to ``root`` (absolute paths as they are); ``root`` and
-    ``dataset_dir`` come from environment variables (named by ``*_variable`` in errors)."""
-
-    root: str = ""
-    root_variable: str = ""
-    dataset_dir: str = ""
-    dataset_dir_variable: str = ""
-    checkpoint: str = ""
-    text_encoder: Literal["clip", "t5"] = "t5"
-    text_encoder_path: str = ""
-    guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
-    num_steps: Annotated[int, SAMPLING_STEPS] = 50
-    num_heads: Annotated[int, AT_LEAST_1] = 4
-    reward: ReleasedRewardSettings = field(default_factory=ReleasedRewardSettings)
-
-    def path(self, value: str, parameter: str, what: str, folder: bool = False) -> Path:
-        """``value`` (``finetune.released.<parameter>``) resolved against ``root``; it must exist, else one
-        :class:`PublishedAssetError` naming the parameter, the variable and what to put there."""
-        if not value:
-            raise PublishedAssetError(f"finetune.released.{parameter} is empty; name {what}")
-        p = Path(value).expanduser()
-        if not p.is_absolute():
-            if not self.root:
-                var = self.root_variable
-                raise PublishedAssetError(
-                    f"finetune.released.{parameter}: finetune.released.root is empty"
-                    + (f" (environment variable {var} is not set)" if var else "")
-                    + f"; set {var or 'finetune.released.root'} to the folder holding {what}")
-            p = Path(self.root).expanduser() / p
-        if not (p.is_dir() if folder else p.is_file()):
-            source = (f" (finetune.released.root from {self.root_variable}={self.root})"
-                      if self.root_variable and not Path(value).is_absolute() else "")
-            raise PublishedAssetError(f"finetune.released.{parameter} = {value!r}: no {'folder' if folder else 'file'} "
-                                      f"{p}{source}. Put there {what}")
-        return p
-
-    def generator_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """The generator's HumanML3D ``Mean.npy`` / ``Std.npy`` (from ``dataset_dir``)."""
-        folder = Path(self.dataset_dir).expanduser() if self.dataset_dir else None
-        if folder is None or not folder.is_dir():
-            var = self.dataset_dir_variable
-            raise PublishedAssetError(
-                f"finetune.released.dataset_dir = {self.dataset_dir!r}: not a folder"
-                + (f" (environment variable {var}{' is not set' if not self.dataset_dir else ''})" if var else "")
-                + f"; set {var or 'finetune.released.dataset_dir'} to {WHAT['dataset_dir']}")
-        out = []
-        for name in ("Mean.npy", "Std.npy"):
-            if not (folder / name).is_file():
-                raise PublishedAssetError(f"{folder / name}: no such file; {WHAT['dataset_dir']}")
-            out.append(np.load(folder / name, allow_pickle=False).astype(np.float32))
-        return out[0], out[1]
-
-    def resolved(self) -> dict[str, str]:
-        """Every file the run reads, resolved (the checkpoint's metadata and the resume key record them)."""
-        r = self.reward
-        out = {"checkpoint": str(self.path(self.checkpoint, "checkpoint", WHAT["checkpoint"])),
-               "text_encoder_path": str(self.path(self.text_encoder_path, "text_encoder_path",
-                                                  WHAT["text_encoder_path"], folder=True)),
-               "reward_checkpoint": str(self.path(r.checkpoint, "reward.checkpoint", WHAT[f"reward.checkpoint.{r.kind}"],
-                                                  folder=r.kind == "tmr")),
-               "reward_text_encoder_path": str(self.path(r.text_encoder_path, "reward.text_encoder_path",
-                                                         WHAT[f"reward.text_encoder_path.{r.kind}"], folder=True))}
-        if r.kind == "tmr":
-            out["reward_stats_dir"] = str(self.path(r.stats_dir, "reward.stats_dir", WHAT["reward.stats_dir"],
-                                                    folder=True))
-        return out
 
 
 # ------------------------------------------------------------------------------------------------------- loading

@@ -127,7 +127,8 @@ def compatibility_problems(header: Mapping[str, Any], *, kinds: Iterable[str] | 
     resolved = to_dict(built)
     if feature_dim is not None and "feature_dim" in resolved and resolved["feature_dim"] != feature_dim:
         problems.append(f"feature_dim {resolved['feature_dim']}, the data has {feature_dim}")
-    if text_dim is not None and "text_dim" in resolved and resolved["text_dim"] != text_dim:
+    if (text_dim is not None and "text_dim" in resolved and resolved["text_dim"] != text_dim
+            and getattr(cls, "text_from_project", True)):  # a released model reads its own text encoder's features
         problems.append(f"text_dim {resolved['text_dim']}, text_embeddings have {text_dim}")
     if vae_latent is not None and kind in LATENT_DENOISER_KINDS and latent_shape(resolved) != tuple(vae_latent):
         problems.append(f"latent shape {latent_shape(resolved)}, the motion VAE's is {tuple(vae_latent)}")
