@@ -95,6 +95,12 @@ def test_the_environment_fine_tunes_the_released_mld_and_the_evaluation_scores_i
     stats = FeatureStats(mean=np.zeros(263, np.float32), std=np.ones(263, np.float32))
     sources = _released_sources(config, text_emb, stats, torch.device("cpu"), {"easytune_step": ckpt})
     assert sorted(sources) == ["easytune_step", "published_mld_t5"]
+    # the environment lists the CLIP MLD, whose files are not in this folder: left out with null, as
+    # --params "evaluation.published.models.published_mld=null" does; the T5 base is added beside the fine-tuned one
+    default = from_dict(EvaluationConfig, dict(params["evaluation"], published=dict(
+        params["evaluation"]["published"], models={"published_mld": None})), where="params:evaluation")
+    assert sorted(_released_sources(default, text_emb, stats, torch.device("cpu"), {"easytune_step": ckpt})) == [
+        "easytune_step", "released_mld_humanml_v1"]
     rows, lengths = np.array([0, 3, 5]), np.array([12, 8, 20])
     tuned, tuned_lengths = sources["easytune_step"](rows, lengths, 0)
     base, _ = sources["published_mld_t5"](rows, lengths, 0)

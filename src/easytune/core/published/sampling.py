@@ -280,11 +280,13 @@ FINETUNED_RELEASED_KIND = "released_mld_denoiser"
 
 def load_finetuned_released_generator(ckpt: dict, mean: np.ndarray, std: np.ndarray,
                                       device: torch.device | str = "cpu", source: str = "fine-tuned denoiser",
-                                      text_features: TextFeatures | object | None = None) -> ReleasedGenerator:
+                                      text_features: TextFeatures | object | None = None,
+                                      released_weights: bool = False) -> ReleasedGenerator:
     """A released MLD whose denoiser weights are those of a fine-tuned ``released_mld_denoiser`` checkpoint, sampled
     exactly as the released model is (same VAE, text encoder, scheduler, guidance). The released checkpoint and the
     text-encoder folder are the ones its metadata names (``metadata.generator``: ``checkpoint``, ``text_encoder``,
-    ``text_encoder_path``, ``num_steps``, ``guidance_scale``)."""
+    ``text_encoder_path``, ``num_steps``, ``guidance_scale``). ``released_weights``: the released model it was
+    fine-tuned from instead (the same sampler and settings, the released denoiser weights)."""
     from easytune.core.infra.checkpoint import build_from_checkpoint
     from easytune.core.published.containers import PublishedAssetError
     from easytune.core.published.mld import import_mld
@@ -304,7 +306,8 @@ def load_finetuned_released_generator(ckpt: dict, mean: np.ndarray, std: np.ndar
     if denoiser.config != imported.denoiser.config:
         raise PublishedAssetError(f"{source}: its denoiser sizes {denoiser.config} differ from those of "
                                   f"{meta['checkpoint']} ({imported.denoiser.config})")
-    imported.denoiser = denoiser
+    if not released_weights:
+        imported.denoiser = denoiser
     features = text_features if text_features is not None else load_text_features(
         meta["text_encoder"], meta["text_encoder_path"], device)
     return ReleasedMLDGenerator(imported, features, mean, std, meta.get("num_steps"), meta.get("guidance_scale"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,10 +112,18 @@ def _released_sources(config: EvaluationConfig, text, stats, device, finetuned: 
 
     folder = config.published.dataset()
     mean, std = (np.load(folder / name, allow_pickle=False) for name in ("Mean.npy", "Std.npy"))
-    sources = {}
+    sources, listed = {}, set()
+    for name in config.published.models:
+        listed.add(config.published.model_paths(name)[0].resolve())
     for name, ckpt in sorted((finetuned or {}).items()):
-        gen = load_finetuned_released_generator(ckpt, mean, std, device, source=f"finetuned_denoisers/{name}")
+        where = f"finetuned_denoisers/{name}"
+        gen = load_finetuned_released_generator(ckpt, mean, std, device, source=where)
         sources[name] = released_source(gen, text, stats, config.protocol.batch_size)
+        base = Path(ckpt["metadata"]["generator"]["checkpoint"])
+        if base.resolve() not in listed:  # the released model it was fine-tuned from, scored beside it
+            listed.add(base.resolve())
+            gen = load_finetuned_released_generator(ckpt, mean, std, device, source=where, released_weights=True)
+            sources[f"released_{base.stem}"] = released_source(gen, text, stats, config.protocol.batch_size)
     for name, spec in config.published.models.items():
         checkpoint, encoder = config.published.model_paths(name)
         kind = "mdm_clip" if spec.family == "mdm" else spec.text_encoder
