@@ -118,3 +118,12 @@ def test_a_missing_released_file_names_the_variable_and_what_to_put_there(projec
         finetune_method(None, None, None, None, None, train.to_arrays(), val.to_arrays(), text.to_arrays(),
                         None, None, None, None, finetune, finetune["methods"]["easytune_step"],
                         {"device": "cpu", "seed": 0})
+
+
+def test_the_upstream_check_does_not_ask_for_project_checkpoints_when_a_released_model_is_fine_tuned():
+    from easytune.hooks import _fine_tunes_a_released_model
+
+    pipeline = create_pipeline()
+    for generator, expected in (("released_mld", True), ("mld", False)):
+        catalog = DataCatalog({"params:finetune": MemoryDataset({"generator": generator})})
+        assert _fine_tunes_a_released_model(pipeline, catalog) is expected
