@@ -100,12 +100,29 @@ class UpstreamArtifactsHook:
             elif not exists:
                 missing[name] = _producers(name)
         produced_optional = any(_is_optional(catalog, name) for name in pipeline.all_outputs())
-        if optional_missing and len(optional_missing) == optional_count and not produced_optional:
+        if (optional_missing and len(optional_missing) == optional_count and not produced_optional
+                and not _fine_tunes_a_released_model(pipeline, catalog)):
             missing.update({name: _producers(name) for name in optional_missing})
         elif optional_missing:
             logger.info("optional inputs not present (the nodes use the others): %s", optional_missing)
         if missing:
             raise MissingUpstreamError(missing_upstream_message(missing))
+
+
+def _fine_tunes_a_released_model(pipeline, catalog) -> bool:
+    """Fine-tuning a released model (``finetune.generator: released_mld``) reads its files from
+    ``finetune.released``, so none of the project's optional checkpoints is needed."""
+    if "params:finetune" not in pipeline.inputs():
+        return False
+    from easytune.core.finetune.config import RELEASED_GENERATORS
+
+    try:
+        settings = catalog.load("params:finetune")
+    except Exception:  # noqa: BLE001 - no such parameter
+        return False
+    generator = getattr(settings, "generator", None) or (settings.get("generator") if isinstance(settings, dict)
+                                                         else None)
+    return generator in RELEASED_GENERATORS
 
 
 def _is_optional(catalog, name: str) -> bool:

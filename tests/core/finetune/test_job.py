@@ -138,7 +138,8 @@ def test_project_job_names_the_missing_artifact_and_the_unknown_method(tmp_path,
     with pytest.raises(FileNotFoundError, match=r"pretrained_consistency_model \(.*pretrained_consistency_model.pt\) "
                                                 r"does not exist"):  # the torchrun entry fine-tunes MotionLCM too
         job_from_project(tmp_path, "tiny", "draft_k", "finetune.generator=mlcm")
-    with pytest.raises(ValueError, match=r"params:finetune.generator = 'mlx': must be one of \['mld', 'mdm', 'mlcm'\]"):
+    with pytest.raises(ValueError, match=r"params:finetune.generator = 'mlx': must be one of \['mld', 'mdm', 'mlcm', "
+                                         r"'released_mld'\]"):
         job_from_project(tmp_path, "tiny", "draft_k", "finetune.generator=mlx")
 
 

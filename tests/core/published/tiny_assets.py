@@ -69,4 +69,51 @@ def published_folders(tmp_path: Path, captions, dim: int = 263) -> tuple[Path, P
     return root, data
 
 
-__all__ = ["T2M_TINY", "published_folders", "tiny_clip_folder", "tagged"]
+def tiny_sentence_t5_folder(folder: Path, d_model: int = 16, out: int = CLIP_DIM, seed: int = 0) -> Path:
+    """The released sentence-t5-large folder layout (sentence-transformers) with a tiny random T5 (``d_model``) and
+    a Dense ``d_model`` -> ``out``: the T5 MLD's text input is ``out``-d, the SPM's token states ``d_model``-d."""
+    from safetensors.torch import save_file
+    from transformers import T5Config, T5EncoderModel
+
+    from tests.core.published.test_text_encoders import _t5_tokenizer, _write_json
+
+    tokenizer, vocab_size = _t5_tokenizer()
+    torch.manual_seed(seed)
+    model = T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=4, d_ff=32, num_layers=1,
+                                    num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    _write_json(folder / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+        {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}])
+    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": 16, "do_lower_case": False})
+    _write_json(folder / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": d_model, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False})
+    _write_json(folder / "2_Dense" / "config.json", {"in_features": d_model, "out_features": out, "bias": False,
+                                                     "activation_function": "torch.nn.modules.linear.Identity"})
+    save_file({"linear.weight": torch.randn(out, d_model)}, folder / "2_Dense" / "model.safetensors")
+    (folder / "3_Normalize").mkdir()
+    return folder
+
+
+def released_finetune_folder(root: Path, seed: int = 0) -> dict[str, str]:
+    """A tiny bring-your-own folder for fine-tuning (paths relative to ``root``): the T5 MLD in MotionLCM's layout,
+    sentence-t5 and an SPM checkpoint whose text width is the T5's ``d_model``."""
+    from tests.core.published.released_keys import shared_spm_norm, spm
+
+    (root / "checkpoints/mld_humanml").mkdir(parents=True, exist_ok=True)
+    state = random_state(mld_vae(d=16, ff=32, layers=3) | mld_denoiser(d=16, ff=32, layers=3, text=CLIP_DIM), seed)
+    torch.save(lightning_checkpoint(state), root / "checkpoints/mld_humanml/mld_humanml_v1.ckpt")
+    tiny_sentence_t5_folder(root / "deps/sentence-t5-large", d_model=16, out=CLIP_DIM)
+    (root / "checkpoints/spm").mkdir(parents=True, exist_ok=True)
+    spm_state = shared_spm_norm(random_state(spm(d=16, ff=32, layers=3, text=16), seed + 1))
+    torch.save({"state_dict": spm_state}, root / "checkpoints/spm/spm.pth")
+    return {"checkpoint": "checkpoints/mld_humanml/mld_humanml_v1.ckpt", "text_encoder_path": "deps/sentence-t5-large",
+            "spm": "checkpoints/spm/spm.pth"}
+
+
+__all__ = ["T2M_TINY", "published_folders", "released_finetune_folder", "tagged", "tiny_clip_folder",
+           "tiny_sentence_t5_folder"]

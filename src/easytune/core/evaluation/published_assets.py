@@ -86,7 +86,8 @@ class PublishedConfig:
 
     def __post_init__(self) -> None:
         self.models = {str(name): from_dict(ReleasedModelSpec, spec, where=f"evaluation.published.models.{name}")
-                       for name, spec in (self.models or {}).items()}
+                       for name, spec in (self.models or {}).items()
+                       if spec is not None}  # null leaves a model out (--params "...models.<name>=null")
 
     def _root(self, parameter: str, what: str) -> Path:
         if not self.root:

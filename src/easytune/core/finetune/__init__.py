@@ -4,7 +4,8 @@
 - :mod:`.rollout`: the one rollout loop (:func:`run_rollout`);
 - :mod:`.accounting`: saved-for-backward bytes, seconds and CUDA peak per optimizer update;
 - :mod:`.trainer`: optimisation (AdamW, warm-up + cosine, clip, KL, LoRA, early stopping, resume);
-- :mod:`.analysis`: chain-Jacobian norms (paper Fig. 3) and noisy-vs-clean similarity (Fig. 4).
+- :mod:`.analysis`: chain-Jacobian norms (paper Fig. 3) and noisy-vs-clean similarity (Fig. 4);
+- :mod:`.released`: a released MLD and a released reward (SPM, TMR) behind the interfaces of the one loop.
 
 Every checkpoint the fine-tuning code loads goes through :func:`load_checkpoint_model` with
 :data:`ALLOWED_CHECKPOINT_KINDS`: the evaluator (and the content classifier) can never be loaded here.
@@ -17,7 +18,7 @@ import torch
 from easytune.core.infra.checkpoint import CheckpointError, build_from_checkpoint
 
 ALLOWED_CHECKPOINT_KINDS = ("latent_denoiser", "latent_consistency_denoiser", "frame_denoiser", "motion_vae",
-                            "retrieval_model", "realism_critic")
+                            "retrieval_model", "realism_critic", "released_mld_denoiser")
 
 #: the reward checkpoints (catalog names) a ``reward_ensemble`` may name, besides ``reward_model``
 ENSEMBLE_INPUTS = ("reward_model_seed1", "reward_model_seed2", "reward_model_no_spl")

@@ -1,7 +1,8 @@
 """Fine-tuning configuration, in one place: the run's settings (:class:`FinetuneConfig`), the ``params:finetune``
 group (:class:`FinetuneSettings`), the one merge of ``finetune.common`` with a method's overrides
-(:func:`method_config`), and the registry of pretrained generators (:data:`GENERATORS`: each kind's checkpoint,
-whether it needs the motion VAE, the ``pretrain`` tags that train it).
+(:func:`method_config`), the registry of pretrained generators (:data:`GENERATORS`: each kind's checkpoint,
+whether it needs the motion VAE, the ``pretrain`` tags that train it) and the files of a released generator and
+reward (:class:`ReleasedFinetuneSettings`, ``finetune.generator: released_mld``).
 
 Used alike by the ``finetune`` node, the torchrun entry point (:mod:`.job`) and the method study
 (:mod:`easytune.core.study.config`). ``conf/base/parameters_finetune.yml`` sets every :class:`FinetuneConfig` field
@@ -14,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+
+import numpy as np
 
 from easytune.core.finetune.policies import POLICIES, Policy, make_policy
 from easytune.core.infra.config import (
@@ -29,6 +32,7 @@ from easytune.core.infra.config import (
     from_dict,
     parameter_group,
 )
+from easytune.core.published.containers import PublishedAssetError
 from easytune.core.reward.critic import CriticTrainingConfig
 
 
@@ -186,6 +190,10 @@ GENERATORS: dict[str, GeneratorSpec] = {
 }
 
 
+#: finetune.generator values that fine-tune a released model (files named by ``finetune.released``)
+RELEASED_GENERATORS = ("released_mld",)
+
+
 def generator_spec(kind: str, where: str = "finetune.generator") -> GeneratorSpec:
     if kind not in GENERATORS:
         raise ConfigError(f"{where} = {kind!r}: must be one of {sorted(GENERATORS)}")
@@ -210,6 +218,108 @@ def method_config(*layers: dict[str, Any] | None, where: str) -> FinetuneConfig:
     return config
 
 
+#: what each released file is (named in errors and in the README)
+RELEASED_WHAT = {
+    "checkpoint": "the released MLD checkpoint: MotionLCM's / EasyTune's T5 MLD checkpoints/mld_humanml/"
+                  "mld_humanml_v1.ckpt (text_encoder: t5), or ChenFengYe's 1222_mld_humanml3d_FID041.ckpt "
+                  "(text_encoder: clip)",
+    "text_encoder_path": "the generator's text encoder folder (t5: sentence-transformers/sentence-t5-large, the whole "
+                         "sentence-transformers folder; clip: openai/clip-vit-large-patch14, save_pretrained)",
+    "reward.checkpoint.spm": "EasyTune's SPM reward checkpoint (a .pth holding {'state_dict': ...}; MotionRFT hosts "
+                             "the weights on Hugging Face txf0620/MotionRFT_Models)",
+    "reward.checkpoint.tmr": "TMR's run folder models/tmr_humanml3d_guoh3dfeats (with last_weights/*.pt)",
+    "reward.text_encoder_path.spm": "sentence-transformers/sentence-t5-large (the SPM reads its T5 token states)",
+    "reward.text_encoder_path.tmr": "distilbert-base-uncased (model and tokenizer, save_pretrained)",
+    "reward.stats_dir": "TMR's motion statistics stats/humanml3d/guoh3dfeats/{mean,std}.pt",
+    "dataset_dir": "the HumanML3D folder (its Mean.npy and Std.npy normalise the generator)",
+}
+
+
+@dataclass
+class ReleasedRewardSettings:
+    """The released reward: ``kind`` ``spm`` (EasyTune's SPM: ``checkpoint`` a .pth, ``text_encoder_path``
+    sentence-t5-large, ``sample_latents`` the release's sampled latents instead of the means) or ``tmr``
+    (``checkpoint`` TMR's run folder, ``stats_dir`` its mean.pt/std.pt, ``text_encoder_path`` distilbert)."""
+
+    kind: Literal["spm", "tmr"] = "spm"
+    checkpoint: str = ""
+    text_encoder_path: str = ""
+    stats_dir: str = ""
+    sample_latents: bool = False
+    num_heads: Annotated[int, AT_LEAST_1] = 4
+
+
+@dataclass
+class ReleasedFinetuneSettings:
+    """``params:finetune.released`` (read when ``finetune.generator`` is ``released_mld``): the released MLD, its
+    text encoder and the released reward, as paths relative to ``root`` (absolute paths as they are); ``root`` and
+    ``dataset_dir`` come from environment variables (named by ``*_variable`` in errors)."""
+
+    root: str = ""
+    root_variable: str = ""
+    dataset_dir: str = ""
+    dataset_dir_variable: str = ""
+    checkpoint: str = ""
+    text_encoder: Literal["clip", "t5"] = "t5"
+    text_encoder_path: str = ""
+    guidance_scale: Annotated[float | None, NON_NEGATIVE] = None
+    num_steps: Annotated[int, SAMPLING_STEPS] = 50
+    num_heads: Annotated[int, AT_LEAST_1] = 4
+    reward: ReleasedRewardSettings = field(default_factory=ReleasedRewardSettings)
+
+    def path(self, value: str, parameter: str, what: str, folder: bool = False) -> Path:
+        """``value`` (``finetune.released.<parameter>``) resolved against ``root``; it must exist, else one
+        :class:`PublishedAssetError` naming the parameter, the variable and what to put there."""
+        if not value:
+            raise PublishedAssetError(f"finetune.released.{parameter} is empty; name {what}")
+        p = Path(value).expanduser()
+        if not p.is_absolute():
+            if not self.root:
+                var = self.root_variable
+                raise PublishedAssetError(
+                    f"finetune.released.{parameter}: finetune.released.root is empty"
+                    + (f" (environment variable {var} is not set)" if var else "")
+                    + f"; set {var or 'finetune.released.root'} to the folder holding {what}")
+            p = Path(self.root).expanduser() / p
+        if not (p.is_dir() if folder else p.is_file()):
+            source = (f" (finetune.released.root from {self.root_variable}={self.root})"
+                      if self.root_variable and not Path(value).is_absolute() else "")
+            raise PublishedAssetError(f"finetune.released.{parameter} = {value!r}: no {'folder' if folder else 'file'} "
+                                      f"{p}{source}. Put there {what}")
+        return p
+
+    def generator_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """The generator's HumanML3D ``Mean.npy`` / ``Std.npy`` (from ``dataset_dir``)."""
+        folder = Path(self.dataset_dir).expanduser() if self.dataset_dir else None
+        if folder is None or not folder.is_dir():
+            var = self.dataset_dir_variable
+            raise PublishedAssetError(
+                f"finetune.released.dataset_dir = {self.dataset_dir!r}: not a folder"
+                + (f" (environment variable {var}{' is not set' if not self.dataset_dir else ''})" if var else "")
+                + f"; set {var or 'finetune.released.dataset_dir'} to {RELEASED_WHAT['dataset_dir']}")
+        out = []
+        for name in ("Mean.npy", "Std.npy"):
+            if not (folder / name).is_file():
+                raise PublishedAssetError(f"{folder / name}: no such file; {RELEASED_WHAT['dataset_dir']}")
+            out.append(np.load(folder / name, allow_pickle=False).astype(np.float32))
+        return out[0], out[1]
+
+    def resolved(self) -> dict[str, str]:
+        """Every file the run reads, resolved (the checkpoint's metadata and the resume key record them)."""
+        r = self.reward
+        out = {"checkpoint": str(self.path(self.checkpoint, "checkpoint", RELEASED_WHAT["checkpoint"])),
+               "text_encoder_path": str(self.path(self.text_encoder_path, "text_encoder_path",
+                                                  RELEASED_WHAT["text_encoder_path"], folder=True)),
+               "reward_checkpoint": str(self.path(r.checkpoint, "reward.checkpoint", RELEASED_WHAT[f"reward.checkpoint.{r.kind}"],
+                                                  folder=r.kind == "tmr")),
+               "reward_text_encoder_path": str(self.path(r.text_encoder_path, "reward.text_encoder_path",
+                                                         RELEASED_WHAT[f"reward.text_encoder_path.{r.kind}"], folder=True))}
+        if r.kind == "tmr":
+            out["reward_stats_dir"] = str(self.path(r.stats_dir, "reward.stats_dir", RELEASED_WHAT["reward.stats_dir"],
+                                                    folder=True))
+        return out
+
+
 @dataclass
 class AnalysisConfig:
     """Chain analyses (paper Fig. 3 and 4) on ``captions`` val captions of the pretrained generator."""
@@ -229,20 +339,32 @@ class FinetuneSettings:
     Built (by Kedro, before any node runs) it checks ``common`` and every method merged over it
     (:func:`method_config`); ``common`` and ``methods`` stay plain dicts (each run merges the one it runs)."""
 
-    generator: Literal["mld", "mdm", "mlcm"] = "mld"
+    generator: Literal["mld", "mdm", "mlcm", "released_mld"] = "mld"
     resume_dir: str | None = "data/06_models/resume/finetune"
+    released: ReleasedFinetuneSettings | None = None  # generator released_mld: the released files
     common: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, Any] = field(default_factory=dict)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     realism_critic: CriticTrainingConfig = field(default_factory=CriticTrainingConfig)
 
     def __post_init__(self) -> None:
+        if self.generator in RELEASED_GENERATORS and self.released is None:
+            raise ConfigError(f"finetune.generator = {self.generator!r} needs finetune.released (the released MLD, "
+                              f"its text encoder and the released reward; conf/humanml3d_published)")
         method_config(self.common, where="finetune.common")
         for name, options in self.methods.items():
             method_config(self.common, options, where=f"finetune.methods.{name}")
 
     @property
+    def is_released(self) -> bool:
+        """A released generator (``finetune.released``), not one of the project's pretrained checkpoints."""
+        return self.generator in RELEASED_GENERATORS
+
+    @property
     def spec(self) -> GeneratorSpec:
+        if self.is_released:
+            raise ConfigError(f"finetune.generator = {self.generator!r} is a released model read from "
+                              f"finetune.released, not a pretrained checkpoint of this project")
         return generator_spec(self.generator)
 
     def common_config(self) -> FinetuneConfig:

@@ -25,6 +25,8 @@ MODEL_KINDS: dict[str, str] = {
     "latent_denoiser": "easytune.core.models.latent_denoiser:LatentDenoiser",
     "latent_consistency_denoiser": "easytune.core.models.consistency_denoiser:LatentConsistencyDenoiser",
     "frame_denoiser": "easytune.core.models.frame_denoiser:FrameDenoiser",
+    # a released MLD denoiser fine-tuned here (metadata.generator names the released file it came from)
+    "released_mld_denoiser": "easytune.core.models.released_mld:ReleasedMLDDenoiser",
     "retrieval_model": "easytune.core.reward.retrieval_model:RetrievalModel",
     "realism_critic": "easytune.core.reward.critic:RealismCritic",
     "evaluator": "easytune.core.evaluation.evaluator:MotionTextEvaluator",
@@ -125,7 +127,8 @@ def compatibility_problems(header: Mapping[str, Any], *, kinds: Iterable[str] | 
     resolved = to_dict(built)
     if feature_dim is not None and "feature_dim" in resolved and resolved["feature_dim"] != feature_dim:
         problems.append(f"feature_dim {resolved['feature_dim']}, the data has {feature_dim}")
-    if text_dim is not None and "text_dim" in resolved and resolved["text_dim"] != text_dim:
+    if (text_dim is not None and "text_dim" in resolved and resolved["text_dim"] != text_dim
+            and getattr(cls, "text_from_project", True)):  # a released model reads its own text encoder's features
         problems.append(f"text_dim {resolved['text_dim']}, text_embeddings have {text_dim}")
     if vae_latent is not None and kind in LATENT_DENOISER_KINDS and latent_shape(resolved) != tuple(vae_latent):
         problems.append(f"latent shape {latent_shape(resolved)}, the motion VAE's is {tuple(vae_latent)}")

@@ -221,6 +221,9 @@ class _TimeEmbedding(nn.Module):
 class ReleasedMLDDenoiser(nn.Module):
     """The released MLD denoiser (epsilon prediction): tokens [latent, time, text] + learned PE -> skip encoder."""
 
+    config_class = ReleasedMLDDenoiserConfig  # checkpoint kind ``released_mld_denoiser`` (a fine-tuned one)
+    text_from_project = False  # its text input is the released encoder's feature, not the project's text_embeddings
+
     def __init__(self, config: ReleasedMLDDenoiserConfig):
         super().__init__()
         c = self.config = config

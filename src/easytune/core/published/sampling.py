@@ -272,3 +272,44 @@ def load_released_generator(family: Literal["mld", "mdm"], checkpoint: str | Pat
                                     device)
     return ReleasedMLDGenerator(import_mld(checkpoint, text_encoder), text_features, mean, std, num_steps,
                                 guidance_scale, device)
+
+
+#: the checkpoint kind of a released MLD denoiser fine-tuned by the project (easytune.core.finetune.released)
+FINETUNED_RELEASED_KIND = "released_mld_denoiser"
+
+
+def load_finetuned_released_generator(ckpt: dict, mean: np.ndarray, std: np.ndarray,
+                                      device: torch.device | str = "cpu", source: str = "fine-tuned denoiser",
+                                      text_features: TextFeatures | object | None = None,
+                                      released_weights: bool = False) -> ReleasedGenerator:
+    """A released MLD whose denoiser weights are those of a fine-tuned ``released_mld_denoiser`` checkpoint, sampled
+    exactly as the released model is (same VAE, text encoder, scheduler, guidance). The released checkpoint and the
+    text-encoder folder are the ones its metadata names (``metadata.generator``: ``checkpoint``, ``text_encoder``,
+    ``text_encoder_path``, ``num_steps``, ``guidance_scale``). ``released_weights``: the released model it was
+    fine-tuned from instead (the same sampler and settings, the released denoiser weights)."""
+    from easytune.core.infra.checkpoint import build_from_checkpoint
+    from easytune.core.published.containers import PublishedAssetError
+    from easytune.core.published.mld import import_mld
+
+    meta = (ckpt.get("metadata") or {}).get("generator") or {}
+    missing = [k for k in ("checkpoint", "text_encoder", "text_encoder_path") if not meta.get(k)]
+    if missing:
+        raise PublishedAssetError(f"{source}: metadata.generator has no {missing}; it was not written by the "
+                                  f"fine-tuning of a released MLD")
+    for key, is_dir in (("checkpoint", False), ("text_encoder_path", True)):
+        p = Path(meta[key])
+        if not (p.is_dir() if is_dir else p.is_file()):
+            raise PublishedAssetError(f"{source}: it was fine-tuned from {key} {p}, which is not there any more; "
+                                      f"put the released file back at that path (or fine-tune again)")
+    imported = import_mld(meta["checkpoint"], meta["text_encoder"])
+    denoiser = build_from_checkpoint(ckpt, "cpu", allowed_kinds=[FINETUNED_RELEASED_KIND], source=source)
+    if denoiser.config != imported.denoiser.config:
+        raise PublishedAssetError(f"{source}: its denoiser sizes {denoiser.config} differ from those of "
+                                  f"{meta['checkpoint']} ({imported.denoiser.config})")
+    if not released_weights:
+        imported.denoiser = denoiser
+    features = text_features if text_features is not None else load_text_features(
+        meta["text_encoder"], meta["text_encoder_path"], device)
+    return ReleasedMLDGenerator(imported, features, mean, std, meta.get("num_steps"), meta.get("guidance_scale"),
+                                device)
+

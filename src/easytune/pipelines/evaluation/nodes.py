@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from easytune.core.motion.skeleton import get_skeleton
 from easytune.pipelines.evaluation.plots import metric_bars
 
 logger = logging.getLogger(__name__)
+
+#: a fine-tuned released MLD (easytune.core.finetune.released): scored with the released sampler
+RELEASED_DENOISER_KIND = "released_mld_denoiser"
 
 
 def _inputs(motions: dict, text: dict, stats: dict, source: str):
@@ -94,16 +98,32 @@ def _scoring_evaluator(evaluator: dict, config: EvaluationConfig, device):
     return build_from_checkpoint(evaluator, device, allowed_kinds=["evaluator"], source="evaluator")
 
 
-def _released_sources(config: EvaluationConfig, text, stats, device) -> dict:
-    """name -> motion source of every released generator in ``evaluation.published.models``."""
-    if not config.published.models:
+def _released_sources(config: EvaluationConfig, text, stats, device, finetuned: dict | None = None) -> dict:
+    """name -> motion source of every released generator in ``evaluation.published.models`` and of every fine-tuned
+    released MLD (``finetuned``: name -> its ``released_mld_denoiser`` checkpoint), sampled as the release samples."""
+    if not config.published.models and not finetuned:
         return {}
-    from easytune.core.published.sampling import load_released_generator, load_text_features
+    from easytune.core.published.sampling import (
+        load_finetuned_released_generator,
+        load_released_generator,
+        load_text_features,
+    )
     from easytune.core.published.standard_evaluation import released_source
 
     folder = config.published.dataset()
     mean, std = (np.load(folder / name, allow_pickle=False) for name in ("Mean.npy", "Std.npy"))
-    sources = {}
+    sources, listed = {}, set()
+    for name in config.published.models:
+        listed.add(config.published.model_paths(name)[0].resolve())
+    for name, ckpt in sorted((finetuned or {}).items()):
+        where = f"finetuned_denoisers/{name}"
+        gen = load_finetuned_released_generator(ckpt, mean, std, device, source=where)
+        sources[name] = released_source(gen, text, stats, config.protocol.batch_size)
+        base = Path(ckpt["metadata"]["generator"]["checkpoint"])
+        if base.resolve() not in listed:  # the released model it was fine-tuned from, scored beside it
+            listed.add(base.resolve())
+            gen = load_finetuned_released_generator(ckpt, mean, std, device, source=where, released_weights=True)
+            sources[f"released_{base.stem}"] = released_source(gen, text, stats, config.protocol.batch_size)
     for name, spec in config.published.models.items():
         checkpoint, encoder = config.published.model_paths(name)
         kind = "mdm_clip" if spec.family == "mdm" else spec.text_encoder
@@ -126,9 +146,11 @@ def evaluate_models_node(generators: dict, evaluator: dict, content_classifier: 
     model = _scoring_evaluator(evaluator, config, device)
     classifier = build_from_checkpoint(content_classifier, device, allowed_kinds=["content_classifier"],
                                        source="content_classifier")
+    released = {name: den for name, (den, _) in generators.items() if den.get("kind") == RELEASED_DENOISER_KIND}
+    generators = {name: pair for name, pair in generators.items() if name not in released}
     results = evaluate_models(generators, test, text, stats, model, classifier,
                               config.protocol_for(skeleton, dataset["fps"]), skeleton.num_joints, device,
-                              extra_sources=_released_sources(config, text, stats, device))
+                              extra_sources=_released_sources(config, text, stats, device, released))
     metrics = metrics_json(results)
     history = {name: [{"value": value, "step": 0}] for name, value in flatten_metrics(metrics).items()}
     timings = {name: r.wall_s for name, r in results.items()}

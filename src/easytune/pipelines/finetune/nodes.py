@@ -23,7 +23,7 @@ from easytune.core.infra.config import (  # noqa: E402
     RuntimeConfig,
     from_dict,
 )
-from easytune.core.infra.runtime import resolve_device  # noqa: E402
+from easytune.core.infra.runtime import resolve_device, seed_everything  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser:
     extra = {name: available.get(name) for name in reward_inputs_needed(config)}
     options = from_dict(DistributedOptions, runtime.get("distributed") or {}, where="runtime.distributed")
     nproc = distributed.resolve_nproc(options.nproc_per_node, runtime["device"])
+    if settings.is_released:  # a released MLD and reward (finetune.released), one process
+        return _finetune_released(settings, config, train_motions, val_motions, text_embeddings, runtime, nproc)
     name, ckpt, vae = settings.pretrained(_available(pretrained_latent_denoiser, pretrained_frame_denoiser,
                                                      motion_vae, pretrained_consistency_model))
     job = FinetuneJob(ckpt, vae, reward_model, train_motions, val_motions, text_embeddings, config, runtime["seed"],
@@ -75,6 +77,23 @@ def finetune_method(pretrained_latent_denoiser: dict, pretrained_frame_denoiser:
     else:
         checkpoint, history, summary = run_finetune_job(resolve_device(runtime["device"]), job)
     log.info("finetune %s: %s", config.method, {k: v for k, v in summary.items() if k != "curves"})
+    return checkpoint, history, summary
+
+
+def _finetune_released(settings: FinetuneSettings, config, train_motions: dict, val_motions: dict,
+                       text_embeddings: dict, runtime: RuntimeConfig, nproc: int) -> tuple[dict, dict, dict]:
+    from easytune.core.finetune.released import finetune_released
+
+    if nproc > 1:
+        raise ValueError("finetune.generator released_mld runs in one process: set runtime.distributed."
+                         "nproc_per_node to 1")
+    text, splits = _splits(text_embeddings, train_motions=train_motions, val_motions=val_motions)
+    seed_everything(runtime["seed"])
+    checkpoint, history, summary = finetune_released(settings.released, config, splits["train_motions"],
+                                                     splits["val_motions"], text, seed=runtime["seed"],
+                                                     device=resolve_device(runtime["device"]))
+    log.info("finetune %s (released MLD): %s", config.method, {k: v for k, v in summary.items() if k != "curves"})
+    summary["curves"] = {name: [[r["step"], r["value"]] for r in history.get(name, [])] for name in CURVES}
     return checkpoint, history, summary
 
 
@@ -99,17 +118,25 @@ def analyse_sampling_chain(pretrained_latent_denoiser: dict, pretrained_frame_de
     common = settings.common_config()
     device = resolve_device(runtime["device"])
     text, splits = _splits(text_embeddings, val_motions=val_motions)
-    name, ckpt, vae = settings.pretrained(_available(pretrained_latent_denoiser, pretrained_frame_denoiser,
-                                                     motion_vae, pretrained_consistency_model))
-    generator = load_generator(ckpt, vae, device, source=name)
-    reward = load_reward(reward_model, device)
+    if settings.is_released:
+        from easytune.core.finetune.released import load_released_setup
+
+        generator, reward, _ = load_released_setup(settings.released, text.captions, device)
+        embed = reward.embed_motion
+    else:
+        name, ckpt, vae = settings.pretrained(_available(pretrained_latent_denoiser, pretrained_frame_denoiser,
+                                                         motion_vae, pretrained_consistency_model))
+        generator = load_generator(ckpt, vae, device, source=name)
+        reward = load_reward(reward_model, device)
+
+        def embed(f, n):
+            return reward.model.encode_motion(f, n)[0]
     max_frames = min(common.max_frames or generator.max_length, generator.max_length)
     batch, lengths = validation_batch(splits["val_motions"], text, settings.analysis.captions, max_frames, device)
     kwargs = dict(seed=settings.analysis.seed, num_steps=settings.analysis.num_steps or common.num_steps,
                   guidance_scale=common.guidance_scale)
     norms = chain_jacobian_norms(generator, batch, lengths, **kwargs)
-    sims = noisy_clean_similarity(generator, batch, lengths, embed=lambda f, n: reward.model.encode_motion(f, n)[0],
-                                  **kwargs)
+    sims = noisy_clean_similarity(generator, batch, lengths, embed=embed, **kwargs)
     analysis = {"jacobian_norm": norms, "similarity_to_clean": sims, "generator": settings.generator}
     return analysis, _analysis_figure(norms, sims)
 
@@ -135,8 +162,13 @@ def log_model_node(method: str):
     def log_served_model(finetuned_denoiser: dict, motion_vae: dict | None, feature_stats: dict, generate: dict | GenerateConfig,
                          serve: dict | ServeConfig, text_encoder: dict, dataset: dict) -> dict:
         """-> ``<method>.served_model``: the logged model's URI, registered version and aliases."""
+        from easytune.core.finetune.released import RELEASED_DENOISER_KIND
         from easytune.serving import log_generator_model, needs_vae
 
+        if finetuned_denoiser.get("kind") == RELEASED_DENOISER_KIND:
+            log.info("%s: a fine-tuned released MLD is not logged as an MLflow model (its VAE and text encoder are "
+                     "the released files); score it with `kedro run --pipeline evaluation`", method)
+            return {"method": method, "logged": False, "reason": "released MLD (not served)"}
         vae = motion_vae if needs_vae(finetuned_denoiser) else None
         return log_generator_model(method, finetuned_denoiser, vae, feature_stats, generate=generate, serve=serve,
                                    text_encoder=text_encoder, dataset=dataset)
