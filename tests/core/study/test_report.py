@@ -117,3 +117,22 @@ def test_paired_main_comparison_headroom_edges_and_gold_against_proxy():
     assert fid["rho"] == pytest.approx(1.0) and fid["verdict"] == "falls" and fid["best_index"] == 0
     text = markdown_tables(report)
     assert "**at high edge**" in text and "Headroom reached" in text and "Gold against proxy" in text
+
+
+def test_main_comparison_picks_each_familys_variant_by_val_reward_never_by_test_r1():
+    """A second EasyTune variant with the best test R@1 but a lower held-out val reward is not the one compared."""
+    config, base_runs, signals, records, scores = _paired_study()
+    config.variants["lucky"] = config.variants["easy"]
+    lucky_runs, lucky_scores = [], []
+    for s in (1, 2, 3):
+        run, sc = _run(s, [4.2, 4.3, 4.4], [10.0] * 3, [0.6, 0.6, 0.6], [20.0] * 3)
+        lucky_runs.append(run)
+        lucky_scores.append([{"R@1": c["R@1"], "FID": c["FID"]} for c in sc])
+    records["lucky"] = {**records["easy"], "variant": "lucky", "runs": lucky_runs}
+    scores["lucky"] = lucky_scores
+    report = build_report(config, base_runs, signals, select_points(config, records), records, scores)
+    assert report["views"]["admissible"]["variants"]["lucky"]["R@1"]["mean"] > \
+        report["views"]["admissible"]["variants"]["easy"]["R@1"]["mean"]
+    for view in ("admissible", "equal_cost_final"):
+        main = report["main_comparison"][view]
+        assert (main["easytune"], main["chain"]) == ("easy", "chain") and "val" in main["chosen_by"]
