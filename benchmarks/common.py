@@ -87,9 +87,10 @@ def random_models(preset: str, kind: str, device: torch.device, seed: int, max_f
     return gen.to(device).eval(), Reward(reward_model)
 
 
-def catalog_models(models_dir: Path, kind: str, device: torch.device):
-    """Generator + reward from the pipeline checkpoints in ``models_dir`` (data/06_models)."""
-    from easytune.core.finetune import load_generator, load_reward
+def catalog_models(models_dir: Path, kind: str, device: torch.device, config=None):
+    """Generator + reward from the pipeline checkpoints in ``models_dir`` (data/06_models); with a FinetuneConfig
+    ``config``, the reward it fine-tunes with (its ``reward_ensemble`` members and realism critic read from there)."""
+    from easytune.core.finetune import load_finetune_reward, load_generator, load_reward, reward_inputs_needed
 
     def load(name: str) -> dict:
         path = models_dir / f"{name}.pt"
@@ -102,7 +103,10 @@ def catalog_models(models_dir: Path, kind: str, device: torch.device):
              "mlcm": "pretrained_consistency_model"}
     denoiser = load(names[kind])
     gen = load_generator(denoiser, load("motion_vae") if kind in ("mld", "mlcm") else None, device)
-    return gen, load_reward(load("reward_model"), device)
+    if config is None:
+        return gen, load_reward(load("reward_model"), device)
+    extra = {name: load(name) for name in reward_inputs_needed(config)}
+    return gen, load_finetune_reward(load("reward_model"), device, config, extra)
 
 
 def synthetic_captions(n: int, frames: int, feature_dim: int, seed: int) -> tuple[MotionSplit, TextEmbeddings]:

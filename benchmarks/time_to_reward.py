@@ -12,6 +12,12 @@ Prints the ratio <method> / first method (paper, HumanML3D on an A6000: DRaFT / 
 
     .venv/bin/python benchmarks/time_to_reward.py                       # pipeline checkpoints, MLD, CPU
     .venv/bin/python benchmarks/time_to_reward.py --preset cpu          # random init, synthetic captions
+    .venv/bin/python benchmarks/time_to_reward.py --env bandai --data <copy>/data   # the env's finetune settings
+
+With ``--env`` every method's settings (learning rate, batch size, reward weight, guards: ``kl_weight``,
+``reward_ensemble``, ``realism_weight``...) are those ``kedro run --env <env> --pipeline finetune`` would use for it
+(``finetune.common`` + ``finetune.methods.<method>``), with the policy of ``--methods`` (e.g. draft_T: all steps)
+and this benchmark's budget and checks; ``--lr`` and ``--batch-size`` are then ignored.
 """
 
 from __future__ import annotations
@@ -28,14 +34,33 @@ from easytune.core.finetune.config import FinetuneConfig
 from easytune.core.finetune.trainer import finetune, validation_batch, validation_reward
 
 
+def env_config(env: str, method: str, options: dict, overrides: dict) -> FinetuneConfig:
+    """``method``'s FinetuneConfig as ``kedro run --env env --pipeline finetune`` builds it (conf/base soft-merged
+    with conf/<env>), its policy replaced by ``options`` and the benchmark's ``overrides`` applied."""
+    from easytune import settings
+    from easytune.core.finetune.config import FinetuneSettings, method_config
+    from easytune.core.infra.config import from_dict
+
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(ROOT / "conf"), env=env, **settings.CONFIG_LOADER_ARGS)
+    finetune = from_dict(FinetuneSettings, loader["parameters"]["finetune"], where="params:finetune")
+    override = finetune.methods.get(method, {})
+    return method_config(finetune.common, override, {"method": method, "policy": options, **overrides},
+                         where=f"conf/{env} finetune.methods.{method}")
+
+
 def run(name, factory, train, val, text, device, args) -> dict:
     """Train ``name`` for the seconds budget; held-out reward at every check point -> {"checks": [(s, r)], ...}."""
-    gen, reward = factory()
     method, options = policy_of(name, args.steps)
     fractions = [(k + 1) / args.checks for k in range(args.checks)]
-    config = FinetuneConfig(method=method, policy=options, num_steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, warmup_updates=0, max_frames=96, restore_best=False, max_updates=10**9,
-                            max_train_s=args.budget_seconds, snapshot_at=fractions)
+    budget = {"num_steps": args.steps, "warmup_updates": 0, "max_frames": 96, "restore_best": False,
+              "max_updates": 10**9, "max_train_s": args.budget_seconds, "max_cost_gflops": None,
+              "snapshot_at": fractions, "val_every": 0, "patience": None, "resume_path": None,
+              "save_every_updates": 0}
+    if args.env:
+        config = env_config(args.env, method, options, budget)
+    else:
+        config = FinetuneConfig(method=method, policy=options, batch_size=args.batch_size, lr=args.lr, **budget)
+    gen, reward = factory(config)
     val_text, val_len = validation_batch(val, text, args.val_captions, 96, device)
 
     def score() -> float:
@@ -49,7 +74,11 @@ def run(name, factory, train, val, text, device, args) -> dict:
 
     result = finetune(gen, reward, train, None, text, config, seed=0, device=device, progress=False,
                       on_snapshot=on_snapshot)
-    return {"method": name, "checks": checks, "updates": result.summary["updates"],
+    return {"method": name, "lr": config.lr, "batch_size": config.batch_size,
+            "guards": {"kl_weight": config.kl_weight, "reward_weight": config.reward_weight,
+                       "realism_weight": config.realism_weight,
+                       "reward_ensemble": None if config.reward_ensemble is None else vars(config.reward_ensemble)},
+            "checks": checks, "updates": result.summary["updates"],
             "s_per_update": result.summary["s_per_update"], "train_s": result.summary["train_s"]}
 
 
@@ -81,13 +110,15 @@ def main() -> None:
     ap.add_argument("--val-captions", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--env", default=None, help="take every method's settings from this Kedro env's finetune params")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.preset:
         train, text = synthetic_captions(64, 64, 263, seed=0)
         val = train
-        factory = functools.partial(random_models, args.preset, args.generator, device, 0, 64)
+        def factory(config):
+            return random_models(args.preset, args.generator, device, 0, 64)
     else:
         train, val, text = catalog_captions(Path(args.data))
         factory = functools.partial(catalog_models, Path(args.data) / "06_models", args.generator, device)
