@@ -1,6 +1,7 @@
 """Shared test setup: offline, quiet, deterministic, small."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,24 @@ def bandai_root() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory):
+    """``put(path)``: copies an empty MLflow sqlite store (its schema made, no experiment but MLflow's Default, no
+    run; made once per session) to the file ``path`` and returns it. For tests that need a new store where the
+    store's creation is not what they check: MLflow builds a new store's schema in 5-15 s on the shared 2-core
+    machine. The main job of tests/integration and the simultaneous-runs test still start with no store."""
+    from mlflow.tracking import MlflowClient
+
+    template = tmp_path_factory.mktemp("empty_mlflow_store") / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{template}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+
+    def put(path: Path) -> Path:
+        assert not path.exists(), path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(template, path)
+        return path
+
+    return put

@@ -21,7 +21,7 @@ def finetune_run(out: str, resume: str | None) -> None:
 
     torch.set_num_threads(1)
     train, val, text = make_splits()
-    config = from_dict(FinetuneConfig, dict(batch_size=3, max_updates=400, lr=1e-3, num_steps=4, val_every=200,
+    config = from_dict(FinetuneConfig, dict(batch_size=3, max_updates=200, lr=1e-3, num_steps=4, val_every=100,
                                             val_captions=2, resume_path=resume, save_every_updates=1))
     print("started", flush=True)
     result = finetune(make_mdm(steps=4), make_reward(), train, val, text, config, seed=3, device=torch.device("cpu"),
@@ -44,7 +44,7 @@ def pretrain_run(out: str, resume: str | None) -> None:
         order = torch.randperm(10, generator=torch.Generator().manual_seed(epoch))
         return (data[i] for i in order)
 
-    config = TrainConfig(max_steps=500, lr=1e-3, warmup_steps=5, val_every=200, resume_every=1, keep_resume=True)
+    config = TrainConfig(max_steps=250, lr=1e-3, warmup_steps=5, val_every=100, resume_every=1, keep_resume=True)
     print("started", flush=True)
     train(vae, lambda x: vae.loss(x, mask).total, batches, config, resume_path=resume, resume_tag=["kill-test"])
     torch.save(vae.state_dict(), out)

@@ -7,8 +7,8 @@
 - a two-"node" run simulated on this machine (two ``torchrun --nnodes 2`` launches, c10d rendezvous on 127.0.0.1)
   of the core entry point, whose one checkpoint the ``evaluation`` pipeline then scores.
 
-The upstream artifacts (data, MLD generator, reward model) come from one ``kedro run --to-outputs`` shared by the
-module.
+The upstream artifacts (data, MLD generator, reward model) come from the session's main job (a copy of its project,
+without its MLflow store and fine-tuning outputs), shared by the module.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.processes import stop_group
+from tests.integration.project import copy_without_tracking
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -57,19 +58,14 @@ def _run(args: list[str], root: Path, env: dict, timeout: int = 600) -> subproce
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, project_root) -> Path:
-    """A project copy with data, the MLD generator and the reward model (what fine-tuning reads)."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(project_root / "conf", root / "conf")
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(project_root / name, root / name)
-    for child in (root / "conf" / "local").iterdir():
-        if child.name != ".gitkeep":
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    (root / "data").mkdir()
-    (root / "src").mkdir()  # kedro puts <project>/src on sys.path; the package comes from PYTHONPATH
-    _run([str(BIN / "kedro"), "run", "--env", "tiny", "--to-outputs", "pretrained_latent_denoiser,reward_model"],
-         root, _env(root, project_root))
+def project(main_job, tmp_path_factory, empty_mlflow_db) -> Path:
+    """A project copy with data, the MLD generator and the reward model (what fine-tuning reads): the session's main
+    job (tests/integration/conftest.py) with an empty MLflow store of its own and without what fine-tuning writes."""
+    root = copy_without_tracking(main_job[1], tmp_path_factory.mktemp("distributed") / "project")
+    shutil.rmtree(root / "data" / "06_models" / "finetuned")
+    shutil.rmtree(root / "data" / "08_reporting" / "finetune")
+    (root / "data" / "08_reporting" / "finetune_report.json").unlink()
+    empty_mlflow_db(root / "mlflow.db")
     return root
 
 
@@ -78,9 +74,10 @@ def _summary(root: Path, method: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory, project_root):
+def mlflow_server(tmp_path_factory, project_root, empty_mlflow_db):
     """A real ``mlflow server`` on a free port: sqlite backend, artifacts stored and served by the server."""
     folder = tmp_path_factory.mktemp("mlflow_server")
+    empty_mlflow_db(folder / "server.db")  # the server's backend store
     port = _free_port()
     env = _env(folder, project_root, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     server = subprocess.Popen(

@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.slow
-def test_kedro_mlflow_ui_answers_with_the_project_experiment(project_root, tmp_path):
+def test_kedro_mlflow_ui_answers_with_the_project_experiment(project_root, tmp_path, empty_mlflow_db):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -29,7 +29,7 @@ def test_kedro_mlflow_ui_answers_with_the_project_experiment(project_root, tmp_p
 
     # a client, not mlflow.set_tracking_uri: that also exports MLFLOW_TRACKING_URI to this process's environment,
     # which later `kedro run` subprocesses would inherit (the variable wins over a project's own store)
-    MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment(
+    MlflowClient(tracking_uri=f"sqlite:///{empty_mlflow_db(tmp_path / 'mlflow.db')}").create_experiment(
         "easytune", artifact_location=str(tmp_path / "mlartifacts"))
     proc = subprocess.Popen([str(BIN / "kedro"), "mlflow", "ui", "--port", str(port)], cwd=project_root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)

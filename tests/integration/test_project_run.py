@@ -1,61 +1,28 @@
 """The whole project as a user runs it, on the tiny configuration, in a temporary copy of the project.
 
-One ``kedro run --env tiny`` (the main job: data_processing -> pretrain -> reward -> finetune -> evaluation) is
-shared by the tests below: the outputs every pipeline promises, what MLflow recorded, ``--pipeline finetune``
-reusing upstream artifacts, the message on a fresh project with nothing upstream, and both notebooks executed
-headless.
+One ``kedro run --env tiny`` (the main job: data_processing -> pretrain -> reward -> finetune -> evaluation; the
+session's, tests/integration/conftest.py) is shared by the tests below: the outputs every pipeline promises, what
+MLflow recorded, ``--pipeline finetune`` reusing upstream artifacts, the message on a fresh project with nothing
+upstream, and both notebooks executed headless.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-KEDRO = str(Path(sys.executable).with_name("kedro"))
+from tests.integration.project import KEDRO, _env, _kedro, _make_project
+
 pytestmark = pytest.mark.slow
 
 
-def _make_project(root: Path, source: Path) -> Path:
-    """A runnable copy: conf/, notebooks/, pyproject.toml; the package itself is the installed one."""
-    for name in ("conf", "notebooks"):
-        shutil.copytree(source / name, root / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(source / name, root / name)
-    for child in (root / "conf" / "local").iterdir():
-        if child.name != ".gitkeep":
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    (root / "src").mkdir()
-    (root / "data").mkdir()
-    return root
-
-
-def _env(root: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
-    env.update(DO_NOT_TRACK="true", KEDRO_DISABLE_TELEMETRY="1", MLFLOW_DISABLE_TELEMETRY="true",
-               HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", EASYTUNE_PROJECT_ROOT=str(root),
-               KEDRO_ENV="tiny", OMP_NUM_THREADS="1")
-    return env
-
-
-def _kedro(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([KEDRO, *args], cwd=root, env=_env(root), capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result
-
-
 @pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory, project_root) -> Path:
-    root = _make_project(tmp_path_factory.mktemp("project"), project_root)
-    result = _kedro(root, "run", "--env", "tiny")
-    assert "comparison table:" in result.stdout and "MLflow run:" in result.stdout, result.stdout[-2000:]
-    return root
+def tiny_project(main_job) -> Path:
+    """The session's main job (tests/integration/conftest.py); the tests below put back what they change."""
+    return main_job[0]
 
 
 def test_main_job_writes_every_report(tiny_project):
@@ -107,19 +74,22 @@ def test_mlflow_recorded_parameters_metric_histories_and_artifacts(tiny_project)
     assert "data_processing/clip_length_histogram.png" in artifacts
 
 
-def test_finetune_alone_reuses_upstream_artifacts(tiny_project):
-    before = (tiny_project / "data" / "06_models" / "pretrained_latent_denoiser.pt").stat().st_mtime
+def test_finetune_alone_reuses_upstream_artifacts_without_the_mdm(tiny_project):
+    """`--pipeline finetune` alone reuses the upstream artifacts; the main job trains no MDM and MLD fine-tuning
+    runs without it."""
+    models = tiny_project / "data" / "06_models"
+    assert not (models / "pretrained_frame_denoiser.pt").exists()
+    before = (models / "pretrained_latent_denoiser.pt").stat().st_mtime
     result = _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune")
     assert "finetune_denoiser" in result.stdout + result.stderr
-    assert (tiny_project / "data" / "06_models" / "pretrained_latent_denoiser.pt").stat().st_mtime == before
+    assert (models / "pretrained_latent_denoiser.pt").stat().st_mtime == before
 
 
-def test_finetune_needs_only_the_chosen_generator(tiny_project):
-    """The main job trains no MDM: MLD fine-tuning runs, MDM fine-tuning says what to do; `pretrain --tags mdm` adds
-    it and the pretrain report then lists both generators."""
+def test_mdm_finetuning_names_the_pretrain_run_it_needs(tiny_project):
+    """The main job trains no MDM (MLD fine-tuning runs without it: the test above): MDM fine-tuning says what to
+    do; `pretrain --tags mdm` adds it and the pretrain report then lists both generators."""
     frame = tiny_project / "data" / "06_models" / "pretrained_frame_denoiser.pt"
     assert not frame.exists()
-    _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune")
     result = _kedro(tiny_project, "run", "--env", "tiny", "--pipeline", "finetune", "--params",
                     "finetune.generator=mdm", check=False)
     assert result.returncode != 0
@@ -131,6 +101,7 @@ def test_finetune_needs_only_the_chosen_generator(tiny_project):
     (tiny_project / "data" / "08_reporting" / "pretrain" / "frame_denoiser_training.json").unlink()
 
 
+@pytest.mark.long  # three kedro runs after the main job (1.5-2 min on the shared 2-core machine): `pytest -m long`
 def test_mlcm_distils_after_the_mld_nodes(tiny_project):
     """After the main job (MLD path only), `--tags mlcm` distils MotionLCM from the existing MLD, which it leaves
     alone, and the pretrain report lists it; fine-tuning the 4-step MotionLCM writes a consistency checkpoint where the
@@ -172,8 +143,9 @@ def test_mlcm_distils_after_the_mld_nodes(tiny_project):
         summary_file.unlink()
 
 
-def test_finetune_on_a_fresh_project_names_the_pipeline_to_run_first(tmp_path, project_root):
+def test_finetune_on_a_fresh_project_names_the_pipeline_to_run_first(tmp_path, project_root, empty_mlflow_db):
     root = _make_project(tmp_path, project_root)
+    empty_mlflow_db(root / "mlflow.db")  # nothing upstream; an empty store (its creation is the main job's)
     result = _kedro(root, "run", "--env", "tiny", "--pipeline", "finetune", check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr

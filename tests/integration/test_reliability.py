@@ -32,22 +32,32 @@ import numpy as np
 import pytest
 import torch
 
-from tests.integration.test_project_run import KEDRO, _env, _kedro, _make_project
+from tests.integration.project import KEDRO, _env, _make_project, copy_without_tracking
 
 pytestmark = pytest.mark.slow
 
 
+DATA_PROCESSING_OUTPUTS = ("01_raw", "04_feature", "05_model_input", "08_reporting/data_processing_report.json",
+                           "08_reporting/clip_length_histogram.png")
+
+
 @pytest.fixture(scope="module")
-def processed(tmp_path_factory, project_root) -> Path:
-    """A project after one clean ``kedro run --env tiny --pipeline data_processing``."""
-    root = _make_project(tmp_path_factory.mktemp("clean"), project_root)
-    _kedro(root, "run", "--env", "tiny", "--pipeline", "data_processing")
+def processed(main_job, tmp_path_factory) -> Path:
+    """A project after one clean ``kedro run --env tiny --pipeline data_processing``: the session's main job
+    (tests/integration/conftest.py) with what its data_processing wrote and nothing downstream, no MLflow store."""
+    def keep(path: Path) -> bool:
+        return any(path.is_relative_to(name) for name in DATA_PROCESSING_OUTPUTS)
+
+    root = copy_without_tracking(main_job[1], tmp_path_factory.mktemp("clean") / "project", keep_data=keep)
+    assert not (root / "data" / "06_models").exists()
     return root
 
 
-def _copy(processed: Path, tmp_path: Path) -> Path:
+def _copy(processed: Path, tmp_path: Path, empty_mlflow_db) -> Path:
+    """A copy of ``processed`` with an empty MLflow store of its own."""
     root = tmp_path / "project"
     shutil.copytree(processed, root, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", ".*.lock"))
+    empty_mlflow_db(root / "mlflow.db")
     return root
 
 
@@ -97,11 +107,11 @@ RESUME_RUN = {"pipeline": "pretrain", "nodes": ["train_motion_vae"],
 
 
 @pytest.fixture(scope="module")
-def sessions(processed, tmp_path_factory) -> dict:
+def sessions(processed, tmp_path_factory, empty_mlflow_db) -> dict:
     """One process runs every in-process session of the tests below (one start-up instead of one per run) in a copy
     of ``processed`` with checkpoints of another size and a 10 MB caption line: the bad parameters, fine-tuning and
     evaluation with those checkpoints, data_processing, then the VAE node twice (the second resumes)."""
-    root = _copy(processed, tmp_path_factory.mktemp("sessions"))
+    root = _copy(processed, tmp_path_factory.mktemp("sessions"), empty_mlflow_db)
     models = root / "data" / "06_models"
     _tiny_checkpoints(models)
     (models / "finetuned").mkdir()
@@ -235,10 +245,10 @@ def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_lock(processed
     assert not [p for p in (root / "data").rglob("*") if ".tmp" in p.name]  # no temporary left behind
 
 
-def test_killed_runs_end_as_killed_in_mlflow(processed, tmp_path):
+def test_killed_runs_end_as_killed_in_mlflow(processed, tmp_path, empty_mlflow_db):
     """SIGKILL cannot be caught: the run stays RUNNING until the next run sees that its process is gone and marks
     it KILLED. SIGTERM (or Ctrl-C) is caught: the run ends as KILLED itself."""
-    root = _copy(processed, tmp_path)
+    root = _copy(processed, tmp_path, empty_mlflow_db)
     args = ("run", "--env", "tiny", "--pipeline", "pretrain", "--nodes", "train_motion_vae", "--params",
             "pretrain.motion_vae.train.max_steps=100000")  # a node that trains until it is stopped
     killed = _Run(root, *args)

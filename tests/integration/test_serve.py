@@ -33,9 +33,10 @@ def _post(port: int, body: bytes, content_type: str = "application/json") -> tup
         return err.code, err.read().decode(errors="replace")
 
 
-def test_served_champion_answers_with_a_motion_and_refuses_bad_requests(tmp_path, project_root):
+def test_served_champion_answers_with_a_motion_and_refuses_bad_requests(tmp_path, project_root, empty_mlflow_db):
     from easytune.core.motion.bvh import parse_bvh
 
+    empty_mlflow_db(tmp_path / "mlflow.db")  # the store log_tiny_model logs into
     report = log_tiny_model(tmp_path, max_motions=3)
     assert report["uri"] == "models:/easytune_generator@champion"
     with socket.socket() as s:

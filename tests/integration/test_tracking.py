@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import easytune
-from tests.integration.test_project_run import KEDRO, _env, _make_project
+from tests.integration.project import KEDRO, _env, _make_project
 
 pytestmark = pytest.mark.slow
 SRC = str(Path(easytune.__file__).resolve().parents[1])  # this checkout's code, also in the subprocesses
@@ -56,8 +56,9 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, proj
     assert not (root / "data" / "08_reporting").exists()  # nothing ran
 
 
-def test_a_tracking_server_dying_mid_run_still_leaves_the_reports_written(tmp_path, project_root):
+def test_a_tracking_server_dying_mid_run_still_leaves_the_reports_written(tmp_path, project_root, empty_mlflow_db):
     root = _make_project(tmp_path / "project", project_root)
+    empty_mlflow_db(root / "mlflow.db")
     proc = subprocess.run([sys.executable, "-m", "tests.integration.tracking_outage_worker", str(root),
                            "data_processing"], cwd=root, env=_run_env(root), capture_output=True, text=True,
                           timeout=300)
@@ -74,10 +75,11 @@ def test_a_tracking_server_dying_mid_run_still_leaves_the_reports_written(tmp_pa
     assert "the tracking server died" in result["error"]
 
 
-def test_a_project_copy_logs_its_artifacts_into_its_own_folder(tmp_path, project_root):
+def test_a_project_copy_logs_its_artifacts_into_its_own_folder(tmp_path, project_root, empty_mlflow_db):
     from mlflow.tracking import MlflowClient
 
     original = _make_project(tmp_path / "original", project_root)
+    empty_mlflow_db(original / "mlflow.db")
     client = MlflowClient(tracking_uri=f"sqlite:///{original / 'mlflow.db'}")  # as the first run in `original` does
     experiment = client.create_experiment("easytune", artifact_location=str(original / "mlartifacts"))
     earlier = client.create_run(experiment)

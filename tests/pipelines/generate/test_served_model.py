@@ -15,8 +15,9 @@ from tests.pipelines.generate.test_pipeline import params, run
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, empty_mlflow_db):
     folder = tmp_path_factory.mktemp("served")
+    empty_mlflow_db(folder / "mlflow.db")  # the store log_tiny_model logs into
     report = log_tiny_model(folder)
     with tracking_store(folder):
         import mlflow
