@@ -24,9 +24,18 @@ WRAPPERS = {"kedro_mlflow.io.artifacts.MlflowArtifactDataset", "partitions.Parti
 
 
 def _entries():
+    """Every catalog entry of every env; an env's partial entry (no ``type``: Kedro soft-merges it over the base
+    entry of the same name, see settings.CONFIG_LOADER_ARGS) is checked as merged."""
+    base = {}
+    for path in CATALOGS:
+        if path.parent.name == "base":
+            base.update(yaml.safe_load(path.read_text()) or {})
     for path in CATALOGS:
         for name, config in (yaml.safe_load(path.read_text()) or {}).items():
             if not name.startswith("_") and isinstance(config, dict):
+                if "type" not in config:
+                    assert name in base, f"{path.relative_to(CONF)}::{name} has no type and no base entry to merge onto"
+                    config = {**base[name], **config}
                 yield f"{path.relative_to(CONF)}::{name}", config
 
 
