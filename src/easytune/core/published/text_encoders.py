@@ -50,11 +50,13 @@ def require_model_folder(folder: str | Path | None, parameter: str, what: str) -
 class ClipTextFeatures:
     """CLIP pooled projected text features (B, 1, projection_dim) from the folder ``clip_path``."""
 
+    #: what the folder must hold (named in the error for a missing folder)
+    WHAT = "openai/clip-vit-large-patch14 (text model with projection and its tokenizer)"
+
     def __init__(self, clip_path: str | Path | None, device: torch.device | str = "cpu"):
         from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
-        folder = require_model_folder(clip_path, "clip_path", "openai/clip-vit-large-patch14 (text model with "
-                                                               "projection and its tokenizer)")
+        folder = require_model_folder(clip_path, "clip_path", self.WHAT)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = CLIPTextModelWithProjection.from_pretrained(folder, local_files_only=True).to(device).eval()
         self.device = torch.device(device)
@@ -66,19 +68,12 @@ class ClipTextFeatures:
         return self.model(input_ids=enc["input_ids"]).text_embeds[:, None].float()
 
 
-class MDMClipTextFeatures:
+class MDMClipTextFeatures(ClipTextFeatures):
     """MDM's CLIP ViT-B/32 text features (B, 512) from the folder ``clip_path``: ``encode_text`` of the caption cut to
     20 tokens (context 22, end token kept) and zero-padded to 77. CLIP attends causally, so the padding does not change
     the end-token state that is pooled."""
 
-    def __init__(self, clip_path: str | Path | None, device: torch.device | str = "cpu"):
-        from transformers import AutoTokenizer, CLIPTextModelWithProjection
-
-        folder = require_model_folder(clip_path, "clip_path", "openai/clip-vit-base-patch32 (text model with "
-                                                               "projection and its tokenizer)")
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.model = CLIPTextModelWithProjection.from_pretrained(folder, local_files_only=True).to(device).eval()
-        self.device = torch.device(device)
+    WHAT = "openai/clip-vit-base-patch32 (text model with projection and its tokenizer)"
 
     @torch.no_grad()
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
