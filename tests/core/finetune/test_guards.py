@@ -67,3 +67,21 @@ def test_the_run_reward_follows_the_config():
         load_finetune_reward(ckpts["reward_model"], "cpu", cfg, {"reward_model_seed1": None, "realism_critic": critic})
     plain = from_dict(FinetuneConfig, {})
     assert type(load_finetune_reward(ckpts["reward_model"], "cpu", plain, {})).__name__ == "Reward"
+
+
+def test_the_realism_term_is_the_log_probability_of_real_and_bounded_above():
+    critic = _critic()
+    base = make_reward()
+    guarded = RealismReward(base, critic, 0.5)
+    torch.manual_seed(0)
+    feats, lengths, text = torch.randn(3, 10, FEAT), torch.tensor([10, 8, 6]), make_text(3)
+    with torch.no_grad():
+        logits = critic(feats, lengths)
+        expected = base(feats, lengths, text) + 0.5 * torch.log(torch.sigmoid(logits))
+        assert torch.allclose(guarded(feats, lengths, text), expected, atol=1e-6)
+        # a critic that calls everything real adds (almost) nothing; one that calls it generated costs ~ weight*|logit|
+        critic.head.bias.fill_(50.0)
+        assert torch.allclose(guarded(feats, lengths, text), base(feats, lengths, text), atol=1e-6)
+        critic.head.bias.fill_(-50.0)
+        gap = base(feats, lengths, text) - guarded(feats, lengths, text)
+        assert torch.allclose(gap, -0.5 * critic(feats, lengths), atol=1e-3)  # logits near -50: log sigmoid ~ logit

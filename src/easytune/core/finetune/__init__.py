@@ -71,7 +71,8 @@ def load_finetune_reward(reward_ckpt: dict, device: torch.device | str, config, 
     """The reward fine-tuning optimises under ``config``: the frozen ``reward_model``
     (:class:`~easytune.core.reward.reward.Reward`), or with ``config.reward_ensemble`` an
     :class:`~easytune.core.reward.ensemble.EnsembleReward` of the named checkpoints; with ``realism_weight > 0``
-    plus that weight times the realism critic's logit (:class:`~easytune.core.reward.ensemble.RealismReward`).
+    plus that weight times the realism critic's log-probability of "real"
+    (:class:`~easytune.core.reward.ensemble.RealismReward`).
     ``extra``: catalog name -> checkpoint (None: never trained) of the other checkpoints it names."""
     from easytune.core.reward.ensemble import EnsembleReward, RealismReward
 

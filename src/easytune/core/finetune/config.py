@@ -99,9 +99,11 @@ class FinetuneConfig:
             ``members``) that replaces the single reward: the members' mean, or with ``mode: conservative`` the
             mean minus ``std_weight`` times their standard deviation (a guard: where the members disagree the
             reward is lowered). None: the one ``reward_model``.
-        realism_weight: weight of the realism critic's term added to the reward (R + realism_weight * logit of
-            "real" of :class:`~easytune.core.reward.critic.RealismCritic`, trained to tell real motions from the
-            pretrained generator's samples); 0: off (no critic is read).
+        realism_weight: weight of the realism critic's term added to the reward (R + realism_weight * log
+            sigmoid(logit of "real") of :class:`~easytune.core.reward.critic.RealismCritic`, trained to tell real
+            motions from the pretrained generator's samples; the term is <= 0, about -|logit| for motions the critic
+            calls generated); 0: off (no critic is read). A scale: the term's range on val (real minus base
+            samples) times the weight against the reward's headroom.
         reward_checkpointing: gradient checkpointing of the reward path (VAE decode + reward model): its
             activations are recomputed in backward, not kept (less memory per gradient-carrying step, one more
             forward of the reward path per update).

@@ -1,6 +1,6 @@
 """A realism critic: a small network trained to tell real motions from the pretrained generator's samples (binary
-cross-entropy on normalised features), whose logit of "real" can be added to the reward (issue #23: a guard
-against a generator that raises the reward with motions no dataset holds).
+cross-entropy on normalised features), whose log-probability of "real" (log sigmoid of the logit) can be added to
+the reward (issue #23: a guard against a generator that raises the reward with motions no dataset holds).
 
 ``critic(features (B,T,D), lengths (B,)) -> (B,)`` logits (> 0: judged real). Architecture: two temporal
 convolutions (kernel 3) with GELU, a masked mean over the valid frames, one linear layer. :func:`train_critic` fits
