@@ -13,6 +13,7 @@ from easytune.core.published.text_encoders import (
     MDMClipTextFeatures,
     SentenceT5Features,
 )
+from tests.core.published.tiny_assets import WORDS, write_json, write_tiny_sentence_t5
 
 
 @pytest.fixture
@@ -80,55 +81,12 @@ def test_mdm_clip_missing_folder_names_the_parameter(tmp_path):
 
 # --- sentence-t5 (sentence-transformers layout) ---------------------------------------------------------------------
 
-WORDS = "a man walks forward and jumps the person turns left slowly".split()
-
-
-def _t5_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
-    vocab += [("\u2581" + w, -2.0) for w in WORDS] + [(c, -5.0) for c in string.ascii_lowercase + ".,"]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-                           extra_ids=0), len(vocab)
-
-
-def _write_json(path, value):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value))
-
-
 @pytest.fixture
 def tiny_sentence_t5(tmp_path):
-    """The released sentence-t5-large folder layout with a tiny random T5 (d_model 16) and Dense 16 -> 12."""
-    from safetensors.torch import save_file
-    from transformers import T5Config, T5EncoderModel
-
-    tokenizer, vocab_size = _t5_tokenizer()
-    torch.manual_seed(0)
-    model = T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2,
-                                    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    """The released sentence-t5-large folder layout with a tiny random T5 (d_model 16), Dense 16 -> 12 and
+    max_seq_length 8 -> (folder, model, tokenizer, dense weight)."""
     folder = tmp_path / "sentence-t5"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    _write_json(folder / "modules.json", [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
-        {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}])
-    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": 8, "do_lower_case": False})
-    _write_json(folder / "1_Pooling" / "config.json", {
-        "word_embedding_dimension": 16, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False})
-    _write_json(folder / "2_Dense" / "config.json", {"in_features": 16, "out_features": 12, "bias": False,
-                                                     "activation_function": "torch.nn.modules.linear.Identity"})
-    dense = torch.randn(12, 16)
-    save_file({"linear.weight": dense}, folder / "2_Dense" / "model.safetensors")
-    (folder / "3_Normalize").mkdir()
+    model, tokenizer, dense = write_tiny_sentence_t5(folder, d_model=16, out=12, max_seq_length=8)
     return folder, model, tokenizer, dense
 
 
@@ -175,10 +133,10 @@ def test_sentence_t5_refusals_name_the_file(tiny_sentence_t5, tmp_path):
     folder = tiny_sentence_t5[0]
     with pytest.raises(PublishedAssetError, match=r"t5_path = .*nowhere.*sentence-transformers/sentence-t5-large"):
         SentenceT5Features(tmp_path / "nowhere")
-    _write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_cls_token": True})
+    write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_cls_token": True})
     with pytest.raises(PublishedAssetError, match=r"1_Pooling/config\.json: pooling \['pooling_mode_cls_token'\]"):
         SentenceT5Features(folder)
-    _write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_mean_tokens": True})
+    write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_mean_tokens": True})
     (folder / "2_Dense" / "model.safetensors").unlink()
     torch.save({"linear.weight": torch.zeros(12, 16), "cfg": NotPlainData()}, folder / "2_Dense" / "pytorch_model.bin")
     with pytest.raises(PublishedAssetError, match=r"pytorch_model\.bin: holds a pickled object"):

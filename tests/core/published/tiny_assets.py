@@ -69,33 +69,63 @@ def published_folders(tmp_path: Path, captions, dim: int = 263) -> tuple[Path, P
     return root, data
 
 
-def tiny_sentence_t5_folder(folder: Path, d_model: int = 16, out: int = CLIP_DIM, seed: int = 0) -> Path:
+WORDS = "a man walks forward and jumps the person turns left slowly".split()
+
+
+def t5_tokenizer():
+    """A T5 fast tokenizer (Unigram over WORDS and single letters, ``</s>`` appended) -> (tokenizer, vocab size)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -3.0)]
+    vocab += [("\u2581" + w, -2.0) for w in WORDS] + [(c, -5.0) for c in string.ascii_lowercase + ".,"]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0), len(vocab)
+
+
+def write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def write_tiny_sentence_t5(folder: Path, d_model: int = 16, out: int = CLIP_DIM, seed: int = 0,
+                           max_seq_length: int = 16):
     """The released sentence-t5-large folder layout (sentence-transformers) with a tiny random T5 (``d_model``) and
-    a Dense ``d_model`` -> ``out``: the T5 MLD's text input is ``out``-d, the SPM's token states ``d_model``-d."""
+    a Dense ``d_model`` -> ``out`` -> (model, tokenizer, dense weight (out, d_model))."""
     from safetensors.torch import save_file
     from transformers import T5Config, T5EncoderModel
 
-    from tests.core.published.test_text_encoders import _t5_tokenizer, _write_json
-
-    tokenizer, vocab_size = _t5_tokenizer()
+    tokenizer, vocab_size = t5_tokenizer()
     torch.manual_seed(seed)
     model = T5EncoderModel(T5Config(vocab_size=vocab_size, d_model=d_model, d_kv=4, d_ff=32, num_layers=1,
                                     num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    _write_json(folder / "modules.json", [
+    write_json(folder / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
         {"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}])
-    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": 16, "do_lower_case": False})
-    _write_json(folder / "1_Pooling" / "config.json", {
+    write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    write_json(folder / "1_Pooling" / "config.json", {
         "word_embedding_dimension": d_model, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False})
-    _write_json(folder / "2_Dense" / "config.json", {"in_features": d_model, "out_features": out, "bias": False,
-                                                     "activation_function": "torch.nn.modules.linear.Identity"})
-    save_file({"linear.weight": torch.randn(out, d_model)}, folder / "2_Dense" / "model.safetensors")
+    write_json(folder / "2_Dense" / "config.json", {"in_features": d_model, "out_features": out, "bias": False,
+                                                    "activation_function": "torch.nn.modules.linear.Identity"})
+    dense = torch.randn(out, d_model)
+    save_file({"linear.weight": dense}, folder / "2_Dense" / "model.safetensors")
     (folder / "3_Normalize").mkdir()
+    return model, tokenizer, dense
+
+
+def tiny_sentence_t5_folder(folder: Path, d_model: int = 16, out: int = CLIP_DIM, seed: int = 0) -> Path:
+    """:func:`write_tiny_sentence_t5` -> the folder: the T5 MLD's text input is ``out``-d, the SPM's token states
+    ``d_model``-d."""
+    write_tiny_sentence_t5(folder, d_model, out, seed)
     return folder
 
 
@@ -115,5 +145,5 @@ def released_finetune_folder(root: Path, seed: int = 0) -> dict[str, str]:
             "spm": "checkpoints/spm/spm.pth"}
 
 
-__all__ = ["T2M_TINY", "published_folders", "released_finetune_folder", "tagged", "tiny_clip_folder",
-           "tiny_sentence_t5_folder"]
+__all__ = ["T2M_TINY", "WORDS", "published_folders", "released_finetune_folder", "t5_tokenizer", "tagged",
+           "tiny_clip_folder", "tiny_sentence_t5_folder", "write_json", "write_tiny_sentence_t5"]
