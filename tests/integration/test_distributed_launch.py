@@ -146,6 +146,7 @@ def test_finetune_logs_to_a_shared_mlflow_server(two_worker_run, mlflow_server):
     assert list((folder / "server_artifacts").rglob("sampling_chain_analysis.png"))  # stored by the server
 
 
+@pytest.mark.long  # two torchrun launches and an evaluation run (about 45 s idle); the two-worker kedro run stays
 def test_two_node_torchrun_then_evaluation_scores_the_checkpoint(project, project_root):
     finetuned = project / "data" / "06_models" / "finetuned"
     for old in finetuned.glob("*.pt"):  # score only what this launch writes

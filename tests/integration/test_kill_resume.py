@@ -24,6 +24,8 @@ def _start(kind: str, out: Path, resume: Path | None, root: Path) -> subprocess.
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.long  # kedro runs killed at random points and resumed (about 1.5 min idle for both kinds); the
+# resume equivalences of the core (tests/core/finetune/test_trainer.py, tests/core/study/test_run_cache.py) stay
 @pytest.mark.parametrize("kind", ["finetune", "pretrain"])
 def test_kill_at_random_points_then_resume_matches_the_uninterrupted_run(tmp_path, project_root, kind):
     reference = _start(kind, tmp_path / "reference.pt", None, project_root)

@@ -85,6 +85,7 @@ def test_finetune_alone_reuses_upstream_artifacts_without_the_mdm(tiny_project):
     assert (models / "pretrained_latent_denoiser.pt").stat().st_mtime == before
 
 
+@pytest.mark.long  # two kedro runs and an MDM pretrain after the main job (about 1.2 min idle): `pytest -m long`
 def test_mdm_finetuning_names_the_pretrain_run_it_needs(tiny_project):
     """The main job trains no MDM (MLD fine-tuning runs without it: the test above): MDM fine-tuning says what to
     do; `pretrain --tags mdm` adds it and the pretrain report then lists both generators."""
@@ -153,6 +154,7 @@ def test_finetune_on_a_fresh_project_names_the_pipeline_to_run_first(tmp_path, p
         "kedro run --pipeline data_processing" in output
 
 
+@pytest.mark.long  # generate + bvh_ingest kedro runs (about 1.2 min idle; the generate pipeline's own tests stay)
 def test_generate_from_a_prompt_file_then_read_the_bvh_back(tiny_project):
     """README command on the trained tiny models: every listed file for every prompt; each BVH, read back by
     the ingest reader, reproduces the generated joints within 1 cm; the BVHs re-enter through `bvh_ingest`."""

@@ -217,6 +217,7 @@ def _lock_holder(root: Path) -> int | None:
         return None
 
 
+@pytest.mark.long  # two concurrent kedro runs (about 45 s idle); the lock's unit tests stay in the suite
 def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_lock(processed, tmp_path):
     """Two runs started together; whichever takes the lock first is frozen (SIGSTOP) at its first node, so the
     other one certainly arrives while it is mid-run."""
@@ -245,6 +246,7 @@ def test_a_second_run_in_the_same_folder_stops_at_once_naming_the_lock(processed
     assert not [p for p in (root / "data").rglob("*") if ".tmp" in p.name]  # no temporary left behind
 
 
+@pytest.mark.long  # three kedro runs killed and resumed (about 50 s idle)
 def test_killed_runs_end_as_killed_in_mlflow(processed, tmp_path, empty_mlflow_db):
     """SIGKILL cannot be caught: the run stays RUNNING until the next run sees that its process is gone and marks
     it KILLED. SIGTERM (or Ctrl-C) is caught: the run ends as KILLED itself."""
