@@ -82,7 +82,7 @@ class StudyConfig:
     lr_grid: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4])
     grid_extensions: int = 2
     budget_gflops: float = 1500.0
-    snapshot_at: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
+    snapshot_at: list[float] = field(default_factory=lambda: [0.5, 1.0])
     finetune: dict[str, Any] = field(default_factory=dict)
     signals: SignalConfig = field(default_factory=SignalConfig)
     headroom_fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 0.9])
