@@ -36,6 +36,7 @@ import os
 import socket
 import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -143,15 +144,22 @@ def _store():
         return None
 
 
-def _report_failure(exc: BaseException) -> None:
+def _report_failure(exc: BaseException) -> str | None:
+    """Write this rank's failure (message and traceback) to the store when it is the first; -> the first failure's
+    cause when another rank failed before this one (this failure then follows from it, e.g. a collective that the
+    failed rank left), else None."""
     store = _store()
     if store is None:
-        return
+        return None
     try:
         if store.add(f"{FAILURE_KEY}/count", 1) == 1:  # the first failure is the cause; later ones follow from it
-            store.set(FAILURE_KEY, f"rank {dist.get_rank()} failed ({type(exc).__name__}: {exc})")
+            trace = "".join(traceback.format_exception(exc))[-4000:]
+            store.set(FAILURE_KEY, f"rank {dist.get_rank()} failed ({type(exc).__name__}: {exc})\n{trace}")
+            return None
+        return store.get(FAILURE_KEY).decode(errors="replace")
     except Exception as err:  # noqa: BLE001
         log.warning("could not tell the other ranks about the failure: %s", err)
+        return None
 
 
 def _watch_failures(store, stop: threading.Event, interval_s: float) -> None:
@@ -201,7 +209,14 @@ def fail_fast(interval_s: float = 0.5) -> Iterator[None]:
         stop.set()
         log.error("rank %s failed (%s: %s): stopping every rank", os.environ.get("RANK", "0"), type(exc).__name__,
                   exc)
-        _report_failure(exc)
+        cause = _report_failure(exc)
+        if cause is not None and os.environ.get("TORCHELASTIC_ERROR_FILE"):
+            # another rank failed first (on a loaded machine this rank's collective can fail before the watchdog
+            # sees the store): end as the watchdog does, with the first failure's cause in this rank's error file
+            print(f"[rank {os.environ.get('RANK', '?')}] stopping: {cause}", file=sys.stderr, flush=True)
+            _record_stop(cause)
+            abort()
+            os._exit(1)
         abort()
         raise
     stop.set()
