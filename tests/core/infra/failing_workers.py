@@ -23,3 +23,15 @@ def note_pid_and_block_rank(device, folder: str) -> None:
     torch's parent-death SIGINT is not handled while the call waits."""
     Path(folder, f"{os.getpid()}.pid").touch()
     distributed.broadcast_object(None, src=1 - distributed.context().rank)
+
+
+def fail_after_rank_zero(device, message: str):
+    """Rank 0 raises ``message``; rank 1 raises a follow-up error as soon as rank 0's failure is in the store (polled
+    every 10 ms, before the 0.5 s watchdog ends it): the failure that follows another's."""
+    if distributed.is_main():
+        raise RuntimeError(message)
+    store = distributed._store()
+    deadline = time.monotonic() + 60
+    while not store.check([distributed.FAILURE_KEY]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raise RuntimeError("follow-up failure of rank 1")
