@@ -86,18 +86,23 @@ def test_local_distributed_workers_die_with_their_parent(tmp_path):
     _kill_parent_then_expect_workers_gone(proc, _wait_for_pids(tmp_path, 2, proc))
 
 
-def test_a_failure_on_rank_zero_alone_stops_every_rank_with_its_cause(tmp_path):
-    """Rank 0 raises while rank 1 waits for it in a broadcast; the group's timeout is 300 s."""
+def _launch_failing(worker: str, args: str) -> str:
+    """Two local workers running ``failing_workers.<worker>(device, *args)`` -> the launcher process's output:
+    ``RAISED <exception type> <time>`` and the exception's message."""
     proc = _start("import time\n"
                   "from easytune.core.infra import distributed\n"
-                  "from tests.core.infra.failing_workers import fail_on_rank_zero\n"
+                  f"from tests.core.infra.failing_workers import {worker}\n"
                   "try:\n"
-                  f"    distributed.launch_local(fail_on_rank_zero, ({str(tmp_path)!r}, 'injected failure 27'), "
-                  "nproc=2, device='cpu', timeout_s=300)\n"
+                  f"    distributed.launch_local({worker}, {args}, nproc=2, device='cpu', timeout_s=300)\n"
                   "except Exception as exc:\n"
                   "    print('RAISED', type(exc).__name__, repr(time.time()))\n"
                   "    print(exc)\n")
-    out = _finish(proc, limit_s=90)
+    return _finish(proc, limit_s=90)
+
+
+def test_a_failure_on_rank_zero_alone_stops_every_rank_with_its_cause(tmp_path):
+    """Rank 0 raises while rank 1 waits for it in a broadcast; the group's timeout is 300 s."""
+    out = _launch_failing("fail_on_rank_zero", f"({str(tmp_path)!r}, 'injected failure 27')")
     assert "RAISED WorkerFailed" in out, out[-4000:]
     raised_at = float(out.split("RAISED WorkerFailed ", 1)[1].split()[0])
     assert raised_at - float((tmp_path / "failed_at").read_text()) < 10.0
@@ -112,15 +117,7 @@ def test_a_failure_that_follows_another_ranks_reports_the_first_cause():
     error, so whichever rank the launcher sees first, the report names the cause. Which ranks the launcher reports is
     timing-dependent (on an idle machine usually rank 0 alone, which the previous code passed too; under load rank 1
     alone, the CI failure this guards against): the check holds for every rank 1 headline reported."""
-    proc = _start("from easytune.core.infra import distributed\n"
-                  "from tests.core.infra.failing_workers import fail_after_rank_zero\n"
-                  "try:\n"
-                  "    distributed.launch_local(fail_after_rank_zero, ('injected failure 31',), nproc=2, device='cpu',"
-                  " timeout_s=300)\n"
-                  "except Exception as exc:\n"
-                  "    print('RAISED', type(exc).__name__)\n"
-                  "    print(exc)\n")
-    out = _finish(proc, limit_s=90)
+    out = _launch_failing("fail_after_rank_zero", "('injected failure 31',)")
     assert "RAISED WorkerFailed" in out, out[-4000:]
     message = out.split("RAISED WorkerFailed", 1)[1]
     assert "rank 0 failed" in message and "RuntimeError: injected failure 31" in message, message[-3000:]

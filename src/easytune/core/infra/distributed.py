@@ -163,7 +163,6 @@ def _report_failure(exc: BaseException) -> str | None:
 
 
 def _watch_failures(store, stop: threading.Event, interval_s: float) -> None:
-    rank = os.environ.get("RANK", "?")
     while not stop.wait(interval_s):
         try:
             if not store.check([FAILURE_KEY]):
@@ -173,9 +172,15 @@ def _watch_failures(store, stop: threading.Event, interval_s: float) -> None:
             return
         if stop.is_set():
             return
-        print(f"[rank {rank}] stopping: {cause}", file=sys.stderr, flush=True)
-        _record_stop(cause)
-        os._exit(1)  # this rank may be blocked in a collective that will never complete
+        _end_stopped(cause)  # this rank may be blocked in a collective that will never complete
+
+
+def _end_stopped(cause: str) -> None:
+    """End this rank because another one failed: the cause printed and written to this rank's error file, then
+    ``os._exit(1)`` (no cleanup: the rank may be blocked in, or just out of, a collective that cannot complete)."""
+    print(f"[rank {os.environ.get('RANK', '?')}] stopping: {cause}", file=sys.stderr, flush=True)
+    _record_stop(cause)
+    os._exit(1)
 
 
 def _record_stop(cause: str) -> None:
@@ -213,10 +218,8 @@ def fail_fast(interval_s: float = 0.5) -> Iterator[None]:
         if cause is not None and os.environ.get("TORCHELASTIC_ERROR_FILE"):
             # another rank failed first (on a loaded machine this rank's collective can fail before the watchdog
             # sees the store): end as the watchdog does, with the first failure's cause in this rank's error file
-            print(f"[rank {os.environ.get('RANK', '?')}] stopping: {cause}", file=sys.stderr, flush=True)
-            _record_stop(cause)
             abort()
-            os._exit(1)
+            _end_stopped(cause)
         abort()
         raise
     stop.set()
